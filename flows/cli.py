@@ -1,0 +1,184 @@
+"""The `shipyard` command. Heavy modules are imported inside each command, so --help is fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import InputError, NotFound, ShipyardError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Package one trained model for every place it runs, prove each artifact in its own
+runtime against the source model, and publish only what passed.
+
+Exit codes: 0 every requested target passed and was published; 1 some target failed
+(the passed ones are still published) or a registry error; 2 bad usage or input.
+"""
+
+REGISTRY_HELP = ("registry URL: file:///abs/path or s3://bucket/prefix "
+                 "(default: $SHIPYARD_REGISTRY, else ~/.shipyard/registry)")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="shipyard", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    pk = sub.add_parser("package", help="export, validate and publish a model",
+                        description="Export SOURCE (a torch.export .pt2) for each target, run every "
+                        "artifact in its runtime against the source, publish those that pass.")
+    pk.add_argument("source", type=Path, help="model file (torch.export.save archive)")
+    pk.add_argument("--spec", type=Path, help="YAML/JSON spec: names, dim ranges, samples, per-target options and gates")
+    pk.add_argument("--targets", help="comma-separated target names (default: all; see `shipyard targets`)")
+    pk.add_argument("--name", help="registry model name (default: spec `name`, else the file's stem)")
+    pk.add_argument("--registry", help=REGISTRY_HELP)
+    pk.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    pk.add_argument("--keep-workdir", action="store_true", help="keep the run's work folder even on success")
+
+    pl = sub.add_parser("pull", help="write a published target's files after checking every digest")
+    pl.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS (default alias: latest)")
+    pl.add_argument("--target", required=True, help="target name, e.g. ort-web")
+    pl.add_argument("-o", "--output", type=Path, required=True, help="folder to write into")
+    pl.add_argument("--registry", help=REGISTRY_HELP)
+
+    ls = sub.add_parser("ls", help="list models, or one model's versions")
+    ls.add_argument("name", nargs="?", help="model name")
+    ls.add_argument("--registry", help=REGISTRY_HELP)
+    ls.add_argument("--json", action="store_true")
+
+    sh = sub.add_parser("show", help="show a version's manifest summary")
+    sh.add_argument("ref", help="NAME, NAME:VERSION or NAME@ALIAS")
+    sh.add_argument("--registry", help=REGISTRY_HELP)
+    sh.add_argument("--json", action="store_true", help="print the whole manifest")
+
+    ins = sub.add_parser("inspect", help="print a source model's signature (what a spec can override)")
+    ins.add_argument("source", type=Path)
+    ins.add_argument("--spec", type=Path)
+
+    sub.add_parser("targets", help="list the target catalog")
+    return p
+
+
+def _package(args: argparse.Namespace) -> int:
+    from shipyard.prepare import inspect_source
+    from shipyard.spec import load_spec
+    from targets import resolve_targets
+    from targets._catalog import check_target_settings
+
+    spec = load_spec(args.spec)
+    chosen = [t.name for t in resolve_targets(args.targets)]
+    check_target_settings(spec.targets)
+    inspect_source(args.source, spec)  # bad input fails here, before anything is written
+    if args.registry:
+        from registry import open_registry
+
+        open_registry(args.registry)
+
+    from flows.package import package_model
+    from shipyard.report import RunReport
+    from shipyard.table import format_table
+
+    result = package_model(source=str(args.source.resolve()), targets=chosen,
+                           spec=spec.model_dump(mode="json", exclude_defaults=True),
+                           name=args.name, registry=args.registry, keep_workdir=args.keep_workdir)
+    report = RunReport.model_validate(result)
+    if args.json:
+        print(json.dumps(report.to_json_dict(), indent=2))
+    else:
+        print(format_table(report))
+    return report.exit_code()
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from registry import open_registry
+
+    manifest, files = open_registry(args.registry).pull(args.ref, args.target, args.output)
+    print(f"{manifest.model}:{manifest.version} {args.target}: {len(files)} file(s) verified -> {args.output}")
+    return EXIT_OK
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from registry import open_registry
+
+    reg = open_registry(args.registry)
+    if not args.name:
+        rows: Any = [{"model": m, "versions": len(reg.versions(m)), "aliases": reg.aliases(m)}
+                     for m in reg.models()]
+        text = "\n".join(f"{r['model']}  {r['versions']} version(s)  "
+                         + " ".join(f"@{a}={v}" for a, v in sorted(r["aliases"].items())) for r in rows)
+    else:
+        if not reg.versions(args.name):
+            raise NotFound(f"no model named {args.name!r} in {reg.url}")
+        rows = []
+        for v in reg.versions(args.name):
+            m = reg.manifest(args.name, v)
+            rows.append({"version": v, "created_at": m.created_at, "source_sha256": m.source.sha256,
+                         "targets": {n: t.status.value for n, t in m.targets.items()}})
+        text = "\n".join(f"{r['version']:>4}  {r['created_at']}  {r['source_sha256'][:12]}  "
+                         + " ".join(f"{n}:{s}" for n, s in r["targets"].items()) for r in rows)
+    print(json.dumps(rows, indent=2) if args.json else (text or "(empty)"))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    from registry import open_registry
+
+    m = open_registry(args.registry).resolve(args.ref)
+    if args.json:
+        print(m.model_dump_json(indent=2))
+        return EXIT_OK
+    print(f"{m.model}:{m.version}  created {m.created_at}  source {m.source.filename} sha256 {m.source.sha256}")
+    for name, t in m.targets.items():
+        size = sum(f.bytes for f in t.files)
+        detail = t.error if t.error else f"{len(t.files)} file(s), {size:,} bytes, max_abs_err {t.metrics.max_abs_err:.2e}"
+        print(f"  {name:<12} {t.status.value:<7} {detail}")
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from shipyard.prepare import inspect_source
+    from shipyard.spec import load_spec
+
+    kind, signature, _ = inspect_source(args.source, load_spec(args.spec))
+    print(json.dumps({"kind": kind.value, **signature.model_dump(mode="json")}, indent=2))
+    return EXIT_OK
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from targets import all_targets
+
+    for t in all_targets():
+        print(f"{t.name:<12} {t.summary}")
+    return EXIT_OK
+
+
+COMMANDS = {"package": _package, "pull": _pull, "ls": _ls, "show": _show, "inspect": _inspect,
+            "targets": _targets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, NotFound) as exc:
+        print(f"shipyard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ShipyardError as exc:
+        print(f"shipyard: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

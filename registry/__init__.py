@@ -1,0 +1,47 @@
+"""The artifact registry, on a local folder (file://) or S3-compatible storage (s3://)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from registry._backend import Backend
+from registry._local import LocalBackend
+from registry._manifest import AliasRecord, RunInfo, SourceInfo, VersionManifest
+from registry._registry import Registry, parse_ref
+from shipyard.errors import InputError
+
+__all__ = [
+    "AliasRecord",
+    "Backend",
+    "LocalBackend",
+    "Registry",
+    "RunInfo",
+    "SourceInfo",
+    "VersionManifest",
+    "default_registry_url",
+    "open_registry",
+    "parse_ref",
+]
+
+
+def default_registry_url() -> str:
+    """$SHIPYARD_REGISTRY, else a folder under $SHIPYARD_HOME (default ~/.shipyard)."""
+    if url := os.environ.get("SHIPYARD_REGISTRY"):
+        return url
+    home = Path(os.environ.get("SHIPYARD_HOME", Path.home() / ".shipyard"))
+    return (home / "registry").resolve().as_uri()
+
+
+def open_registry(url: str | None = None) -> Registry:
+    """A registry for `file:///abs/path` or `s3://bucket/prefix`."""
+    url = url or default_registry_url()
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise InputError(f"registry URL {url!r}: file URLs must be file:///absolute/path")
+        return Registry(LocalBackend(Path(unquote(parsed.path))))
+    if parsed.scheme == "s3":
+        raise InputError("s3:// registries are not available in this version yet")
+    raise InputError(f"registry URL {url!r}: use file:///absolute/path or s3://bucket/prefix")

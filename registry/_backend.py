@@ -1,0 +1,46 @@
+"""The storage interface every registry backend implements (local folder, S3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Backend"]
+
+
+class Backend(Protocol):
+    """Keys are '/'-separated paths under the registry's root or prefix.
+
+    ETags are opaque strings that change whenever the stored bytes change.
+    """
+
+    url: str
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        """Bytes and ETag of a small object; NotFound if absent."""
+        ...
+
+    def create(self, key: str, data: bytes) -> None:
+        """Store only if absent (If-None-Match: *); AlreadyExists otherwise."""
+        ...
+
+    def replace(self, key: str, data: bytes, etag: str | None) -> None:
+        """Store if the current ETag is `etag` (None: if absent); Conflict otherwise."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def upload_file(self, key: str, path: Path, sha256: str) -> None:
+        """Stream a file to `key`; IntegrityError unless what is stored has digest `sha256`."""
+        ...
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Stream `key` into `path` (which the caller later verifies)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under `prefix`."""
+        ...
+
+    def delete(self, key: str) -> None: ...

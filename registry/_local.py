@@ -1,0 +1,119 @@
+"""Local-folder backend: atomic creates by hard link, compare-and-swap under a file lock."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
+
+__all__ = ["LocalBackend"]
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise RegistryError(f"key {key!r} escapes the registry root")
+        return path
+
+    def _temp_beside(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        return Path(name)
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        tmp = self._temp_beside(path)
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(key) from None
+        return data, _etag(data)
+
+    def create(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)  # atomic and fails if the name exists
+        except FileExistsError:
+            raise AlreadyExists(key) from None
+        finally:
+            tmp.unlink()
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def replace(self, key: str, data: bytes, etag: str | None) -> None:
+        path = self._path(key)
+        with self._locked(path):
+            try:
+                current: str | None = _etag(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != etag:
+                raise Conflict(f"{key} changed (expected {etag}, found {current})")
+            tmp = self._write_temp(path, data)
+            os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def upload_file(self, key: str, path: Path, sha256: str) -> None:
+        dest = self._path(key)
+        tmp = self._temp_beside(dest)
+        try:
+            digest = hashlib.sha256()
+            with path.open("rb") as src, tmp.open("wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != sha256:
+                raise IntegrityError(f"{path} changed while uploading (sha256 {digest.hexdigest()})")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def download_file(self, key: str, path: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), path)
+        except FileNotFoundError:
+            raise NotFound(key) from None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-") and not path.name.endswith(".lock"):
+                yield path.relative_to(self.root).as_posix()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""Compare an artifact's outputs with the source model's reference outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shipyard.report import VariantMetrics
+
+__all__ = ["OutputMismatch", "compare_outputs", "cosine_similarity"]
+
+
+class OutputMismatch(Exception):
+    """An output is missing or has the wrong shape; no error metric makes sense."""
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a64 = a.astype(np.float64).ravel()
+    b64 = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a64, b64) / (na * nb))
+
+
+def compare_outputs(
+    variant: str,
+    file: str,
+    dims: dict[str, int],
+    reference: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    rel_eps: float,
+) -> VariantMetrics:
+    """Worst error over all outputs of one variant; non-finite values count as infinite error."""
+    worst_abs, worst_rel, worst_cos, worst_name = 0.0, 0.0, 1.0, ""
+    for name, ref in reference.items():
+        if name not in actual:
+            raise OutputMismatch(f"variant {variant}: output {name} missing from {file}")
+        got = actual[name]
+        if got.shape != ref.shape:
+            raise OutputMismatch(
+                f"variant {variant}: output {name} has shape {list(got.shape)} in {file}, "
+                f"expected {list(ref.shape)}"
+            )
+        r = ref.astype(np.float64)
+        g = got.astype(np.float64)
+        diff = np.abs(g - r)
+        if not np.all(np.isfinite(diff)):
+            abs_err = rel_err = float("inf")
+            cos = -1.0
+        else:
+            abs_err = float(diff.max(initial=0.0))
+            rel_err = float((diff / (np.abs(r) + rel_eps)).max(initial=0.0))
+            cos = cosine_similarity(g, r)
+        if abs_err >= worst_abs:
+            worst_name = name
+        worst_abs, worst_rel, worst_cos = max(worst_abs, abs_err), max(worst_rel, rel_err), min(worst_cos, cos)
+    return VariantMetrics(variant=variant, file=file, dims=dims, max_abs_err=worst_abs,
+                          max_rel_err=worst_rel, cosine=worst_cos, worst_output=worst_name)

@@ -1,0 +1,74 @@
+"""Errors Shipyard raises on purpose.
+
+ShipyardError
+ ├── InputError          bad usage or input: exit 2, one line, nothing written
+ │    ├── SourceError    the source file is missing, unreadable or not a model
+ │    ├── SpecError      the spec does not validate (names the field)
+ │    └── UnknownTarget  a target name that is not in the catalog
+ ├── RegistryError       the registry refused or lacks something
+ │    ├── NotFound
+ │    ├── AlreadyExists  a conditional create lost (If-None-Match)
+ │    ├── Conflict       a conditional replace lost (If-Match)
+ │    └── IntegrityError stored bytes do not match their digest
+ └── ValidationMismatch  an artifact disagrees with its own declared interface
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "InputError",
+    "IntegrityError",
+    "NotFound",
+    "RegistryError",
+    "ShipyardError",
+    "SourceError",
+    "SpecError",
+    "UnknownTarget",
+    "ValidationMismatch",
+]
+
+
+class ShipyardError(Exception):
+    """Base of every error Shipyard raises on purpose."""
+
+
+class InputError(ShipyardError):
+    """The user's input is unusable; the CLI exits 2."""
+
+
+class SourceError(InputError):
+    pass
+
+
+class SpecError(InputError):
+    pass
+
+
+class UnknownTarget(InputError):
+    pass
+
+
+class RegistryError(ShipyardError):
+    pass
+
+
+class NotFound(RegistryError):
+    pass
+
+
+class AlreadyExists(RegistryError):
+    pass
+
+
+class Conflict(RegistryError):
+    pass
+
+
+class IntegrityError(RegistryError):
+    pass
+
+
+class ValidationMismatch(ShipyardError):
+    """The artifact's interface (names, dtypes, dims) differs from the source's."""

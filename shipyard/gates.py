@@ -1,0 +1,46 @@
+"""Gates: the limits an artifact's outputs must meet against the source model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shipyard.report import GateResult, Metrics
+
+__all__ = ["FP32_GATES", "Gates", "apply_gates"]
+
+
+class Gates(BaseModel):
+    """Limits on the comparison metrics; None turns a gate off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_abs_err: float | None = Field(default=None, ge=0)
+    max_rel_err: float | None = Field(default=None, ge=0)
+    min_cosine: float | None = Field(default=None, ge=-1, le=1)
+    rel_eps: float = Field(default=1e-3, gt=0, description="epsilon in |a-b| / (|ref| + eps)")
+
+    def merged(self, overrides: dict[str, float | None]) -> Gates:
+        return self.model_validate({**self.model_dump(), **overrides})
+
+
+# Strict defaults for float32 artifacts: kernels differ, math should not.
+FP32_GATES = Gates(max_abs_err=1e-4, max_rel_err=1e-2, min_cosine=0.99999)
+
+
+def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
+    """Check every enabled gate; a metric that was not measured fails its gate."""
+    checks: list[tuple[str, float | None, float | None, bool]] = [
+        ("max_abs_err", gates.max_abs_err, metrics.max_abs_err, False),
+        ("max_rel_err", gates.max_rel_err, metrics.max_rel_err, False),
+        ("min_cosine", gates.min_cosine, metrics.cosine, True),
+    ]
+    results = []
+    for name, limit, value, at_least in checks:
+        if limit is None:
+            continue
+        if value is None:
+            passed = False
+        else:
+            passed = value >= limit if at_least else value <= limit
+        results.append(GateResult(name=name, limit=limit, value=value, passed=passed))
+    return results

@@ -1,0 +1,72 @@
+"""The model's interface: tensor names, dtypes, shapes and dynamic dim ranges."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DynamicDim", "Signature", "TensorSpec", "default_typical"]
+
+DEFAULT_UNBOUNDED_MAX = 32
+
+
+class DynamicDim(BaseModel):
+    """One symbolic dimension shared by every axis that carries its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    typical: int
+    source: str = "program"  # where max came from: program | spec | default
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DynamicDim:
+        if not self.min <= self.typical <= self.max:
+            raise ValueError(
+                f"dim {self.name}: need min <= typical <= max, got "
+                f"{self.min} <= {self.typical} <= {self.max}"
+            )
+        return self
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: str  # numpy dtype name: float32, int64, bool, ...
+    shape: list[int | str]  # a str names a DynamicDim
+
+    def concrete_shape(self, dim_values: dict[str, int]) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else dim_values[d] for d in self.shape)
+
+
+class Signature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    dims: dict[str, DynamicDim] = {}
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def batch_dim(self) -> DynamicDim | None:
+        """The dim at axis 0 of every input and output, if there is one."""
+        tensors = [*self.inputs, *self.outputs]
+        firsts = {t.shape[0] if t.shape else None for t in tensors}
+        if len(firsts) == 1:
+            (first,) = firsts
+            if isinstance(first, str):
+                return self.dims[first]
+        return None
+
+
+def default_typical(lo: int, hi: int) -> int:
+    """A mid-range value: the geometric mean of the bounds, rounded."""
+    return max(lo, min(hi, round(math.sqrt(max(lo, 1) * hi))))

@@ -1,0 +1,89 @@
+"""Identify a source file by its content (never by its name) and hash it."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+
+from shipyard.errors import SourceError
+
+__all__ = ["SourceKind", "detect_kind", "sha256_file"]
+
+CHUNK = 1 << 20
+
+
+class SourceKind(StrEnum):
+    TORCH_EXPORT = "torch-export"  # torch.export.save archive (.pt2)
+    AOTI_PACKAGE = "aoti-package"  # torch._inductor.aoti_compile_and_package output
+    KERAS = "keras"  # Keras 3 .keras zip
+    SAVED_MODEL = "saved-model"  # TensorFlow SavedModel folder
+    ONNX = "onnx"
+
+
+SUPPORTED_KINDS = {SourceKind.TORCH_EXPORT}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _zip_kind(names: list[str]) -> SourceKind:
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names) and not any(
+        "/models/" in n or n.startswith("models/") for n in names
+    ):
+        raise SourceError(
+            "this is a torch.save pickle checkpoint, which can run code when loaded and is "
+            "refused; save the model with torch.export.save(torch.export.export(model, args), "
+            "'model.pt2')"
+        )
+    if any("aotinductor/" in n for n in names):
+        return SourceKind.AOTI_PACKAGE
+    if any(n.endswith("archive_format") for n in names) and any("/models/" in n for n in names):
+        return SourceKind.TORCH_EXPORT
+    if {"config.json", "metadata.json"} <= set(names):
+        return SourceKind.KERAS
+    raise SourceError("zip archive is not a torch.export, AOTInductor or Keras model")
+
+
+def detect_kind(path: Path) -> SourceKind:
+    """Say what kind of model `path` holds, reading only headers and archive listings."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return SourceKind.SAVED_MODEL
+        raise SourceError(f"{path} is a folder but not a TensorFlow SavedModel")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise SourceError(f"{path} is empty")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return _zip_kind(zf.namelist())
+        except zipfile.BadZipFile as exc:
+            raise SourceError(f"{path} is a damaged zip archive ({exc})") from None
+    if head[:1] == b"\x80" and head[1:2] in {bytes([p]) for p in range(2, 6)}:
+        raise SourceError(
+            f"{path} is a Python pickle, which can run code when loaded and is refused; "
+            "save the model with torch.export.save"
+        )
+    if head.startswith(b"\x89HDF"):
+        raise SourceError(f"{path} is a legacy Keras HDF5 file; save it as .keras instead")
+    if _looks_like_onnx(path):
+        return SourceKind.ONNX
+    raise SourceError(f"{path} is not a recognized model (torch.export .pt2, .keras, ONNX)")
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    try:
+        import onnx  # optional: only to recognize the format
+
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return model.ir_version > 0 and len(model.graph.node) > 0

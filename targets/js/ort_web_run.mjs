@@ -1,0 +1,67 @@
+// Run ONNX / ORT-format models in onnxruntime-web's wasm backend, as a browser would.
+// Usage: node ort_web_run.mjs JOB.json  (written by targets/ort_web.py)
+// JOB: {models: [{file, path}], variants: [{name, inputs: [{name, dtype, shape, path}]}],
+//       timed_variant, repeats, out_dir, result_path}
+// Writes raw little-endian output tensors to out_dir and the result JSON to result_path.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-web';
+
+ort.env.wasm.numThreads = 1;
+
+const TYPED = {
+  float32: Float32Array, float64: Float64Array, int8: Int8Array, uint8: Uint8Array,
+  int16: Int16Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array,
+};
+
+function readTensor(spec) {
+  const buf = fs.readFileSync(spec.path);
+  const Typed = TYPED[spec.dtype];
+  if (!Typed) throw new Error(`dtype ${spec.dtype} is not supported by the harness`);
+  const data = new Typed(buf.buffer, buf.byteOffset, buf.byteLength / Typed.BYTES_PER_ELEMENT);
+  return new ort.Tensor(spec.dtype, data.slice(), spec.shape);
+}
+
+function feedsOf(variant) {
+  return Object.fromEntries(variant.inputs.map((s) => [s.name, readTensor(s)]));
+}
+
+async function main() {
+  const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  const runs = [];
+  for (const model of job.models) {
+    const bytes = fs.readFileSync(model.path);
+    const t0 = performance.now();
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+    const loadMs = performance.now() - t0;
+    const outputs = {};
+    for (const variant of job.variants) {
+      const result = await session.run(feedsOf(variant));
+      outputs[variant.name] = session.outputNames.map((name, i) => {
+        const t = result[name];
+        const file = path.join(job.out_dir, `${model.file.replace(/\W/g, '_')}.${variant.name}.${i}.bin`);
+        const data = t.data;
+        fs.writeFileSync(file, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        return { name, dtype: t.type, shape: t.dims, path: file };
+      });
+    }
+    const timed = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
+    const feeds = feedsOf(timed);
+    await session.run(feeds);
+    const times = [];
+    for (let i = 0; i < job.repeats; i++) {
+      const s = performance.now();
+      await session.run(feeds);
+      times.push(performance.now() - s);
+    }
+    times.sort((a, b) => a - b);
+    runs.push({ file: model.file, load_ms: loadMs, latency_ms_p50: times[Math.floor(times.length / 2)], outputs });
+    await session.release();
+  }
+  fs.writeFileSync(job.result_path, JSON.stringify({ runs }));
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err && err.message ? err.message : err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,131 @@
+"""triton: a Triton model repository (ONNX Runtime backend), checked config-against-graph and run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.onnx2triton import TritonOptions, batching, triton_dtype
+from shipyard.errors import ValidationMismatch
+from shipyard.gates import FP32_GATES
+from shipyard.variants import load_arrays, save_arrays
+from targets._catalog import Target, register_target
+from targets._jobs import ArtifactRun, ExportJob, ExportResult, RuntimeJob, RuntimeResult
+
+__all__ = ["check_config", "export", "run_artifact"]
+
+# ONNX TensorProto element type -> numpy dtype name
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+               9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+
+def export(job: ExportJob) -> ExportResult:
+    from exporters.onnx2triton import write_repository
+    from exporters.torch2onnx import export_onnx
+
+    options = TritonOptions.model_validate(job.options)
+    scratch = job.out_path.parent / "onnx"
+    scratch.mkdir(exist_ok=True)
+    onnx_path = export_onnx(job.source_path, job.signature, scratch / "model.onnx", options.opset)
+    written = write_repository(onnx_path, job.out_path, job.model_name, job.signature, options)
+    max_batch, batch_dim = batching(job.signature)
+    envelope, notes = {}, []
+    if batch_dim:
+        envelope[batch_dim] = {"min": 1, "max": max_batch}
+        notes.append(f"max_batch_size {max_batch} with dynamic batching on dim {batch_dim}")
+    else:
+        notes.append("max_batch_size 0: no dim at axis 0 of every tensor reaches down to 1")
+    return ExportResult(files=[p.relative_to(job.out_path).as_posix() for p in written],
+                        envelope=envelope, notes=notes)
+
+
+def _graph_io(model: Any) -> dict[str, tuple[str, list[int | str]]]:
+    io = {}
+    for value in [*model.graph.input, *model.graph.output]:
+        t = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+        io[value.name] = (ONNX_DTYPES.get(t.elem_type, f"onnx-type-{t.elem_type}"), shape)
+    return io
+
+
+def check_config(model_dir: Path) -> Any:
+    """Parse config.pbtxt and check it against the ONNX graph; return the ModelConfig."""
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+    problems = []
+    if config.name != model_dir.name:
+        problems.append(f"config name {config.name!r} differs from folder {model_dir.name!r}")
+    if config.backend != "onnxruntime" and config.platform != "onnxruntime_onnx":
+        problems.append(f"backend {config.backend or config.platform!r} is not onnxruntime")
+    model_file = model_dir / "1" / (config.default_model_filename or "model.onnx")
+    if not model_file.is_file():
+        raise ValidationMismatch(f"{model_file.relative_to(model_dir.parent)} is missing")
+    graph = _graph_io(onnx.load_model(str(model_file), load_external_data=False))
+    batched = config.max_batch_size > 0
+    declared = list(config.input) + list(config.output)
+    if {t.name for t in declared} != set(graph):
+        problems.append(f"config tensors {sorted(t.name for t in declared)} differ from graph {sorted(graph)}")
+    for tensor in declared:
+        if tensor.name not in graph:
+            continue
+        dtype, shape = graph[tensor.name]
+        if mc.DataType.Name(tensor.data_type) != triton_dtype(dtype):
+            problems.append(f"{tensor.name}: config {mc.DataType.Name(tensor.data_type)}, graph {dtype}")
+        if batched and (not shape or isinstance(shape[0], int)):
+            problems.append(f"{tensor.name}: max_batch_size > 0 but graph axis 0 is fixed")
+        want = [-1 if isinstance(d, str) else d for d in (shape[1:] if batched else shape)]
+        if list(tensor.dims) != want:
+            problems.append(f"{tensor.name}: config dims {list(tensor.dims)}, graph {want}")
+    if problems:
+        raise ValidationMismatch("config.pbtxt does not match model.onnx: " + "; ".join(problems))
+    return config
+
+
+def run_artifact(job: RuntimeJob) -> RuntimeResult:
+    import onnxruntime as ort
+
+    model_dir = Path(job.artifact_dir) / job.model_name
+    config = check_config(model_dir)
+    batch = f"batch {min(v.dims.get(batching(job.signature)[1] or '', 1) for v in job.variants)}"
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - start) * 1000
+    outputs: dict[str, str] = {}
+    names = job.signature.output_names()
+    for v in job.variants:
+        feeds = load_arrays(Path(v.inputs))
+        arrays = dict(zip(names, session.run(names, feeds), strict=True))
+        path = Path(job.out_dir) / f"triton.{v.name}.npz"
+        save_arrays(path, arrays)
+        outputs[v.name] = str(path)
+    typical = next((v for v in job.variants if v.name == "typical"), job.variants[0])
+    feeds = load_arrays(Path(typical.inputs))
+    times = []
+    for _ in range(job.repeats):
+        t0 = time.perf_counter()
+        session.run(names, feeds)
+        times.append((time.perf_counter() - t0) * 1000)
+    rel = f"{job.model_name}/1/model.onnx"
+    run = ArtifactRun(file=rel, outputs=outputs, load_ms=round(load_ms, 3),
+                      latency_ms_p50=round(statistics.median(times), 4))
+    notes = [f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size}); "
+             f"ran from {batch} to the largest the config allows"]
+    return RuntimeResult(runs=[run], notes=notes)
+
+
+register_target(Target(
+    name="triton",
+    summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
+    exporter="targets.triton:export",
+    runtime="targets.triton:run_artifact",
+    gates=FP32_GATES,
+    options=TritonOptions,
+    toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "tritonclient"),
+))
