@@ -14,9 +14,18 @@ __all__ = ["TritonOptions", "batching", "build_config", "triton_dtype", "write_r
 
 # numpy dtype name -> Triton DataType enum name (model_config.proto)
 TRITON_DTYPES = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
     "bfloat16": "TYPE_BF16",
 }
 
@@ -57,21 +66,25 @@ def build_config(name: str, signature: Signature, options: TritonOptions):  # ty
     max_batch, batch_dim = batching(signature)
     config = mc.ModelConfig(name=name, backend="onnxruntime", max_batch_size=max_batch)
     for spec in signature.inputs:
-        config.input.add(name=spec.name, data_type=mc.DataType.Value(triton_dtype(spec.dtype)),
-                         dims=_dims(spec, batch_dim))
+        config.input.add(
+            name=spec.name, data_type=mc.DataType.Value(triton_dtype(spec.dtype)), dims=_dims(spec, batch_dim)
+        )
     for spec in signature.outputs:
-        config.output.add(name=spec.name, data_type=mc.DataType.Value(triton_dtype(spec.dtype)),
-                          dims=_dims(spec, batch_dim))
+        config.output.add(
+            name=spec.name, data_type=mc.DataType.Value(triton_dtype(spec.dtype)), dims=_dims(spec, batch_dim)
+        )
     if max_batch > 0:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if options.instance_kind:
-        config.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind),
-                                  count=options.instance_count)
+        config.instance_group.add(
+            kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind), count=options.instance_count
+        )
     return config
 
 
-def write_repository(onnx_path: Path, repo: Path, name: str, signature: Signature,
-                     options: TritonOptions) -> list[Path]:
+def write_repository(
+    onnx_path: Path, repo: Path, name: str, signature: Signature, options: TritonOptions
+) -> list[Path]:
     """Lay out the model repository and return the files written."""
     version_dir = repo / name / "1"
     version_dir.mkdir(parents=True, exist_ok=True)

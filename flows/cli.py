@@ -22,8 +22,10 @@ Exit codes: 0 every requested target passed and was published; 1 some target fai
 (the passed ones are still published) or a registry error; 2 bad usage or input.
 """
 
-REGISTRY_HELP = ("registry URL: file:///abs/path or s3://bucket/prefix "
-                 "(default: $SHIPYARD_REGISTRY, else ~/.shipyard/registry)")
+REGISTRY_HELP = (
+    "registry URL: file:///abs/path or s3://bucket/prefix "
+    "(default: $SHIPYARD_REGISTRY, else ~/.shipyard/registry)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,15 +34,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="shipyard", description=DESCRIPTION,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="shipyard", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    pk = sub.add_parser("package", help="export, validate and publish a model",
-                        description="Export SOURCE (a torch.export .pt2) for each target, run every "
-                        "artifact in its runtime against the source, publish those that pass.")
+    pk = sub.add_parser(
+        "package",
+        help="export, validate and publish a model",
+        description="Export SOURCE (a torch.export .pt2) for each target, run every "
+        "artifact in its runtime against the source, publish those that pass.",
+    )
     pk.add_argument("source", type=Path, help="model file (torch.export.save archive)")
-    pk.add_argument("--spec", type=Path, help="YAML/JSON spec: names, dim ranges, samples, per-target options and gates")
+    pk.add_argument(
+        "--spec", type=Path, help="YAML/JSON spec: names, dim ranges, samples, per-target options and gates"
+    )
     pk.add_argument("--targets", help="comma-separated target names (default: all; see `shipyard targets`)")
     pk.add_argument("--name", help="registry model name (default: spec `name`, else the file's stem)")
     pk.add_argument("--registry", help=REGISTRY_HELP)
@@ -72,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from shipyard.prepare import inspect_source
+    from shipyard.prepare import choose_model_name, inspect_source
     from shipyard.spec import load_spec
     from targets import resolve_targets
     from targets._catalog import check_target_settings
@@ -80,6 +88,7 @@ def _package(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     chosen = [t.name for t in resolve_targets(args.targets)]
     check_target_settings(spec.targets)
+    choose_model_name(spec, args.source, args.name)
     inspect_source(args.source, spec)  # bad input fails here, before anything is written
     if args.registry:
         from registry import open_registry
@@ -90,9 +99,14 @@ def _package(args: argparse.Namespace) -> int:
     from shipyard.report import RunReport
     from shipyard.table import format_table
 
-    result = package_model(source=str(args.source.resolve()), targets=chosen,
-                           spec=spec.model_dump(mode="json", exclude_defaults=True),
-                           name=args.name, registry=args.registry, keep_workdir=args.keep_workdir)
+    result = package_model(
+        source=str(args.source.resolve()),
+        targets=chosen,
+        spec=spec.model_dump(mode="json", exclude_defaults=True),
+        name=args.name,
+        registry=args.registry,
+        keep_workdir=args.keep_workdir,
+    )
     report = RunReport.model_validate(result)
     if args.json:
         print(json.dumps(report.to_json_dict(), indent=2))
@@ -105,7 +119,9 @@ def _pull(args: argparse.Namespace) -> int:
     from registry import open_registry
 
     manifest, files = open_registry(args.registry).pull(args.ref, args.target, args.output)
-    print(f"{manifest.model}:{manifest.version} {args.target}: {len(files)} file(s) verified -> {args.output}")
+    print(
+        f"{manifest.model}:{manifest.version} {args.target}: {len(files)} file(s) verified -> {args.output}"
+    )
     return EXIT_OK
 
 
@@ -114,20 +130,33 @@ def _ls(args: argparse.Namespace) -> int:
 
     reg = open_registry(args.registry)
     if not args.name:
-        rows: Any = [{"model": m, "versions": len(reg.versions(m)), "aliases": reg.aliases(m)}
-                     for m in reg.models()]
-        text = "\n".join(f"{r['model']}  {r['versions']} version(s)  "
-                         + " ".join(f"@{a}={v}" for a, v in sorted(r["aliases"].items())) for r in rows)
+        rows: Any = [
+            {"model": m, "versions": len(reg.versions(m)), "aliases": reg.aliases(m)} for m in reg.models()
+        ]
+        text = "\n".join(
+            f"{r['model']}  {r['versions']} version(s)  "
+            + " ".join(f"@{a}={v}" for a, v in sorted(r["aliases"].items()))
+            for r in rows
+        )
     else:
         if not reg.versions(args.name):
             raise NotFound(f"no model named {args.name!r} in {reg.url}")
         rows = []
         for v in reg.versions(args.name):
             m = reg.manifest(args.name, v)
-            rows.append({"version": v, "created_at": m.created_at, "source_sha256": m.source.sha256,
-                         "targets": {n: t.status.value for n, t in m.targets.items()}})
-        text = "\n".join(f"{r['version']:>4}  {r['created_at']}  {r['source_sha256'][:12]}  "
-                         + " ".join(f"{n}:{s}" for n, s in r["targets"].items()) for r in rows)
+            rows.append(
+                {
+                    "version": v,
+                    "created_at": m.created_at,
+                    "source_sha256": m.source.sha256,
+                    "targets": {n: t.status.value for n, t in m.targets.items()},
+                }
+            )
+        text = "\n".join(
+            f"{r['version']:>4}  {r['created_at']}  {r['source_sha256'][:12]}  "
+            + " ".join(f"{n}:{s}" for n, s in r["targets"].items())
+            for r in rows
+        )
     print(json.dumps(rows, indent=2) if args.json else (text or "(empty)"))
     return EXIT_OK
 
@@ -139,10 +168,16 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(m.model_dump_json(indent=2))
         return EXIT_OK
-    print(f"{m.model}:{m.version}  created {m.created_at}  source {m.source.filename} sha256 {m.source.sha256}")
+    print(
+        f"{m.model}:{m.version}  created {m.created_at}  source {m.source.filename} sha256 {m.source.sha256}"
+    )
     for name, t in m.targets.items():
         size = sum(f.bytes for f in t.files)
-        detail = t.error if t.error else f"{len(t.files)} file(s), {size:,} bytes, max_abs_err {t.metrics.max_abs_err:.2e}"
+        detail = (
+            t.error
+            if t.error
+            else f"{len(t.files)} file(s), {size:,} bytes, max_abs_err {t.metrics.max_abs_err:.2e}"
+        )
         print(f"  {name:<12} {t.status.value:<7} {detail}")
     return EXIT_OK
 
@@ -164,8 +199,14 @@ def _targets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"package": _package, "pull": _pull, "ls": _ls, "show": _show, "inspect": _inspect,
-            "targets": _targets}
+COMMANDS = {
+    "package": _package,
+    "pull": _pull,
+    "ls": _ls,
+    "show": _show,
+    "inspect": _inspect,
+    "targets": _targets,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,21 +56,35 @@ def package_one(run: PreparedRun, target_name: str) -> TargetReport:
 
 
 @task(name="publish")
-def publish(run: PreparedRun, reports: dict[str, TargetReport], toolchain: dict[str, str],
-            registry_url: str | None, flow_run_id: str | None) -> int | None:
+def publish(
+    run: PreparedRun,
+    reports: dict[str, TargetReport],
+    toolchain: dict[str, str],
+    registry_url: str | None,
+    flow_run_id: str | None,
+) -> int | None:
     """Blobs first, manifest last, then `latest`; nothing when no target passed."""
     if not any(r.status is Status.PASSED for r in reports.values()):
         return None
     registry = open_registry(registry_url)
     draft = VersionManifest(
-        model=run.model_name, version=0, created_at="",
-        source=SourceInfo(sha256=run.source_sha256, kind=run.source_kind.value,
-                          bytes=run.source_bytes, filename=Path(run.source).name),
-        spec=run.spec.model_dump(mode="json", exclude_defaults=True), signature=run.signature,
-        toolchain=toolchain, run=RunInfo(run_id=run.run_id, shipyard_version=__version__,
-                                         flow_run_id=flow_run_id),
-        targets={n: r if r.status is Status.PASSED else r.model_copy(update={"files": []})
-                 for n, r in reports.items()},
+        model=run.model_name,
+        version=0,
+        created_at="",
+        source=SourceInfo(
+            sha256=run.source_sha256,
+            kind=run.source_kind.value,
+            bytes=run.source_bytes,
+            filename=Path(run.source).name,
+        ),
+        spec=run.spec.model_dump(mode="json", exclude_defaults=True),
+        signature=run.signature,
+        toolchain=toolchain,
+        run=RunInfo(run_id=run.run_id, shipyard_version=__version__, flow_run_id=flow_run_id),
+        targets={
+            n: r if r.status is Status.PASSED else r.model_copy(update={"files": []})
+            for n, r in reports.items()
+        },
     )
     dirs = {n: target_dir(run, get_target(n)) / "artifact" for n in reports}
     return registry.publish(draft, dirs, Path(run.source)).version
@@ -78,19 +92,28 @@ def publish(run: PreparedRun, reports: dict[str, TargetReport], toolchain: dict[
 
 def _ui_artifacts(report: RunReport) -> None:
     key = f"package-{report.model}".replace(".", "-").replace("_", "-")
-    create_table_artifact(table=table_rows(report), key=key,
-                          description=f"Shipyard results for {report.model}")
+    create_table_artifact(
+        table=table_rows(report), key=key, description=f"Shipyard results for {report.model}"
+    )
     lines = [f"# {report.model} v{report.version or '-'}", ""]
     for name, t in report.targets.items():
         lines.append(f"- **{name}**: {t.status.value}" + (f" — {t.error}" if t.error else ""))
     create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary")
 
 
-@flow(name="package-model", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TARGETS),
-      validate_parameters=True)
-def package_model(source: str, targets: list[str] | None = None, spec: dict[str, Any] | None = None,
-                  name: str | None = None, registry: str | None = None,
-                  keep_workdir: bool = False) -> dict[str, Any]:
+@flow(
+    name="package-model",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TARGETS),
+    validate_parameters=True,
+)
+def package_model(
+    source: str,
+    targets: list[str] | None = None,
+    spec: dict[str, Any] | None = None,
+    name: str | None = None,
+    registry: str | None = None,
+    keep_workdir: bool = False,
+) -> dict[str, Any]:
     """Package SOURCE for every requested target (all when none) and publish what passed."""
     chosen = [t.name for t in resolve_targets(targets)]
     ctx = get_run_context()
@@ -101,8 +124,14 @@ def package_model(source: str, targets: list[str] | None = None, spec: dict[str,
     reports = {t: f.result() for t, f in futures.items()}
     toolchain = toolchain_versions([get_target(t) for t in chosen])
     version = publish(run, reports, toolchain, registry, flow_run_id)
-    report = RunReport(model=run.model_name, version=version, source_sha256=run.source_sha256,
-                       toolchain=toolchain, targets=reports, run_id=run.run_id)
+    report = RunReport(
+        model=run.model_name,
+        version=version,
+        source_sha256=run.source_sha256,
+        toolchain=toolchain,
+        targets=reports,
+        run_id=run.run_id,
+    )
     get_run_logger().info("\n%s", format_table(report))
     _ui_artifacts(report)
     if report.exit_code() == 0 and not keep_workdir:

@@ -81,7 +81,9 @@ class Registry:
         if not self.backend.exists(key):
             self.backend.upload_file(key, path, digest)
 
-    def publish(self, draft: VersionManifest, artifact_dirs: dict[str, Path], source: Path) -> VersionManifest:
+    def publish(
+        self, draft: VersionManifest, artifact_dirs: dict[str, Path], source: Path
+    ) -> VersionManifest:
         """Upload blobs, then write the manifest as the next free version, then move `latest`."""
         self.put_blob(source, draft.source.sha256)
         for name, report in draft.targets.items():
@@ -93,8 +95,9 @@ class Registry:
         for _ in range(MAX_VERSION_TRIES):
             manifest = draft.model_copy(update={"version": version, "created_at": _now()})
             try:
-                self.backend.create(self.version_key(draft.model, version),
-                                    manifest.model_dump_json(indent=2).encode())
+                self.backend.create(
+                    self.version_key(draft.model, version), manifest.model_dump_json(indent=2).encode()
+                )
                 break
             except AlreadyExists:
                 version += 1
@@ -153,7 +156,9 @@ class Registry:
             raise NotFound(f"{model}:{version} does not exist in {self.url}") from None
         manifest = VersionManifest.model_validate_json(data)
         if manifest.model != model or manifest.version != version:
-            raise IntegrityError(f"manifest at {model}:{version} claims to be {manifest.model}:{manifest.version}")
+            raise IntegrityError(
+                f"manifest at {model}:{version} claims to be {manifest.model}:{manifest.version}"
+            )
         return manifest
 
     def resolve(self, ref: str) -> VersionManifest:
@@ -172,8 +177,10 @@ class Registry:
         report = manifest.targets.get(target)
         if report is None or report.status is not Status.PASSED:
             have = sorted(n for n, r in manifest.targets.items() if r.status is Status.PASSED)
-            raise NotFound(f"{manifest.model}:{manifest.version} has no passed target {target!r} "
-                           f"(passed: {', '.join(have) or 'none'})")
+            raise NotFound(
+                f"{manifest.model}:{manifest.version} has no passed target {target!r} "
+                f"(passed: {', '.join(have) or 'none'})"
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for entry in report.files:
@@ -186,8 +193,10 @@ class Registry:
                 self.backend.download_file(self.blob_key(entry.sha256), tmp)
                 got = sha256_path(tmp)
                 if got != entry.sha256 or tmp.stat().st_size != entry.bytes:
-                    raise IntegrityError(f"{entry.path}: stored blob has sha256 {got[:12]}..., "
-                                         f"manifest says {entry.sha256[:12]}...; refusing it")
+                    raise IntegrityError(
+                        f"{entry.path}: stored blob has sha256 {got[:12]}..., "
+                        f"manifest says {entry.sha256[:12]}...; refusing it"
+                    )
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)

@@ -55,6 +55,17 @@ def compare_outputs(
             cos = cosine_similarity(g, r)
         if abs_err >= worst_abs:
             worst_name = name
-        worst_abs, worst_rel, worst_cos = max(worst_abs, abs_err), max(worst_rel, rel_err), min(worst_cos, cos)
-    return VariantMetrics(variant=variant, file=file, dims=dims, max_abs_err=worst_abs,
-                          max_rel_err=worst_rel, cosine=worst_cos, worst_output=worst_name)
+        worst_abs, worst_rel, worst_cos = (
+            max(worst_abs, abs_err),
+            max(worst_rel, rel_err),
+            min(worst_cos, cos),
+        )
+    return VariantMetrics(
+        variant=variant,
+        file=file,
+        dims=dims,
+        max_abs_err=worst_abs,
+        max_rel_err=worst_rel,
+        cosine=worst_cos,
+        worst_output=worst_name,
+    )

@@ -38,9 +38,6 @@ def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
     for name, limit, value, at_least in checks:
         if limit is None:
             continue
-        if value is None:
-            passed = False
-        else:
-            passed = value >= limit if at_least else value <= limit
-        results.append(GateResult(name=name, limit=limit, value=value, passed=passed))
+        ok = value is not None and (value >= limit if at_least else value <= limit)
+        results.append(GateResult(name=name, limit=limit, value=value, passed=ok))
     return results

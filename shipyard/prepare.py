@@ -13,7 +13,7 @@ from shipyard.source import SUPPORTED_KINDS, SourceKind, detect_kind, sha256_fil
 from shipyard.spec import MODEL_NAME_RE, Spec
 from shipyard.variants import Variant, build_variants, save_arrays
 
-__all__ = ["PreparedRun", "PreparedVariant", "apply_spec", "inspect_source", "prepare_run"]
+__all__ = ["PreparedRun", "PreparedVariant", "apply_spec", "choose_model_name", "inspect_source", "prepare_run"]
 
 
 class PreparedVariant(BaseModel):
@@ -47,10 +47,13 @@ def _rename(tensors: list[TensorSpec], overrides: dict, kind: str) -> list[Tenso
     names = {t.name for t in tensors}
     unknown = set(overrides) - names
     if unknown:
-        raise SpecError(f"spec field {kind}: no {kind[:-1]} named {sorted(unknown)[0]!r}; "
-                        f"the model has {sorted(names)}")
-    out = [t.model_copy(update={"name": overrides[t.name].name or t.name}) if t.name in overrides else t
-           for t in tensors]
+        raise SpecError(
+            f"spec field {kind}: no {kind[:-1]} named {sorted(unknown)[0]!r}; the model has {sorted(names)}"
+        )
+    out = [
+        t.model_copy(update={"name": overrides[t.name].name or t.name}) if t.name in overrides else t
+        for t in tensors
+    ]
     if len({t.name for t in out}) != len(out):
         raise SpecError(f"spec field {kind}: renaming makes two {kind} share a name")
     return out
@@ -61,14 +64,18 @@ def _narrow(dim: DynamicDim, override: dict[str, int | None]) -> DynamicDim:
     hi = override.get("max") if override.get("max") is not None else dim.max
     assert lo is not None and hi is not None
     if dim.source == "program" and not (dim.min <= lo <= hi <= dim.max):
-        raise SpecError(f"spec field dims.{dim.name}: range [{lo}, {hi}] is outside what the "
-                        f"program accepts [{dim.min}, {dim.max}]")
+        raise SpecError(
+            f"spec field dims.{dim.name}: range [{lo}, {hi}] is outside what the "
+            f"program accepts [{dim.min}, {dim.max}]"
+        )
     if lo > hi or lo < dim.min:
-        raise SpecError(f"spec field dims.{dim.name}: range [{lo}, {hi}] is invalid; the program "
-                        f"accepts min {dim.min}")
+        raise SpecError(
+            f"spec field dims.{dim.name}: range [{lo}, {hi}] is invalid; the program accepts min {dim.min}"
+        )
     typical = override.get("typical")
     if typical is None:
         from shipyard.signature import default_typical
+
         typical = default_typical(lo, hi)
     if not lo <= typical <= hi:
         raise SpecError(f"spec field dims.{dim.name}.typical: {typical} is outside [{lo}, {hi}]")
@@ -80,12 +87,18 @@ def apply_spec(signature: Signature, spec: Spec) -> Signature:
     """The program's signature with the spec's renames and narrowed dim ranges."""
     unknown = set(spec.dims) - set(signature.dims)
     if unknown:
-        raise SpecError(f"spec field dims: no dynamic dim named {sorted(unknown)[0]!r}; "
-                        f"the model has {sorted(signature.dims) or 'none'}")
-    dims = {n: _narrow(d, spec.dims[n].model_dump()) if n in spec.dims else d
-            for n, d in signature.dims.items()}
-    return Signature(inputs=_rename(signature.inputs, spec.inputs, "inputs"),
-                     outputs=_rename(signature.outputs, spec.outputs, "outputs"), dims=dims)
+        raise SpecError(
+            f"spec field dims: no dynamic dim named {sorted(unknown)[0]!r}; "
+            f"the model has {sorted(signature.dims) or 'none'}"
+        )
+    dims = {
+        n: _narrow(d, spec.dims[n].model_dump()) if n in spec.dims else d for n, d in signature.dims.items()
+    }
+    return Signature(
+        inputs=_rename(signature.inputs, spec.inputs, "inputs"),
+        outputs=_rename(signature.outputs, spec.outputs, "outputs"),
+        dims=dims,
+    )
 
 
 def _check_source(source: Path) -> SourceKind:
@@ -96,16 +109,19 @@ def _check_source(source: Path) -> SourceKind:
     except OSError as exc:
         raise SourceError(f"{source}: cannot read ({exc.strerror})") from None
     if kind not in SUPPORTED_KINDS:
-        raise SourceError(f"{source} is a {kind.value} model; this version packages "
-                          "torch.export archives (.pt2) only")
+        raise SourceError(
+            f"{source} is a {kind.value} model; this version packages torch.export archives (.pt2) only"
+        )
     return kind
 
 
-def _model_name(spec: Spec, source: Path, name: str | None) -> str:
+def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
     chosen = name or spec.name or source.name.split(".")[0].lower().replace(" ", "-")
     if not MODEL_NAME_RE.match(chosen):
-        raise SpecError(f"model name {chosen!r} is not allowed: use lowercase letters, digits, "
-                        "'.', '_' or '-' (at most 64), or set `name` in the spec")
+        raise SpecError(
+            f"model name {chosen!r} is not allowed: use lowercase letters, digits, "
+            "'.', '_' or '-' (at most 64), or set `name` in the spec"
+        )
     return chosen
 
 
@@ -118,23 +134,32 @@ def inspect_source(source: Path, spec: Spec) -> tuple[SourceKind, Signature, obj
     return kind, apply_spec(program_signature(program), spec), program
 
 
-def prepare_run(source: Path, spec: Spec, workdir: Path, name: str | None = None,
-                run_id: str | None = None) -> PreparedRun:
+def prepare_run(
+    source: Path, spec: Spec, workdir: Path, name: str | None = None, run_id: str | None = None
+) -> PreparedRun:
     """Everything every target needs: signature, validation inputs and reference outputs."""
     from shipyard.torch_program import run_program
 
     source = source.resolve()
-    model_name = _model_name(spec, source, name)
+    model_name = choose_model_name(spec, source, name)
     kind, signature, program = inspect_source(source, spec)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "variants").mkdir(exist_ok=True)
     variants = []
     for variant, inputs in build_variants(signature, spec):
         variants.append(_save_variant(workdir, variant, inputs, run_program(program, signature, inputs)))
-    run = PreparedRun(run_id=run_id or uuid.uuid4().hex[:12], model_name=model_name,
-                      source=str(source), source_kind=kind, source_sha256=sha256_file(source),
-                      source_bytes=source.stat().st_size, spec=spec, signature=signature,
-                      variants=variants, workdir=str(workdir))
+    run = PreparedRun(
+        run_id=run_id or uuid.uuid4().hex[:12],
+        model_name=model_name,
+        source=str(source),
+        source_kind=kind,
+        source_sha256=sha256_file(source),
+        source_bytes=source.stat().st_size,
+        spec=spec,
+        signature=signature,
+        variants=variants,
+        workdir=str(workdir),
+    )
     run.save()
     return run
 
@@ -143,11 +168,11 @@ def _save_variant(workdir: Path, variant: Variant, inputs: dict, outputs: dict) 
     base = workdir / "variants" / variant.name
     save_arrays(base.with_suffix(".inputs.npz"), inputs)
     save_arrays(base.with_suffix(".reference.npz"), outputs)
-    return PreparedVariant(name=variant.name, dims=variant.dims,
-                           inputs=str(base.with_suffix(".inputs.npz")),
-                           reference=str(base.with_suffix(".reference.npz")))
+    return PreparedVariant(
+        name=variant.name,
+        dims=variant.dims,
+        inputs=str(base.with_suffix(".inputs.npz")),
+        reference=str(base.with_suffix(".reference.npz")),
+    )
 
 
-def check_source_exists(source: Path) -> None:
-    if not source.exists():
-        raise SourceError(f"{source}: no such file")

@@ -26,8 +26,7 @@ class DynamicDim(BaseModel):
     def _ordered(self) -> DynamicDim:
         if not self.min <= self.typical <= self.max:
             raise ValueError(
-                f"dim {self.name}: need min <= typical <= max, got "
-                f"{self.min} <= {self.typical} <= {self.max}"
+                f"dim {self.name}: need min <= typical <= max, got {self.min} <= {self.typical} <= {self.max}"
             )
         return self
 

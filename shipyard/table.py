@@ -17,13 +17,19 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
     rows = []
     for name, t in report.targets.items():
         m = t.metrics
-        rows.append({
-            "target": name, "status": t.status.value,
-            "max_abs_err": _num(m.max_abs_err, ".2e"), "max_rel_err": _num(m.max_rel_err, ".2e"),
-            "cosine": _num(m.cosine, ".6f"), "p50_ms": _num(m.latency_ms_p50, ".3f"),
-            "load_ms": _num(m.load_ms, ".1f"), "bytes": _num(m.artifact_bytes, ","),
-            "error": _error(t),
-        })
+        rows.append(
+            {
+                "target": name,
+                "status": t.status.value,
+                "max_abs_err": _num(m.max_abs_err, ".2e"),
+                "max_rel_err": _num(m.max_rel_err, ".2e"),
+                "cosine": _num(m.cosine, ".6f"),
+                "p50_ms": _num(m.latency_ms_p50, ".3f"),
+                "load_ms": _num(m.load_ms, ".1f"),
+                "bytes": _num(m.artifact_bytes, ","),
+                "error": _error(t),
+            }
+        )
     return rows
 
 

@@ -106,8 +106,13 @@ def program_signature(ep: Any) -> Signature:
         lo = max(1, int(vr.lower))  # size-0 tensors are not a serving shape
         unbounded = _is_infinite(vr.upper)
         hi = max(lo, DEFAULT_UNBOUNDED_MAX) if unbounded else int(vr.upper)
-        dims[name] = DynamicDim(name=name, min=lo, max=hi, typical=default_typical(lo, hi),
-                                source="default" if unbounded else "program")
+        dims[name] = DynamicDim(
+            name=name,
+            min=lo,
+            max=hi,
+            typical=default_typical(lo, hi),
+            source="default" if unbounded else "program",
+        )
         symbol_names[expr] = name
         return name
 
@@ -115,7 +120,9 @@ def program_signature(ep: Any) -> Signature:
     for name in ep.graph_signature.user_inputs:
         val = placeholders[name].meta.get("val")
         if not isinstance(val, torch.Tensor):
-            raise SourceError(f"input {name} is not a tensor ({type(val).__name__}); only tensor inputs are supported")
+            raise SourceError(
+                f"input {name} is not a tensor ({type(val).__name__}); only tensor inputs are supported"
+            )
         shape = [dim_of(s, name, i, True) for i, s in enumerate(val.shape)]
         inputs.append(TensorSpec(name=name, dtype=_dtype_name(val.dtype), shape=shape))
 

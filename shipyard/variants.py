@@ -21,8 +21,9 @@ class Variant(BaseModel):
     dims: dict[str, int]
 
 
-def _random(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...],
-            low: float | None, high: float | None) -> np.ndarray:
+def _random(
+    rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], low: float | None, high: float | None
+) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
@@ -66,8 +67,10 @@ def _sample_variant(signature: Signature, samples: dict[str, np.ndarray]) -> Var
                 d = signature.dims[want]
                 ok = d.min <= got <= d.max and dims.setdefault(want, got) == got
             if not ok:
-                raise SpecError(f"samples: input {spec.name} axis {axis} has size {got}, "
-                                f"outside what the model accepts ({want})")
+                raise SpecError(
+                    f"samples: input {spec.name} axis {axis} has size {got}, "
+                    f"outside what the model accepts ({want})"
+                )
     return Variant(name="samples", dims=dims)
 
 

@@ -17,7 +17,15 @@ from shipyard.errors import SpecError, UnknownTarget
 from shipyard.gates import Gates
 from shipyard.source import SourceKind
 
-__all__ = ["NoOptions", "Target", "all_targets", "check_target_settings", "get_target", "register_target", "resolve_targets"]
+__all__ = [
+    "NoOptions",
+    "Target",
+    "all_targets",
+    "check_target_settings",
+    "get_target",
+    "register_target",
+    "resolve_targets",
+]
 
 DEFAULT_TIMEOUT_S = 900
 

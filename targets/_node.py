@@ -71,20 +71,37 @@ def timed_variant(job: RuntimeJob) -> str:
     return "typical" if "typical" in names else names[0]
 
 
-def run_js_harness(script: str, job: RuntimeJob, models: list[dict[str, str]],
-                   extra: dict[str, Any] | None = None) -> list[ArtifactRun]:
+def run_js_harness(
+    script: str, job: RuntimeJob, models: list[dict[str, str]], extra: dict[str, Any] | None = None
+) -> list[ArtifactRun]:
     """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz."""
     folder = Path(job.out_dir) / "js"
     folder.mkdir(parents=True, exist_ok=True)
-    js_job = {"models": models, "variants": _raw_inputs(job, folder), "timed_variant": timed_variant(job),
-              "repeats": job.repeats, "out_dir": str(folder), "result_path": str(folder / "result.json"),
-              **(extra or {})}
+    js_job = {
+        "models": models,
+        "variants": _raw_inputs(job, folder),
+        "timed_variant": timed_variant(job),
+        "repeats": job.repeats,
+        "out_dir": str(folder),
+        "result_path": str(folder / "result.json"),
+        **(extra or {}),
+    }
     (folder / "job.json").write_text(json.dumps(js_job, indent=2))
-    proc = subprocess.run([node_binary(), str(JS_DIR / script), str(folder / "job.json")],
-                          capture_output=True, text=True, cwd=JS_DIR)
+    proc = subprocess.run(
+        [node_binary(), str(JS_DIR / script), str(folder / "job.json")],
+        capture_output=True,
+        text=True,
+        cwd=JS_DIR,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed: {proc.stderr.strip()[-800:]}")
     result = json.loads((folder / "result.json").read_text())
-    return [ArtifactRun(file=r["file"], outputs=_npz_outputs(job, r["outputs"], r["file"]),
-                        load_ms=round(r["load_ms"], 3), latency_ms_p50=round(r["latency_ms_p50"], 4))
-            for r in result["runs"]]
+    return [
+        ArtifactRun(
+            file=r["file"],
+            outputs=_npz_outputs(job, r["outputs"], r["file"]),
+            load_ms=round(r["load_ms"], 3),
+            latency_ms_p50=round(r["latency_ms_p50"], 4),
+        )
+        for r in result["runs"]
+    ]

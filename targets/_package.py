@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import apply_gates
@@ -22,7 +19,7 @@ from targets._catalog import Target
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
 from targets._process import run_child
 
-__all__ = ["export_target", "package_target", "run_target", "target_dir"]
+__all__ = ["export_target", "judge_target", "package_target", "run_target", "settings_for", "target_dir"]
 
 
 def target_dir(run: PreparedRun, target: Target) -> Path:
@@ -44,27 +41,45 @@ def _file_entries(root: Path, files: list[str]) -> list[FileEntry]:
 def _write_reproduce(folder: Path, step: str) -> None:
     """A script beside the job that re-runs this step by hand, for debugging."""
     script = folder / f"reproduce_{step}.sh"
-    cmd = [sys.executable, "-m", "targets.child", step, str(folder / f"{step}_job.json"),
-           str(folder / f"{step}_result.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "targets.child",
+        step,
+        str(folder / f"{step}_job.json"),
+        str(folder / f"{step}_result.json"),
+    ]
     script.write_text("#!/bin/sh\nset -e\n" + " ".join(shlex.quote(c) for c in cmd) + "\n")
     script.chmod(0o755)
 
 
-def export_target(run: PreparedRun, target: Target, settings: TargetSettings) -> tuple[ExportResult | None, str | None, float]:
+def export_target(
+    run: PreparedRun, target: Target, settings: TargetSettings
+) -> tuple[ExportResult | None, str | None, float]:
     """Run the exporter in a child process; returns (result, error, seconds)."""
     folder = target_dir(run, target)
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "artifact").mkdir(parents=True)
-    job = ExportJob(target=target.name, model_name=run.model_name, source=run.source,
-                    source_kind=run.source_kind, signature=run.signature,
-                    options=target.parse_options(settings.options).model_dump(),
-                    out_dir=str(folder / "artifact"))
+    job = ExportJob(
+        target=target.name,
+        model_name=run.model_name,
+        source=run.source,
+        source_kind=run.source_kind,
+        signature=run.signature,
+        options=target.parse_options(settings.options).model_dump(),
+        out_dir=str(folder / "artifact"),
+    )
     (folder / "export_job.json").write_text(job.model_dump_json(indent=2))
     _write_reproduce(folder, "export")
     start = time.perf_counter()
-    outcome = run_child("export", folder / "export_job.json", folder / "export_result.json",
-                        folder / "export.log", settings.timeout_s or target.timeout_s)
+    outcome = run_child(
+        "export",
+        folder / "export_job.json",
+        folder / "export_result.json",
+        folder / "export.log",
+        settings.timeout_s or target.timeout_s,
+    )
     seconds = time.perf_counter() - start
     if not outcome.ok:
         return None, f"export failed: {outcome.output}", seconds
@@ -75,23 +90,37 @@ def _in_envelope(dims: dict[str, int], envelope: dict[str, dict[str, int]]) -> b
     return all(envelope[d]["min"] <= v <= envelope[d]["max"] for d, v in dims.items() if d in envelope)
 
 
-def run_target(run: PreparedRun, target: Target, settings: TargetSettings,
-               exported: ExportResult) -> tuple[RuntimeResult | None, str | None, float]:
+def run_target(
+    run: PreparedRun, target: Target, settings: TargetSettings, exported: ExportResult
+) -> tuple[RuntimeResult | None, str | None, float]:
     """Run the artifact in its runtime, in a child process, on every variant it serves."""
     folder = target_dir(run, target)
-    variants = [VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs)
-                for v in run.variants if _in_envelope(v.dims, exported.envelope)]
+    variants = [
+        VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs)
+        for v in run.variants
+        if _in_envelope(v.dims, exported.envelope)
+    ]
     (folder / "outputs").mkdir(exist_ok=True)
-    job = RuntimeJob(target=target.name, model_name=run.model_name,
-                     artifact_dir=str(folder / "artifact"), files=exported.files,
-                     signature=run.signature,
-                     options=target.parse_options(settings.options).model_dump(),
-                     variants=variants, out_dir=str(folder / "outputs"))
+    job = RuntimeJob(
+        target=target.name,
+        model_name=run.model_name,
+        artifact_dir=str(folder / "artifact"),
+        files=exported.files,
+        signature=run.signature,
+        options=target.parse_options(settings.options).model_dump(),
+        variants=variants,
+        out_dir=str(folder / "outputs"),
+    )
     (folder / "run_job.json").write_text(job.model_dump_json(indent=2))
     _write_reproduce(folder, "run")
     start = time.perf_counter()
-    outcome = run_child("run", folder / "run_job.json", folder / "run_result.json",
-                        folder / "run.log", settings.timeout_s or target.timeout_s)
+    outcome = run_child(
+        "run",
+        folder / "run_job.json",
+        folder / "run_result.json",
+        folder / "run.log",
+        settings.timeout_s or target.timeout_s,
+    )
     seconds = time.perf_counter() - start
     if not outcome.ok:
         return None, f"runtime failed: {outcome.output}", seconds
@@ -104,9 +133,16 @@ def _compare(run: PreparedRun, result: RuntimeResult, rel_eps: float) -> list[Va
     for art in result.runs:
         for variant_name, outputs_path in art.outputs.items():
             v = by_name[variant_name]
-            compared.append(compare_outputs(variant_name, art.file, v.dims,
-                                            load_arrays(Path(v.reference)),
-                                            load_arrays(Path(outputs_path)), rel_eps))
+            compared.append(
+                compare_outputs(
+                    variant_name,
+                    art.file,
+                    v.dims,
+                    load_arrays(Path(v.reference)),
+                    load_arrays(Path(outputs_path)),
+                    rel_eps,
+                )
+            )
     return compared
 
 
@@ -126,23 +162,24 @@ def _envelope(run: PreparedRun, exported: ExportResult) -> tuple[dict[str, dict[
         served = exported.envelope.get(name, {"min": dim.min, "max": dim.max})
         envelope[name] = served
         if served != {"min": dim.min, "max": dim.max}:
-            notes.append(f"dim {name}: serves [{served['min']}, {served['max']}] of the declared "
-                         f"[{dim.min}, {dim.max}]")
+            notes.append(
+                f"dim {name}: serves [{served['min']}, {served['max']}] of the declared "
+                f"[{dim.min}, {dim.max}]"
+            )
     return envelope, notes
 
 
-def package_target(run: PreparedRun, target: Target, settings: TargetSettings | None = None) -> TargetReport:
-    """Export, run, compare and gate one target. Never raises for a target's own failure."""
-    settings = settings or run.spec.targets.get(target.name, TargetSettings())
-    exported, error, export_s = export_target(run, target, settings)
-    if exported is None:
-        return TargetReport(status=Status.FAILED, error=error, metrics=Metrics(export_s=export_s))
+def judge_target(
+    run: PreparedRun, target: Target, settings: TargetSettings, exported: ExportResult, export_s: float = 0.0
+) -> TargetReport:
+    """Run an exported artifact in its runtime, compare with the reference and apply the gates."""
     folder = target_dir(run, target)
     files = _file_entries(folder / "artifact", exported.files)
     envelope, notes = _envelope(run, exported)
-    notes = exported.notes + notes
     base = Metrics(artifact_bytes=sum(f.bytes for f in files), export_s=round(export_s, 3))
-    report = TargetReport(status=Status.FAILED, files=files, metrics=base, envelope=envelope, notes=notes)
+    report = TargetReport(
+        status=Status.FAILED, files=files, metrics=base, envelope=envelope, notes=exported.notes + notes
+    )
     result, error, validate_s = run_target(run, target, settings, exported)
     base.validate_s = round(validate_s, 3)
     if result is None:
@@ -155,24 +192,35 @@ def package_target(run: PreparedRun, target: Target, settings: TargetSettings | 
     except OutputMismatch as exc:
         report.error = f"gate outputs failed: {exc}"
         return report
-    metrics = _metrics(compared, result)
-    report.metrics = metrics.model_copy(update={"artifact_bytes": base.artifact_bytes,
-                                                "export_s": base.export_s, "validate_s": base.validate_s})
+    measured = _metrics(compared, result)
+    report.metrics = measured.model_copy(
+        update={
+            "artifact_bytes": base.artifact_bytes,
+            "export_s": base.export_s,
+            "validate_s": base.validate_s,
+        }
+    )
     report.variants = compared
-    report.gates = apply_gates(gates, metrics)
+    report.gates = apply_gates(gates, measured)
     failed = [g for g in report.gates if not g.passed]
     if failed:
         worst = max(compared, key=lambda c: c.max_abs_err)
         report.error = "; ".join(g.describe() for g in failed) + (
-            f" (worst: variant {worst.variant}, output {worst.worst_output}, file {worst.file})")
+            f" (worst: variant {worst.variant}, output {worst.worst_output}, file {worst.file})"
+        )
         return report
     report.status = Status.PASSED
     return report
 
 
-def report_json(report: TargetReport) -> str:
-    return json.dumps(report.model_dump(mode="json"), indent=2)
+def settings_for(run: PreparedRun, target: Target) -> TargetSettings:
+    return run.spec.targets.get(target.name, TargetSettings())
 
 
-def load_outputs(path: Path) -> dict[str, np.ndarray]:
-    return load_arrays(path)
+def package_target(run: PreparedRun, target: Target) -> TargetReport:
+    """Export, run, compare and gate one target. Never raises for a target's own failure."""
+    settings = settings_for(run, target)
+    exported, error, export_s = export_target(run, target, settings)
+    if exported is None:
+        return TargetReport(status=Status.FAILED, error=error, metrics=Metrics(export_s=round(export_s, 3)))
+    return judge_target(run, target, settings, exported, export_s)

@@ -26,14 +26,21 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])[-400:]
 
 
-def run_child(step: str, job: Path, result: Path, log: Path, timeout_s: float) -> ChildOutcome:
-    """Run `python -m targets.child STEP JOB RESULT`, its output going to LOG."""
+def run_child(step: str, job: Path, result: Path, log: Path, timeout_s: float,
+              module: str = "targets.child") -> ChildOutcome:
+    """Run `python -m MODULE STEP JOB RESULT`, its output going to LOG."""
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "targets.child", step, str(job), str(result)]
+    cmd = [sys.executable, "-m", module, step, str(job), str(result)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -36,12 +36,14 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return RuntimeResult(runs=run_js_harness("ort_web_run.mjs", job, models))
 
 
-register_target(Target(
-    name="ort-web",
-    summary="ONNX + ORT format for ONNX Runtime Web (checked in Node, wasm backend)",
-    exporter="targets.ort_web:export",
-    runtime="targets.ort_web:run_artifact",
-    gates=FP32_GATES,
-    options=OrtWebOptions,
-    toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "npm:onnxruntime-web"),
-))
+register_target(
+    Target(
+        name="ort-web",
+        summary="ONNX + ORT format for ONNX Runtime Web (checked in Node, wasm backend)",
+        exporter="targets.ort_web:export",
+        runtime="targets.ort_web:run_artifact",
+        gates=FP32_GATES,
+        options=OrtWebOptions,
+        toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "npm:onnxruntime-web"),
+    )
+)

@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exporters.onnx2triton import TritonOptions, batching, triton_dtype
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
@@ -19,8 +17,21 @@ from targets._jobs import ArtifactRun, ExportJob, ExportResult, RuntimeJob, Runt
 __all__ = ["check_config", "export", "run_artifact"]
 
 # ONNX TensorProto element type -> numpy dtype name
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
-               9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
 
 
 def export(job: ExportJob) -> ExportResult:
@@ -39,8 +50,9 @@ def export(job: ExportJob) -> ExportResult:
         notes.append(f"max_batch_size {max_batch} with dynamic batching on dim {batch_dim}")
     else:
         notes.append("max_batch_size 0: no dim at axis 0 of every tensor reaches down to 1")
-    return ExportResult(files=[p.relative_to(job.out_path).as_posix() for p in written],
-                        envelope=envelope, notes=notes)
+    return ExportResult(
+        files=[p.relative_to(job.out_path).as_posix() for p in written], envelope=envelope, notes=notes
+    )
 
 
 def _graph_io(model: Any) -> dict[str, tuple[str, list[int | str]]]:
@@ -71,7 +83,9 @@ def check_config(model_dir: Path) -> Any:
     batched = config.max_batch_size > 0
     declared = list(config.input) + list(config.output)
     if {t.name for t in declared} != set(graph):
-        problems.append(f"config tensors {sorted(t.name for t in declared)} differ from graph {sorted(graph)}")
+        problems.append(
+            f"config tensors {sorted(t.name for t in declared)} differ from graph {sorted(graph)}"
+        )
     for tensor in declared:
         if tensor.name not in graph:
             continue
@@ -113,19 +127,27 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
         session.run(names, feeds)
         times.append((time.perf_counter() - t0) * 1000)
     rel = f"{job.model_name}/1/model.onnx"
-    run = ArtifactRun(file=rel, outputs=outputs, load_ms=round(load_ms, 3),
-                      latency_ms_p50=round(statistics.median(times), 4))
-    notes = [f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size}); "
-             f"ran from {batch} to the largest the config allows"]
+    run = ArtifactRun(
+        file=rel,
+        outputs=outputs,
+        load_ms=round(load_ms, 3),
+        latency_ms_p50=round(statistics.median(times), 4),
+    )
+    notes = [
+        f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size}); "
+        f"ran from {batch} to the largest the config allows"
+    ]
     return RuntimeResult(runs=[run], notes=notes)
 
 
-register_target(Target(
-    name="triton",
-    summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
-    exporter="targets.triton:export",
-    runtime="targets.triton:run_artifact",
-    gates=FP32_GATES,
-    options=TritonOptions,
-    toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "tritonclient"),
-))
+register_target(
+    Target(
+        name="triton",
+        summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
+        exporter="targets.triton:export",
+        runtime="targets.triton:run_artifact",
+        gates=FP32_GATES,
+        options=TritonOptions,
+        toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "tritonclient"),
+    )
+)

@@ -1,0 +1,173 @@
+"""Bad input: one line on stderr, exit 2, no traceback, nothing written, no code executed."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, registry_files, run_cli
+
+
+class RunsShell:
+    """Unpickling this runs a shell command (the classic pickle exploit)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], home: Path, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("shipyard: error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    assert result.stdout == ""
+    assert registry_files(home) == []
+    assert not (home / "runs").exists()
+
+
+def test_missing_file(home: Path, tmp_path: Path) -> None:
+    assert_refused(run_cli(["package", str(tmp_path / "nope.pt2")], home), home, "no such file")
+
+
+def test_random_bytes(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt2"
+    path.write_bytes(os.urandom(4096))
+    assert_refused(run_cli(["package", str(path)], home), home, "not a recognized model")
+
+
+def test_zip_of_junk(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "junk.pt2"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("hello.txt", "not a model")
+        zf.writestr("data/blob.bin", os.urandom(256))
+    assert_refused(run_cli(["package", str(path)], home), home, "zip archive is not")
+
+
+def test_truncated_archive(home: Path, tmp_path: Path, models: dict[str, Path]) -> None:
+    data = models["convnet"].read_bytes()
+    path = tmp_path / "truncated.pt2"
+    path.write_bytes(data[: len(data) // 2])
+    assert_refused(run_cli(["package", str(path)], home), home, "truncated.pt2")
+
+
+def test_raw_pickle_is_never_unpickled(home: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pt2"
+    path.write_bytes(pickle.dumps(RunsShell(f"touch {marker}")))
+    assert_refused(run_cli(["package", str(path)], home), home, "pickle")
+    assert not marker.exists()
+
+
+def test_torch_save_checkpoint_is_refused(home: Path, tmp_path: Path) -> None:
+    import torch
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt2"
+    torch.save({"model": RunsShell(f"touch {marker}")}, path)
+    assert_refused(run_cli(["package", str(path)], home), home, "torch.save")
+    assert not marker.exists()
+
+
+def _poison_sample_inputs(source: Path, dest: Path, marker: Path) -> None:
+    """Copy a real .pt2, replacing its pickled sample inputs with a code-running payload."""
+    import torch
+
+    payload = tmp = dest.with_suffix(".payload")
+    torch.save(RunsShell(f"touch {marker}"), payload)
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(dest, "w") as out:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("sample_inputs/model.pt"):
+                data = tmp.read_bytes()
+            out.writestr(item, data)
+
+
+def test_code_in_pt2_archive_does_not_run(home: Path, tmp_path: Path, models: dict[str, Path]) -> None:
+    poisoned = tmp_path / "poisoned.pt2"
+    marker = tmp_path / "pwned"
+    _poison_sample_inputs(models["convnet"], poisoned, marker)
+
+    # Control: torch's own loader does run this payload, so the test below means something.
+    control_marker = tmp_path / "control"
+    control = tmp_path / "control.pt2"
+    _poison_sample_inputs(models["convnet"], control, control_marker)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.export.load({str(control)!r})"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert control_marker.exists(), "payload is inert; the test would prove nothing"
+
+    assert_refused(run_cli(["package", str(poisoned)], home), home, "poisoned.pt2")
+    assert not marker.exists()
+
+
+def test_unknown_target(home: Path, models: dict[str, Path]) -> None:
+    result = run_cli(["package", str(models["convnet"]), "--targets", "ort-web,coreml"], home)
+    assert_refused(result, home, "unknown target 'coreml'", "ort-web")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ("dims:\n  batch: {min: lots}\n", "dims.batch.min"),
+        ("gatez: {}\n", "gatez"),
+        ("targets:\n  ort-web:\n    gates: {max_abs_err: -1}\n", "targets.ort-web.gates.max_abs_err"),
+        (
+            "targets:\n  triton:\n    options: {max_queue_delay_us: soon}\n",
+            "targets.triton.options.max_queue_delay_us",
+        ),
+        ("targets:\n  coreml: {}\n", "unknown target 'coreml'"),
+        ("dims:\n  batch: {max: 64}\n", "dims.batch"),
+        ("name: ../../etc\n", "name"),
+        ("inputs:\n  nope: {name: x}\n", "inputs"),
+        ("samples: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_spec_names_the_field(
+    home: Path, tmp_path: Path, models: dict[str, Path], spec: str, field: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    result = run_cli(["package", str(models["convnet"]), "--spec", str(path)], home)
+    assert_refused(result, home, field)
+
+
+def test_model_name_with_path_tricks(home: Path, models: dict[str, Path]) -> None:
+    result = run_cli(["package", str(models["convnet"]), "--name", "../escape"], home)
+    assert_refused(result, home, "model name")
+
+
+def test_cli_usage_error_exits_2(home: Path) -> None:
+    result = run_cli(["package"], home)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 0
+    for command in ("package", "pull", "ls", "show", "inspect", "targets"):
+        assert command in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert "torch" not in {line.split("|")[-1].strip().split(".")[0] for line in probe.stderr.splitlines()}
