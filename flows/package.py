@@ -14,7 +14,7 @@ configure_prefect_env()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.context import get_run_context  # noqa: E402
+from prefect.runtime import flow_run as prefect_flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from registry import RunInfo, SourceInfo, VersionManifest, open_registry  # noqa: E402
@@ -103,7 +103,7 @@ def _ui_artifacts(report: RunReport) -> None:
 
 @flow(
     name="package-model",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TARGETS),
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_TARGETS),  # type: ignore[arg-type]
     validate_parameters=True,
 )
 def package_model(
@@ -116,8 +116,7 @@ def package_model(
 ) -> dict[str, Any]:
     """Package SOURCE for every requested target (all when none) and publish what passed."""
     chosen = [t.name for t in resolve_targets(targets)]
-    ctx = get_run_context()
-    flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+    flow_run_id = prefect_flow_run.id
     workdir = runs_home() / uuid.uuid4().hex[:12]
     run = prepare(source, spec, name, str(workdir))
     futures = {t: package_one.submit(run, t) for t in chosen}

@@ -90,7 +90,7 @@ class Registry:
             if report.status is not Status.PASSED:
                 continue
             for entry in report.files:
-                self.put_blob(artifact_dirs[name] / entry.path, entry.sha256)
+                self.put_blob(artifact_dirs[name] / _safe_relpath(entry.path), entry.sha256)
         version = max(self.versions(draft.model), default=0) + 1
         for _ in range(MAX_VERSION_TRIES):
             manifest = draft.model_copy(update={"version": version, "created_at": _now()})
@@ -113,11 +113,12 @@ class Registry:
         self.manifest(model, version)  # the version must exist
         key = self.alias_key(model, alias)
         for _ in range(MAX_VERSION_TRIES):
+            etag: str | None
             try:
                 current, etag = self.backend.read(key)
                 existing: int | None = AliasRecord.model_validate_json(current).version
             except NotFound:
-                etag, existing = None, None  # type: ignore[assignment]
+                etag, existing = None, None
             # `latest` never moves backwards when publishers race
             if alias == "latest" and existing is not None and existing > version:
                 return AliasRecord.model_validate_json(current)

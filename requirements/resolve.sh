@@ -23,6 +23,6 @@ $pip executorch==1.5.1 litert-torch==0.10.0 ai-edge-quantizer==0.10.0 ai-edge-li
 $pip --no-deps tensorflowjs==4.22.0 onnx2tf==1.29.24 onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 psutil
 {
   sed -n '1,/^# pulls a multi-GB/p' "$lock" 2>/dev/null || true
-  $venv/bin/pip freeze --exclude-editable | grep -v '^shipyard' | sed 's/^torch==\(.*\)+cpu$/torch==\1/'
+  $venv/bin/pip freeze --all --exclude-editable | grep -v -e '^shipyard' -e '^pip==' | sed 's/^torch==\(.*\)+cpu$/torch==\1/'
 } > "$lock.new"
 mv "$lock.new" "$lock"

@@ -8,12 +8,19 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from shipyard.errors import SourceError, SpecError
-from shipyard.signature import DynamicDim, Signature, TensorSpec
+from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SUPPORTED_KINDS, SourceKind, detect_kind, sha256_file
 from shipyard.spec import MODEL_NAME_RE, Spec
 from shipyard.variants import Variant, build_variants, save_arrays
 
-__all__ = ["PreparedRun", "PreparedVariant", "apply_spec", "choose_model_name", "inspect_source", "prepare_run"]
+__all__ = [
+    "PreparedRun",
+    "PreparedVariant",
+    "apply_spec",
+    "choose_model_name",
+    "inspect_source",
+    "prepare_run",
+]
 
 
 class PreparedVariant(BaseModel):
@@ -74,8 +81,6 @@ def _narrow(dim: DynamicDim, override: dict[str, int | None]) -> DynamicDim:
         )
     typical = override.get("typical")
     if typical is None:
-        from shipyard.signature import default_typical
-
         typical = default_typical(lo, hi)
     if not lo <= typical <= hi:
         raise SpecError(f"spec field dims.{dim.name}.typical: {typical} is outside [{lo}, {hi}]")

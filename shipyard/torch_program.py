@@ -38,7 +38,7 @@ def _no_code_execution() -> Iterator[None]:
     def refuse(*_: Any, **__: Any) -> Any:
         raise SourceError("archive holds pickled Python objects, which could run code; refused")
 
-    torch.load = weights_only_load  # type: ignore[assignment]
+    torch.load = weights_only_load
     _package.pickle = SimpleNamespace(loads=refuse, load=refuse)  # type: ignore[assignment]
     real_obj_loader = torch._C._pickle_load_obj
     torch._C._pickle_load_obj = refuse

@@ -101,4 +101,4 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(path, **arrays)
+    np.savez(path, allow_pickle=False, **arrays)

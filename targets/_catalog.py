@@ -63,7 +63,8 @@ class Target:
 
 def _load(ref: str) -> Callable[..., Any]:
     module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    loaded: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return loaded
 
 
 _TARGETS: dict[str, Target] = {}

@@ -1,0 +1,48 @@
+"""Comparison metrics and gates on known arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shipyard.compare import OutputMismatch, compare_outputs, cosine_similarity
+from shipyard.gates import FP32_GATES, Gates, apply_gates
+from shipyard.report import Metrics
+
+
+def test_metrics_on_known_difference() -> None:
+    ref = {"y": np.array([1.0, -2.0, 0.0], dtype=np.float32)}
+    got = {"y": np.array([1.0, -2.5, 0.001], dtype=np.float32)}
+    m = compare_outputs("v", "f", {}, ref, got, rel_eps=1e-3)
+    assert m.max_abs_err == pytest.approx(0.5)
+    assert m.max_rel_err == pytest.approx(0.001 / 1e-3, rel=1e-3)  # the near-zero element dominates
+    assert m.cosine == pytest.approx(cosine_similarity(got["y"], ref["y"]))
+    assert m.worst_output == "y"
+
+
+def test_nan_output_fails_every_gate() -> None:
+    ref = {"y": np.ones(4, dtype=np.float32)}
+    got = {"y": np.array([1, np.nan, 1, 1], dtype=np.float32)}
+    m = compare_outputs("v", "f", {}, ref, got, rel_eps=1e-3)
+    metrics = Metrics(max_abs_err=m.max_abs_err, max_rel_err=m.max_rel_err, cosine=m.cosine)
+    assert not any(g.passed for g in apply_gates(FP32_GATES, metrics))
+
+
+def test_shape_mismatch_and_missing_output() -> None:
+    ref = {"y": np.ones((2, 3), dtype=np.float32)}
+    with pytest.raises(OutputMismatch, match=r"shape \[3, 2\]"):
+        compare_outputs("v", "f", {}, ref, {"y": np.ones((3, 2), dtype=np.float32)}, 1e-3)
+    with pytest.raises(OutputMismatch, match="missing"):
+        compare_outputs("v", "f", {}, ref, {}, 1e-3)
+
+
+def test_gates_pass_fail_and_overrides() -> None:
+    metrics = Metrics(max_abs_err=2e-4, max_rel_err=1e-3, cosine=0.999999)
+    results = {g.name: g for g in apply_gates(FP32_GATES, metrics)}
+    assert not results["max_abs_err"].passed and results["min_cosine"].passed
+    assert results["max_abs_err"].describe() == "gate max_abs_err failed: 0.0002, needs <= 0.0001"
+    relaxed = FP32_GATES.merged({"max_abs_err": 1e-3, "max_rel_err": None})
+    assert {g.name for g in apply_gates(relaxed, metrics)} == {"max_abs_err", "min_cosine"}
+    assert all(g.passed for g in apply_gates(relaxed, metrics))
+    unmeasured = apply_gates(Gates(min_cosine=0.9), Metrics())
+    assert [g.passed for g in unmeasured] == [False]

@@ -1,0 +1,169 @@
+"""The local-folder registry: layout, immutability, aliases, races, integrity on read."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from registry import RunInfo, SourceInfo, VersionManifest, open_registry, parse_ref
+from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
+from shipyard.report import FileEntry, Status, TargetReport
+from shipyard.signature import Signature, TensorSpec
+from shipyard.source import sha256_file
+
+
+def _artifact(tmp: Path, content: bytes) -> tuple[Path, FileEntry]:
+    folder = tmp / "artifact"
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    path = folder / "sub" / "model.bin"
+    path.write_bytes(content)
+    return folder, FileEntry(path="sub/model.bin", sha256=sha256_file(path), bytes=len(content))
+
+
+def _draft(source: Path, entry: FileEntry, model: str = "m") -> VersionManifest:
+    return VersionManifest(
+        model=model,
+        version=0,
+        created_at="",
+        source=SourceInfo(
+            sha256=sha256_file(source), kind="torch-export", bytes=source.stat().st_size, filename=source.name
+        ),
+        spec={},
+        signature=Signature(
+            inputs=[TensorSpec(name="x", dtype="float32", shape=[1])],
+            outputs=[TensorSpec(name="y", dtype="float32", shape=[1])],
+        ),
+        toolchain={"torch": "2.13.0"},
+        run=RunInfo(run_id="r", shipyard_version="0"),
+        targets={
+            "t": TargetReport(status=Status.PASSED, files=[entry]),
+            "bad": TargetReport(status=Status.FAILED, error="gate max_abs_err failed"),
+        },
+    )
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    source = tmp_path / "model.pt2"
+    source.write_bytes(b"source-bytes")
+    folder, entry = _artifact(tmp_path, b"artifact-bytes" * 100)
+    registry = open_registry((tmp_path / "reg").as_uri())
+    return registry, source, folder, entry
+
+
+def test_publish_layout_and_pull(setup, tmp_path: Path) -> None:
+    registry, source, folder, entry = setup
+    manifest = registry.publish(_draft(source, entry), {"t": folder, "bad": folder}, source)
+    assert manifest.version == 1
+    root = tmp_path / "reg"
+    assert (root / f"blobs/sha256/{entry.sha256}").read_bytes() == b"artifact-bytes" * 100
+    assert (root / f"blobs/sha256/{manifest.source.sha256}").read_bytes() == b"source-bytes"
+    assert (root / "models/m/versions/1.json").is_file()
+    assert registry.aliases("m") == {"latest": 1}
+    _, files = registry.pull("m", "t", tmp_path / "out")
+    assert files == [tmp_path / "out/sub/model.bin"]
+    assert files[0].read_bytes() == b"artifact-bytes" * 100
+    with pytest.raises(NotFound, match="no passed target 'bad'"):
+        registry.pull("m:1", "bad", tmp_path / "out2")
+
+
+def test_versions_are_immutable_and_increase(setup) -> None:
+    registry, source, folder, entry = setup
+    v1 = registry.publish(_draft(source, entry), {"t": folder}, source)
+    v2 = registry.publish(_draft(source, entry), {"t": folder}, source)
+    assert (v1.version, v2.version) == (1, 2)
+    with pytest.raises(AlreadyExists):
+        registry.backend.create(registry.version_key("m", 1), b"{}")
+    assert registry.resolve("m").version == 2
+    assert registry.resolve("m:1").version == 1
+
+
+def test_alias_compare_and_swap(setup) -> None:
+    registry, source, folder, entry = setup
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    registry.set_alias("m", "prod", 1)
+    assert registry.resolve("m@prod").version == 1
+    key = registry.alias_key("m", "prod")
+    _, etag = registry.backend.read(key)
+    registry.set_alias("m", "prod", 2)
+    with pytest.raises(Conflict):
+        registry.backend.replace(key, b"{}", etag)  # stale ETag loses
+    with pytest.raises(NotFound):
+        registry.set_alias("m", "prod", 9)
+
+
+def test_tampered_blob_is_refused(setup, tmp_path: Path) -> None:
+    registry, source, folder, entry = setup
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    (tmp_path / f"reg/blobs/sha256/{entry.sha256}").write_bytes(b"evil")
+    with pytest.raises(IntegrityError, match="refusing"):
+        registry.pull("m", "t", tmp_path / "out")
+    assert not (tmp_path / "out/sub/model.bin").exists()
+
+
+def test_manifest_with_path_escape_is_refused(setup, tmp_path: Path) -> None:
+    registry, source, folder, entry = setup
+    evil = entry.model_copy(update={"path": "../../escaped.bin"})
+    with pytest.raises(IntegrityError, match="unsafe path"):
+        registry.publish(_draft(source, evil), {"t": folder}, source)
+    assert registry.models() == []
+    # A manifest written behind the registry's back is refused on pull too.
+    registry.put_blob(folder / entry.path, entry.sha256)
+    manifest = _draft(source, evil).model_copy(update={"version": 1})
+    registry.backend.create(registry.version_key("m", 1), manifest.model_dump_json().encode())
+    with pytest.raises(IntegrityError, match="unsafe path"):
+        registry.pull("m:1", "t", tmp_path / "deep/out")
+    assert not (tmp_path / "escaped.bin").exists()
+
+
+def test_bad_refs() -> None:
+    assert parse_ref("m") == ("m", None, "latest")
+    assert parse_ref("m:3") == ("m", 3, None)
+    assert parse_ref("m@prod") == ("m", None, "prod")
+    for ref in ("../m", "m:x", "m@../x", "M", "m:1@a"):
+        with pytest.raises(InputError):
+            parse_ref(ref)
+
+
+def test_keys_cannot_escape_root(tmp_path: Path) -> None:
+    registry = open_registry((tmp_path / "reg").as_uri())
+    with pytest.raises(RegistryError):
+        registry.backend.read("../outside.json")
+
+
+def test_registry_url_forms(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        open_registry("file://host/path")
+    with pytest.raises(InputError):
+        open_registry("ftp://x/y")
+
+
+def _publish_once(root: str, source: str, folder: str, entry_json: str, out: multiprocessing.Queue) -> None:
+    registry = open_registry(root)
+    entry = FileEntry.model_validate_json(entry_json)
+    out.put(registry.publish(_draft(Path(source), entry), {"t": Path(folder)}, Path(source)).version)
+
+
+def test_concurrent_publishers_get_distinct_versions(setup) -> None:
+    registry, source, folder, entry = setup
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_publish_once,
+            args=(registry.url, str(source), str(folder), entry.model_dump_json(), queue),
+        )
+        for _ in range(6)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    versions = sorted(queue.get(timeout=10) for _ in procs)
+    assert versions == [1, 2, 3, 4, 5, 6]
+    assert registry.versions("m") == versions
+    assert registry.aliases("m") == {"latest": 6}
