@@ -37,7 +37,7 @@ demo: setup
 	$(BIN)/shipyard ls --registry $(DEMO_REGISTRY)
 
 test: setup
-	$(BIN)/ruff check shipyard flows exporters targets registry tests bench examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -11,13 +11,14 @@ from shipyard.errors import SourceError, SpecError
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SUPPORTED_KINDS, SourceKind, detect_kind, sha256_file
 from shipyard.spec import MODEL_NAME_RE, Spec
-from shipyard.variants import Variant, build_variants, save_arrays
+from shipyard.variants import Variant, build_variants, random_inputs, save_arrays
 
 __all__ = [
     "PreparedRun",
     "PreparedVariant",
     "apply_spec",
     "choose_model_name",
+    "extra_variant",
     "inspect_source",
     "prepare_run",
 ]
@@ -148,8 +149,7 @@ def prepare_run(
     source = source.resolve()
     model_name = choose_model_name(spec, source, name)
     kind, signature, program = inspect_source(source, spec)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "variants").mkdir(exist_ok=True)
+    (workdir / "variants").mkdir(parents=True, exist_ok=True)
     variants = []
     for variant, inputs in build_variants(signature, spec):
         variants.append(_save_variant(workdir, variant, inputs, run_program(program, signature, inputs)))
@@ -169,8 +169,20 @@ def prepare_run(
     return run
 
 
+def extra_variant(run: PreparedRun, name: str, dims: dict[str, int], folder: Path) -> PreparedVariant:
+    """A further validation variant (e.g. at the edge of a narrower envelope), saved in `folder`."""
+    import numpy as np
+
+    from shipyard.torch_program import load_program, run_program
+
+    inputs = random_inputs(run.signature, run.spec, dims, np.random.default_rng(run.spec.seed + 1))
+    outputs = run_program(load_program(Path(run.source)), run.signature, inputs)
+    return _save_variant(folder, Variant(name=name, dims=dims), inputs, outputs)
+
+
 def _save_variant(workdir: Path, variant: Variant, inputs: dict, outputs: dict) -> PreparedVariant:
     base = workdir / "variants" / variant.name
+    base.parent.mkdir(parents=True, exist_ok=True)
     save_arrays(base.with_suffix(".inputs.npz"), inputs)
     save_arrays(base.with_suffix(".reference.npz"), outputs)
     return PreparedVariant(
@@ -179,5 +191,3 @@ def _save_variant(workdir: Path, variant: Variant, inputs: dict, outputs: dict) 
         inputs=str(base.with_suffix(".inputs.npz")),
         reference=str(base.with_suffix(".reference.npz")),
     )
-
-

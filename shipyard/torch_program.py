@@ -150,3 +150,22 @@ def run_program(ep: Any, signature: Signature, inputs: dict[str, np.ndarray]) ->
         result = ep.module()(*args)
     flat, _ = tree_flatten(result)
     return {spec.name: t.detach().numpy() for spec, t in zip(signature.outputs, flat, strict=True)}
+
+
+def served_ranges(ep: Any, signature: Signature) -> dict[str, tuple[int, int]]:
+    """The range each signature dim has in `ep` (e.g. a program re-traced by a lowering pass)."""
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    ranges: dict[str, tuple[int, int]] = {}
+    for spec, name in zip(signature.inputs, ep.graph_signature.user_inputs, strict=True):
+        shape = placeholders[name].meta["val"].shape
+        for axis, dim in enumerate(spec.shape):
+            if not isinstance(dim, str):
+                continue
+            size = shape[axis]
+            if isinstance(size, int):
+                ranges[dim] = (size, size)
+            elif size.node.expr in ep.range_constraints:
+                vr = ep.range_constraints[size.node.expr]
+                hi = 2**31 if _is_infinite(vr.upper) else int(vr.upper)
+                ranges[dim] = (int(vr.lower), hi)
+    return ranges

@@ -11,7 +11,7 @@ from shipyard.errors import SpecError
 from shipyard.signature import Signature, TensorSpec
 from shipyard.spec import Spec
 
-__all__ = ["Variant", "build_variants", "load_arrays", "save_arrays"]
+__all__ = ["Variant", "build_variants", "load_arrays", "random_inputs", "save_arrays"]
 
 
 class Variant(BaseModel):
@@ -81,14 +81,21 @@ def build_variants(signature: Signature, spec: Spec) -> list[tuple[Variant, dict
         samples = load_arrays(Path(spec.samples))
         out.append((_sample_variant(signature, samples), {n: samples[n] for n in signature.input_names()}))
     rng = np.random.default_rng(spec.seed)
-    ranges = {name: (o.low, o.high) for name, o in spec.inputs.items()}
     for variant in _shape_variants(signature):
-        inputs = {}
-        for t in signature.inputs:
-            low, high = ranges.get(t.name, (None, None))
-            inputs[t.name] = _random(rng, t, t.concrete_shape(variant.dims), low, high)
-        out.append((variant, inputs))
+        out.append((variant, random_inputs(signature, spec, variant.dims, rng)))
     return out
+
+
+def random_inputs(
+    signature: Signature, spec: Spec, dims: dict[str, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Seeded random data for every input at the given dim values (ranges from the spec)."""
+    ranges = {name: (o.low, o.high) for name, o in spec.inputs.items()}
+    inputs = {}
+    for t in signature.inputs:
+        low, high = ranges.get(t.name, (None, None))
+        inputs[t.name] = _random(rng, t, t.concrete_shape(dims), low, high)
+    return inputs
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import apply_gates
-from shipyard.prepare import PreparedRun
+from shipyard.prepare import PreparedRun, PreparedVariant, extra_variant
 from shipyard.report import FileEntry, Metrics, Status, TargetReport, VariantMetrics
 from shipyard.spec import TargetSettings
 from shipyard.variants import load_arrays
@@ -90,16 +90,31 @@ def _in_envelope(dims: dict[str, int], envelope: dict[str, dict[str, int]]) -> b
     return all(envelope[d]["min"] <= v <= envelope[d]["max"] for d, v in dims.items() if d in envelope)
 
 
+def served_variants(run: PreparedRun, target: Target, exported: ExportResult) -> list[PreparedVariant]:
+    """The run's variants the artifact serves, plus one at the edge of a narrower envelope."""
+    variants = [v for v in run.variants if _in_envelope(v.dims, exported.envelope)]
+    narrowed = {d: r for d, r in exported.envelope.items() if r["max"] < run.signature.dims[d].max}
+    if narrowed:
+        edge = {}
+        for name, dim in run.signature.dims.items():
+            served = exported.envelope.get(name, {"min": dim.min, "max": dim.max})
+            edge[name] = (
+                served["max"] if name in narrowed else min(max(dim.typical, served["min"]), served["max"])
+            )
+        if all(v.dims != edge for v in variants):
+            variants.append(extra_variant(run, "served-max", edge, target_dir(run, target)))
+    return variants
+
+
 def run_target(
-    run: PreparedRun, target: Target, settings: TargetSettings, exported: ExportResult
+    run: PreparedRun,
+    target: Target,
+    settings: TargetSettings,
+    exported: ExportResult,
+    variants: list[PreparedVariant],
 ) -> tuple[RuntimeResult | None, str | None, float]:
-    """Run the artifact in its runtime, in a child process, on every variant it serves."""
+    """Run the artifact in its runtime, in a child process, on the given variants."""
     folder = target_dir(run, target)
-    variants = [
-        VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs)
-        for v in run.variants
-        if _in_envelope(v.dims, exported.envelope)
-    ]
     (folder / "outputs").mkdir(exist_ok=True)
     job = RuntimeJob(
         target=target.name,
@@ -108,7 +123,7 @@ def run_target(
         files=exported.files,
         signature=run.signature,
         options=target.parse_options(settings.options).model_dump(),
-        variants=variants,
+        variants=[VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs) for v in variants],
         out_dir=str(folder / "outputs"),
     )
     (folder / "run_job.json").write_text(job.model_dump_json(indent=2))
@@ -127,8 +142,8 @@ def run_target(
     return RuntimeResult.model_validate_json(outcome.output), None, seconds
 
 
-def _compare(run: PreparedRun, result: RuntimeResult, rel_eps: float) -> list[VariantMetrics]:
-    by_name = {v.name: v for v in run.variants}
+def _compare(variants: list[PreparedVariant], result: RuntimeResult, rel_eps: float) -> list[VariantMetrics]:
+    by_name = {v.name: v for v in variants}
     compared = []
     for art in result.runs:
         for variant_name, outputs_path in art.outputs.items():
@@ -180,7 +195,8 @@ def judge_target(
     report = TargetReport(
         status=Status.FAILED, files=files, metrics=base, envelope=envelope, notes=exported.notes + notes
     )
-    result, error, validate_s = run_target(run, target, settings, exported)
+    variants = served_variants(run, target, exported)
+    result, error, validate_s = run_target(run, target, settings, exported, variants)
     base.validate_s = round(validate_s, 3)
     if result is None:
         report.error = error
@@ -188,7 +204,7 @@ def judge_target(
     report.notes += result.notes
     gates = target.gates.merged(settings.gates)
     try:
-        compared = _compare(run, result, gates.rel_eps)
+        compared = _compare(variants, result, gates.rel_eps)
     except OutputMismatch as exc:
         report.error = f"gate outputs failed: {exc}"
         return report

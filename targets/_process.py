@@ -26,8 +26,9 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])[-400:]
 
 
-def run_child(step: str, job: Path, result: Path, log: Path, timeout_s: float,
-              module: str = "targets.child") -> ChildOutcome:
+def run_child(
+    step: str, job: Path, result: Path, log: Path, timeout_s: float, module: str = "targets.child"
+) -> ChildOutcome:
     """Run `python -m MODULE STEP JOB RESULT`, its output going to LOG."""
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, step, str(job), str(result)]

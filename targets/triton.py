@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from exporters.onnx2triton import TritonOptions, batching, triton_dtype
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
-from shipyard.variants import load_arrays, save_arrays
 from targets._catalog import Target, register_target
-from targets._jobs import ArtifactRun, ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets._harness import Predict, run_in_process
+from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
 __all__ = ["check_config", "export", "run_artifact"]
 
@@ -107,36 +105,18 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 
     model_dir = Path(job.artifact_dir) / job.model_name
     config = check_config(model_dir)
-    batch = f"batch {min(v.dims.get(batching(job.signature)[1] or '', 1) for v in job.variants)}"
-    start = time.perf_counter()
-    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    load_ms = (time.perf_counter() - start) * 1000
-    outputs: dict[str, str] = {}
-    names = job.signature.output_names()
-    for v in job.variants:
-        feeds = load_arrays(Path(v.inputs))
-        arrays = dict(zip(names, session.run(names, feeds), strict=True))
-        path = Path(job.out_dir) / f"triton.{v.name}.npz"
-        save_arrays(path, arrays)
-        outputs[v.name] = str(path)
-    typical = next((v for v in job.variants if v.name == "typical"), job.variants[0])
-    feeds = load_arrays(Path(typical.inputs))
-    times = []
-    for _ in range(job.repeats):
-        t0 = time.perf_counter()
-        session.run(names, feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-    rel = f"{job.model_name}/1/model.onnx"
-    run = ArtifactRun(
-        file=rel,
-        outputs=outputs,
-        load_ms=round(load_ms, 3),
-        latency_ms_p50=round(statistics.median(times), 4),
-    )
-    notes = [
-        f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size}); "
-        f"ran from {batch} to the largest the config allows"
-    ]
+    names = job.signature.input_names()
+
+    def load() -> Predict:
+        model = str(model_dir / "1" / "model.onnx")
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return lambda inputs: session.run(None, dict(zip(names, inputs, strict=True)))
+
+    run = run_in_process(job, f"{job.model_name}/1/model.onnx", load)
+    sizes = sorted({v.dims[d] for v in job.variants for d in v.dims if d == batching(job.signature)[1]})
+    notes = [f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size})"]
+    if sizes:
+        notes.append(f"ran at batch sizes {sizes} (config allows 1..{config.max_batch_size})")
     return RuntimeResult(runs=[run], notes=notes)
 
 

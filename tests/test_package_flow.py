@@ -16,7 +16,9 @@ CONTRACT_METRICS = {"max_abs_err", "max_rel_err", "cosine", "latency_ms_p50", "a
 @pytest.fixture(scope="session")
 def convnet_run(models: dict[str, Path], prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("convnet-home")
-    result = run_cli(["package", str(models["convnet"]), "--json"], home, prefect_api)
+    result = run_cli(
+        ["package", str(models["convnet"]), "--targets", "ort-web,triton", "--json"], home, prefect_api
+    )
     return home, result
 
 
@@ -109,7 +111,11 @@ def test_multi_io_with_spec_renames(
         "outputs:\n  output_0: {name: scores}\n  output_1: {name: gate}\n"
         "dims:\n  batch: {min: 2, max: 6, typical: 3}\n"
     )
-    result = run_cli(["package", str(models["multi_io"]), "--spec", str(spec), "--json"], home, prefect_api)
+    result = run_cli(
+        ["package", str(models["multi_io"]), "--spec", str(spec), "--targets", "ort-web,triton", "--json"],
+        home,
+        prefect_api,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = parse_json(result.stdout)
     assert report["model"] == "twin-heads"
@@ -130,7 +136,11 @@ def test_one_failing_target_does_not_stop_the_other(
     spec = tmp_path / "spec.yaml"
     # ort-web gets one second to export (it needs several): its child is killed, triton goes on.
     spec.write_text("targets:\n  ort-web: {timeout_s: 1}\n")
-    result = run_cli(["package", str(models["convnet"]), "--spec", str(spec), "--json"], home, prefect_api)
+    result = run_cli(
+        ["package", str(models["convnet"]), "--spec", str(spec), "--targets", "ort-web,triton", "--json"],
+        home,
+        prefect_api,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     report = parse_json(result.stdout)
     assert report["version"] == 1

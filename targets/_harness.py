@@ -1,0 +1,60 @@
+"""Run an artifact loaded in this (child) process on every variant, and time it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.variants import load_arrays, save_arrays
+from targets._jobs import ArtifactRun, RuntimeJob
+
+__all__ = ["Predict", "run_in_process"]
+
+# inputs in signature order -> outputs in signature order
+Predict = Callable[[list[np.ndarray]], list[Any]]
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensors
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "numpy"):  # tf tensors and the like
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def run_in_process(job: RuntimeJob, file: str, load: Callable[[], Predict]) -> ArtifactRun:
+    """Load once (timed), run every variant, then time `job.repeats` runs of the typical one."""
+    start = time.perf_counter()
+    predict = load()
+    load_ms = (time.perf_counter() - start) * 1000
+    input_names = job.signature.input_names()
+    output_names = job.signature.output_names()
+    outputs: dict[str, str] = {}
+    feeds: dict[str, list[np.ndarray]] = {}
+    for v in job.variants:
+        arrays = load_arrays(Path(v.inputs))
+        feeds[v.name] = [arrays[n] for n in input_names]
+        got = predict(feeds[v.name])
+        if len(got) != len(output_names):
+            raise RuntimeError(f"{file} returned {len(got)} outputs, the model has {len(output_names)}")
+        path = Path(job.out_dir) / f"{file.replace('/', '_')}.{v.name}.npz"
+        save_arrays(path, {n: _as_numpy(o) for n, o in zip(output_names, got, strict=True)})
+        outputs[v.name] = str(path)
+    timed = feeds.get("typical") or next(iter(feeds.values()))
+    predict(timed)  # warm-up
+    times = []
+    for _ in range(job.repeats):
+        t0 = time.perf_counter()
+        predict(timed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return ArtifactRun(
+        file=file,
+        outputs=outputs,
+        load_ms=round(load_ms, 3),
+        latency_ms_p50=round(statistics.median(times), 4),
+    )

@@ -1,0 +1,60 @@
+"""executorch and aoti: exported from torch.export, proven in the ExecuTorch runtime and an AOTI loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shipyard.prepare import prepare_run
+from shipyard.report import Status
+from shipyard.spec import Spec
+from targets import get_target
+from targets._package import package_target
+from tests.conftest import parse_json, run_cli
+
+
+@pytest.fixture(scope="session")
+def convnet_edge(models: dict[str, Path], prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("edge-home")
+    result = run_cli(
+        ["package", str(models["convnet"]), "--targets", "executorch,aoti", "--json"], home, prefect_api
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home, parse_json(result.stdout)
+
+
+def test_executorch_runs_every_served_variant(convnet_edge) -> None:
+    _, report = convnet_edge
+    target = report["targets"]["executorch"]
+    assert target["status"] == "passed", target["error"]
+    assert [f["path"] for f in target["files"]] == ["model.pte"]
+    assert any("XNNPACK took" in n for n in target["notes"])
+    served = target["envelope"]["batch"]
+    assert served["min"] == 1
+    batches = {v["dims"]["batch"] for v in target["variants"]}
+    assert {1, served["max"]} <= batches  # both ends of what it claims to serve
+    if served["max"] < 16:  # narrower than declared: the report must say so
+        assert any(f"serves [1, {served['max']}]" in n for n in target["notes"])
+    assert target["metrics"]["max_abs_err"] < 1e-4
+
+
+def test_aoti_serves_the_declared_range(convnet_edge, tmp_path: Path) -> None:
+    home, report = convnet_edge
+    target = report["targets"]["aoti"]
+    assert target["status"] == "passed", target["error"]
+    assert target["envelope"] == {"batch": {"min": 1, "max": 16}}
+    assert {v["dims"]["batch"] for v in target["variants"]} == {1, 4, 16}
+    assert target["metrics"]["load_ms"] > 0
+    pulled = run_cli(["pull", "convnet", "--target", "aoti", "-o", str(tmp_path / "aoti")], home)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tmp_path / "aoti/model.pt2").stat().st_size == target["files"][0]["bytes"]
+
+
+@pytest.mark.parametrize("name", ["executorch", "aoti"])
+def test_multi_input_multi_output(models: dict[str, Path], tmp_path: Path, name: str) -> None:
+    run = prepare_run(models["multi_io"], Spec(), tmp_path / "run")
+    report = package_target(run, get_target(name))
+    assert report.status is Status.PASSED, report.error
+    assert {v.worst_output for v in report.variants} <= {"output_0", "output_1"}
+    assert report.metrics.max_abs_err is not None and report.metrics.max_abs_err < 1e-4
