@@ -33,7 +33,7 @@ def compare_outputs(
     rel_eps: float,
 ) -> VariantMetrics:
     """Worst error over all outputs of one variant; non-finite values count as infinite error."""
-    worst_abs, worst_rel, worst_cos, worst_name = 0.0, 0.0, 1.0, ""
+    worst_abs, worst_rel, worst_cos, worst_l2, worst_name = 0.0, 0.0, 1.0, 0.0, ""
     for name, ref in reference.items():
         if name not in actual:
             raise OutputMismatch(f"variant {variant}: output {name} missing from {file}")
@@ -47,19 +47,17 @@ def compare_outputs(
         g = got.astype(np.float64)
         diff = np.abs(g - r)
         if not np.all(np.isfinite(diff)):
-            abs_err = rel_err = float("inf")
+            abs_err = rel_err = l2_err = float("inf")
             cos = -1.0
         else:
             abs_err = float(diff.max(initial=0.0))
             rel_err = float((diff / (np.abs(r) + rel_eps)).max(initial=0.0))
             cos = cosine_similarity(g, r)
+            l2_err = float(np.linalg.norm(diff) / max(float(np.linalg.norm(r)), rel_eps))
         if abs_err >= worst_abs:
             worst_name = name
-        worst_abs, worst_rel, worst_cos = (
-            max(worst_abs, abs_err),
-            max(worst_rel, rel_err),
-            min(worst_cos, cos),
-        )
+        worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
+        worst_cos, worst_l2 = min(worst_cos, cos), max(worst_l2, l2_err)
     return VariantMetrics(
         variant=variant,
         file=file,
@@ -67,5 +65,6 @@ def compare_outputs(
         max_abs_err=worst_abs,
         max_rel_err=worst_rel,
         cosine=worst_cos,
+        rel_l2_err=worst_l2,
         worst_output=worst_name,
     )

@@ -17,6 +17,7 @@ class Gates(BaseModel):
     max_abs_err: float | None = Field(default=None, ge=0)
     max_rel_err: float | None = Field(default=None, ge=0)
     min_cosine: float | None = Field(default=None, ge=-1, le=1)
+    max_rel_l2_err: float | None = Field(default=None, ge=0, description="||a-b|| / ||ref||")
     rel_eps: float = Field(default=1e-3, gt=0, description="epsilon in |a-b| / (|ref| + eps)")
 
     def merged(self, overrides: dict[str, float | None]) -> Gates:
@@ -33,6 +34,7 @@ def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
         ("max_abs_err", gates.max_abs_err, metrics.max_abs_err, False),
         ("max_rel_err", gates.max_rel_err, metrics.max_rel_err, False),
         ("min_cosine", gates.min_cosine, metrics.cosine, True),
+        ("max_rel_l2_err", gates.max_rel_l2_err, metrics.rel_l2_err, False),
     ]
     results = []
     for name, limit, value, at_least in checks:

@@ -41,6 +41,7 @@ class Metrics(BaseModel):
     max_abs_err: float | None = None
     max_rel_err: float | None = None
     cosine: float | None = None
+    rel_l2_err: float | None = None  # ||a-b|| / ||ref||
     latency_ms_p50: float | None = None
     load_ms: float | None = None
     artifact_bytes: int | None = None
@@ -57,6 +58,7 @@ class VariantMetrics(BaseModel):
     max_abs_err: float
     max_rel_err: float
     cosine: float
+    rel_l2_err: float
     worst_output: str
 
 
@@ -67,7 +69,7 @@ class GateResult(BaseModel):
     passed: bool
 
     def describe(self) -> str:
-        op = ">=" if self.name.startswith("min_") else "<="
+        op = ">=" if "min_" in self.name else "<="
         got = "not measured" if self.value is None else f"{self.value:.3g}"
         return f"gate {self.name} failed: {got}, needs {op} {self.limit:.3g}"
 

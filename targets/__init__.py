@@ -1,6 +1,6 @@
 """Target catalog and runtime harnesses. Importing this package registers every target."""
 
-from targets import aoti, executorch, ort_web, triton
+from targets import aoti, executorch, litert_int4, ort_web, triton
 from targets._catalog import Target, all_targets, get_target, register_target, resolve_targets
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "aoti",
     "executorch",
     "get_target",
+    "litert_int4",
     "ort_web",
     "register_target",
     "resolve_targets",

@@ -35,6 +35,7 @@ class ExportResult(BaseModel):
     files: list[str]  # relative to out_dir, '/'-separated
     envelope: dict[str, dict[str, int]] = {}  # dim -> {min, max} when narrower than declared
     notes: list[str] = []
+    metrics: dict[str, float | int] = {}  # format-specific facts, e.g. int4 weight share
 
 
 class VariantInputs(BaseModel):
@@ -63,6 +64,7 @@ class ArtifactRun(BaseModel):
 
     file: str
     outputs: dict[str, str]
+    role: str = "artifact"  # "baseline": an unpublished reference point held to float32 gates
     load_ms: float
     latency_ms_p50: float
 

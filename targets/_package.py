@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 from shipyard.compare import OutputMismatch, compare_outputs
-from shipyard.gates import apply_gates
+from shipyard.gates import FP32_GATES, apply_gates
 from shipyard.prepare import PreparedRun, PreparedVariant, extra_variant
-from shipyard.report import FileEntry, Metrics, Status, TargetReport, VariantMetrics
+from shipyard.report import FileEntry, GateResult, Metrics, Status, TargetReport, VariantMetrics
 from shipyard.spec import TargetSettings
 from shipyard.variants import load_arrays
 from targets._catalog import Target
-from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
+from targets._jobs import ArtifactRun, ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
 from targets._process import run_child
 
 __all__ = ["export_target", "judge_target", "package_target", "run_target", "settings_for", "target_dir"]
@@ -161,14 +161,23 @@ def _compare(variants: list[PreparedVariant], result: RuntimeResult, rel_eps: fl
     return compared
 
 
-def _metrics(compared: list[VariantMetrics], result: RuntimeResult) -> Metrics:
+def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics:
     return Metrics(
         max_abs_err=max(c.max_abs_err for c in compared),
         max_rel_err=max(c.max_rel_err for c in compared),
         cosine=min(c.cosine for c in compared),
-        latency_ms_p50=max(r.latency_ms_p50 for r in result.runs),
-        load_ms=max(r.load_ms for r in result.runs),
+        rel_l2_err=max(c.rel_l2_err for c in compared),
+        latency_ms_p50=max(r.latency_ms_p50 for r in runs),
+        load_ms=max(r.load_ms for r in runs),
     )
+
+
+def _baseline_gates(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> list[GateResult]:
+    """Strict float32 gates on unpublished baseline runs (e.g. the model before quantization)."""
+    if not compared:
+        return []
+    results = apply_gates(FP32_GATES, _metrics(compared, runs))
+    return [g.model_copy(update={"name": f"baseline_{g.name}"}) for g in results]
 
 
 def _envelope(run: PreparedRun, exported: ExportResult) -> tuple[dict[str, dict[str, int]], list[str]]:
@@ -191,7 +200,9 @@ def judge_target(
     folder = target_dir(run, target)
     files = _file_entries(folder / "artifact", exported.files)
     envelope, notes = _envelope(run, exported)
-    base = Metrics(artifact_bytes=sum(f.bytes for f in files), export_s=round(export_s, 3))
+    base = Metrics(
+        artifact_bytes=sum(f.bytes for f in files), export_s=round(export_s, 3), **exported.metrics
+    )
     report = TargetReport(
         status=Status.FAILED, files=files, metrics=base, envelope=envelope, notes=exported.notes + notes
     )
@@ -208,19 +219,18 @@ def judge_target(
     except OutputMismatch as exc:
         report.error = f"gate outputs failed: {exc}"
         return report
-    measured = _metrics(compared, result)
-    report.metrics = measured.model_copy(
-        update={
-            "artifact_bytes": base.artifact_bytes,
-            "export_s": base.export_s,
-            "validate_s": base.validate_s,
-        }
-    )
+    baseline_files = {r.file for r in result.runs if r.role == "baseline"}
+    shipped = [c for c in compared if c.file not in baseline_files]
+    baseline = [c for c in compared if c.file in baseline_files]
+    measured = _metrics(shipped, [r for r in result.runs if r.file not in baseline_files])
+    report.metrics = measured.model_copy(update=base.model_dump(exclude_none=True))
     report.variants = compared
-    report.gates = apply_gates(gates, measured)
+    report.gates = apply_gates(gates, measured) + _baseline_gates(
+        baseline, [r for r in result.runs if r.file in baseline_files]
+    )
     failed = [g for g in report.gates if not g.passed]
     if failed:
-        worst = max(compared, key=lambda c: c.max_abs_err)
+        worst = max(shipped, key=lambda c: c.max_abs_err)
         report.error = "; ".join(g.describe() for g in failed) + (
             f" (worst: variant {worst.variant}, output {worst.worst_output}, file {worst.file})"
         )

@@ -1,0 +1,126 @@
+"""litert-int4: .tflite with int4 weights (litert-torch, ai-edge-quantizer), run in LiteRT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from shipyard.gates import Gates
+from targets._catalog import Target, register_target
+from targets._harness import Predict, run_in_process
+from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+
+__all__ = ["INT4_GATES", "LiteRtInt4Options", "export", "run_artifact"]
+
+# Int4 is lossy: gate on direction and relative size of the error, not on absolute error.
+INT4_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)
+
+
+class LiteRtInt4Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: Literal[
+        "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "dynamic_wi4b64_afp32", "weight_only_wi4_afp32"
+    ] = "dynamic_wi4_afp32"
+
+
+def _signature_runner(path: Path) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return interpreter.get_signature_runner()
+
+
+def _predict(runner: Any) -> Predict:
+    def predict(inputs: list[np.ndarray]) -> list[Any]:
+        out = runner(**{f"args_{i}": a for i, a in enumerate(inputs)})
+        return [out[k] for k in sorted(out, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+
+    return predict
+
+
+def _probe_resize(path: Path, job: ExportJob, dims: dict[str, int]) -> bool:
+    """Can the interpreter resize the inputs to these dims and run?"""
+    zeros = [np.zeros(t.concrete_shape(dims), dtype=t.dtype) for t in job.signature.inputs]
+    try:
+        _predict(_signature_runner(path))(zeros)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def export(job: ExportJob) -> ExportResult:
+    from exporters.tflite2int4 import quantize_int4, weight_stats
+    from exporters.torch2tflite import export_tflite
+
+    options = LiteRtInt4Options.model_validate(job.options)
+    traced = {name: dim.typical for name, dim in job.signature.dims.items()}
+    sample = [
+        np.random.default_rng(0).standard_normal(t.concrete_shape(traced)).astype(t.dtype)
+        for t in job.signature.inputs
+    ]
+    scratch = job.out_path.parent / "float"
+    scratch.mkdir(exist_ok=True)
+    float_path = export_tflite(job.source_path, sample, scratch / "model_fp32.tflite")
+    int4_path = quantize_int4(float_path, job.out_path / "model_int4.tflite", options.recipe)
+    stats = weight_stats(int4_path)
+    if stats.int4_tensors == 0:
+        raise ValueError(
+            "no weight was stored as int4: the model has no int4-eligible ops (FULLY_CONNECTED, "
+            "CONV_2D, EMBEDDING_LOOKUP), so it would still be float; not publishing it as int4"
+        )
+    fp32_bytes = float_path.stat().st_size
+    metrics = {
+        "int4_tensors": stats.int4_tensors,
+        "int4_weight_share": round(stats.int4_share, 4),
+        "fp32_tflite_bytes": fp32_bytes,
+        "size_vs_fp32": round(int4_path.stat().st_size / fp32_bytes, 4),
+    }
+    notes = [
+        f"recipe {options.recipe}: {stats.int4_tensors} int4 weight tensor(s) hold "
+        f"{stats.int4_share:.1%} of weight bytes; {stats.float_tensors} float tensor(s) "
+        f"({stats.float_bytes:,} bytes) stay float; file is {metrics['size_vs_fp32']:.2f}x the fp32 .tflite"
+    ]
+    envelope = {}
+    if job.signature.dims:
+        low = {n: d.min for n, d in job.signature.dims.items()}
+        high = {n: d.max for n, d in job.signature.dims.items()}
+        if not (_probe_resize(int4_path, job, low) and _probe_resize(int4_path, job, high)):
+            envelope = {n: {"min": v, "max": v} for n, v in traced.items()}
+            notes.append(f"inputs are fixed at the traced shape {traced}: the interpreter cannot resize them")
+        else:
+            notes.append(f"traced at {traced}; inputs are resized in the interpreter")
+    return ExportResult(files=["model_int4.tflite"], envelope=envelope, notes=notes, metrics=metrics)
+
+
+def run_artifact(job: RuntimeJob) -> RuntimeResult:
+    """Run the int4 model, and the fp32 .tflite it came from as a baseline.
+
+    The baseline is held to float32 gates: ops that stay float must not drift, so any
+    error beyond them is the quantization's alone.
+    """
+    int4 = run_in_process(
+        job, "model_int4.tflite", lambda: _predict(_signature_runner(job.artifact("model_int4.tflite")))
+    )
+    fp32_path = Path(job.artifact_dir).parent / "float" / "model_fp32.tflite"
+    fp32 = run_in_process(
+        job, "model_fp32.tflite (baseline, not published)", lambda: _predict(_signature_runner(fp32_path))
+    )
+    return RuntimeResult(runs=[int4, fp32.model_copy(update={"role": "baseline"})])
+
+
+register_target(
+    Target(
+        name="litert-int4",
+        summary="LiteRT .tflite with int4 weights (ai-edge-quantizer), run in the LiteRT interpreter",
+        exporter="targets.litert_int4:export",
+        runtime="targets.litert_int4:run_artifact",
+        gates=INT4_GATES,
+        options=LiteRtInt4Options,
+        timeout_s=1200,
+        toolchain=("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
+    )
+)
