@@ -1,6 +1,6 @@
 """Target catalog and runtime harnesses. Importing this package registers every target."""
 
-from targets import aoti, executorch, litert_int4, ort_web, triton
+from targets import aoti, executorch, litert_int4, ort_web, tfjs, triton
 from targets._catalog import Target, all_targets, get_target, register_target, resolve_targets
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "ort_web",
     "register_target",
     "resolve_targets",
+    "tfjs",
     "triton",
 ]
