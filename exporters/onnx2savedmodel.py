@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import sys
 from pathlib import Path
 
 __all__ = ["convert_to_saved_model"]
@@ -18,14 +22,23 @@ def convert_to_saved_model(
     """
     import onnx2tf
 
-    onnx2tf.convert(
-        input_onnx_file_path=str(onnx_path),
-        output_folder_path=str(out_dir),
-        keep_ncw_or_nchw_or_ncdhw_input_names=keep_layout_inputs or None,
-        replace_to_pseudo_operators=pseudo_ops or None,
-        output_signaturedefs=True,
-        non_verbose=True,
-    )
+    console = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(console):
+            onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path),
+                output_folder_path=str(out_dir),
+                keep_ncw_or_nchw_or_ncdhw_input_names=keep_layout_inputs or None,
+                replace_to_pseudo_operators=pseudo_ops or None,
+                output_signaturedefs=True,
+                non_verbose=True,
+            )
+    except (Exception, SystemExit) as exc:
+        sys.stdout.write(console.getvalue())  # keep onnx2tf's own report in the target's log
+        node = re.search(r"onnx_op_name: (\S+)", console.getvalue())
+        where = f" (onnx2tf stopped at ONNX node {node.group(1)})" if node else ""
+        raise RuntimeError(f"onnx2tf: {exc}{where}") from exc
+    sys.stdout.write(console.getvalue())
     if not (out_dir / "saved_model.pb").is_file():
         raise RuntimeError("onnx2tf finished without writing saved_model.pb")
     return out_dir

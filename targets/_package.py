@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import FP32_GATES, apply_gates
 from shipyard.prepare import PreparedRun, PreparedVariant, extra_variant
@@ -17,7 +19,7 @@ from shipyard.spec import TargetSettings
 from shipyard.variants import load_arrays
 from targets._catalog import Target
 from targets._jobs import ArtifactRun, ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
-from targets._process import run_child
+from targets._process import ChildOutcome, run_child
 
 __all__ = ["export_target", "judge_target", "package_target", "run_target", "settings_for", "target_dir"]
 
@@ -38,19 +40,17 @@ def _file_entries(root: Path, files: list[str]) -> list[FileEntry]:
     return entries
 
 
-def _write_reproduce(folder: Path, step: str) -> None:
-    """A script beside the job that re-runs this step by hand, for debugging."""
+def _run_step(folder: Path, step: str, job: BaseModel, timeout_s: float) -> tuple[ChildOutcome, float]:
+    """Write STEP_job.json and a reproduce_STEP.sh beside it, then run the step in a child process."""
+    job_path, result_path = folder / f"{step}_job.json", folder / f"{step}_result.json"
+    job_path.write_text(job.model_dump_json(indent=2))
+    cmd = [sys.executable, "-m", "targets.child", step, str(job_path), str(result_path)]
     script = folder / f"reproduce_{step}.sh"
-    cmd = [
-        sys.executable,
-        "-m",
-        "targets.child",
-        step,
-        str(folder / f"{step}_job.json"),
-        str(folder / f"{step}_result.json"),
-    ]
     script.write_text("#!/bin/sh\nset -e\n" + " ".join(shlex.quote(c) for c in cmd) + "\n")
     script.chmod(0o755)
+    start = time.perf_counter()
+    outcome = run_child(step, job_path, result_path, folder / f"{step}.log", timeout_s)
+    return outcome, time.perf_counter() - start
 
 
 def export_target(
@@ -70,17 +70,7 @@ def export_target(
         options=target.parse_options(settings.options).model_dump(),
         out_dir=str(folder / "artifact"),
     )
-    (folder / "export_job.json").write_text(job.model_dump_json(indent=2))
-    _write_reproduce(folder, "export")
-    start = time.perf_counter()
-    outcome = run_child(
-        "export",
-        folder / "export_job.json",
-        folder / "export_result.json",
-        folder / "export.log",
-        settings.timeout_s or target.timeout_s,
-    )
-    seconds = time.perf_counter() - start
+    outcome, seconds = _run_step(folder, "export", job, settings.timeout_s or target.timeout_s)
     if not outcome.ok:
         return None, f"export failed: {outcome.output}", seconds
     return ExportResult.model_validate_json(outcome.output), None, seconds
@@ -116,7 +106,7 @@ def run_target(
     """Run the artifact in its runtime, in a child process, on the given variants."""
     folder = target_dir(run, target)
     (folder / "outputs").mkdir(exist_ok=True)
-    job = RuntimeJob(
+    run_job = RuntimeJob(
         target=target.name,
         model_name=run.model_name,
         artifact_dir=str(folder / "artifact"),
@@ -126,17 +116,7 @@ def run_target(
         variants=[VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs) for v in variants],
         out_dir=str(folder / "outputs"),
     )
-    (folder / "run_job.json").write_text(job.model_dump_json(indent=2))
-    _write_reproduce(folder, "run")
-    start = time.perf_counter()
-    outcome = run_child(
-        "run",
-        folder / "run_job.json",
-        folder / "run_result.json",
-        folder / "run.log",
-        settings.timeout_s or target.timeout_s,
-    )
-    seconds = time.perf_counter() - start
+    outcome, seconds = _run_step(folder, "run", run_job, settings.timeout_s or target.timeout_s)
     if not outcome.ok:
         return None, f"runtime failed: {outcome.output}", seconds
     return RuntimeResult.model_validate_json(outcome.output), None, seconds

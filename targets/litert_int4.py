@@ -16,7 +16,7 @@ from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 __all__ = ["INT4_GATES", "LiteRtInt4Options", "export", "run_artifact"]
 
 # Int4 is lossy: gate on direction and relative size of the error, not on absolute error.
-INT4_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)
+INT4_GATES = Gates(min_cosine=0.98, max_rel_l2_err=0.2)
 
 
 class LiteRtInt4Options(BaseModel):

@@ -68,7 +68,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 register_target(
     Target(
         name="tfjs",
-        summary="TF.js graph model (ONNX -> onnx2tf -> SavedModel -> tensorflowjs), run in Node with @tensorflow/tfjs",
+        summary="TF.js graph model via ONNX, onnx2tf and tensorflowjs (run in Node with @tensorflow/tfjs)",
         exporter="targets.tfjs:export",
         runtime="targets.tfjs:run_artifact",
         gates=FP32_GATES,

@@ -111,3 +111,11 @@ def registry_files(home: Path) -> list[str]:
 
 def parse_json(stdout: str) -> dict:
     return json.loads(stdout)
+
+
+@pytest.fixture(scope="session")
+def convnet_all(models: dict[str, Path], prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
+    """The conv net packaged for every target through the real Prefect server, once per session."""
+    home = tmp_path_factory.mktemp("convnet-home")
+    result = run_cli(["package", str(models["convnet"]), "--json"], home, prefect_api)
+    return home, result

@@ -44,3 +44,47 @@ def save_multi_io(path: Path) -> Path:
     )
     torch.export.save(program, str(path))
     return path
+
+
+class MLP(nn.Module):
+    """Large linear layers: the int4 proof model (about 1.6 M weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EncoderBlock(nn.Module):
+    """One transformer encoder layer: attention, layernorm, exact (erf) GELU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            d_model=32, nhead=4, dim_feedforward=64, activation="gelu", batch_first=True, dropout=0.0
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.layer(tokens)
+
+
+def save_mlp(path: Path) -> Path:
+    torch.manual_seed(2)
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(MLP().eval(), (torch.randn(2, 512),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(path))
+    return path
+
+
+def save_encoder(path: Path) -> Path:
+    torch.manual_seed(3)
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(
+        EncoderBlock().eval(), (torch.randn(2, 8, 32),), dynamic_shapes={"tokens": {0: batch}}
+    )
+    torch.export.save(program, str(path))
+    return path

@@ -14,18 +14,8 @@ from targets._package import package_target
 from tests.conftest import parse_json, run_cli
 
 
-@pytest.fixture(scope="session")
-def convnet_edge(models: dict[str, Path], prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("edge-home")
-    result = run_cli(
-        ["package", str(models["convnet"]), "--targets", "executorch,aoti", "--json"], home, prefect_api
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return home, parse_json(result.stdout)
-
-
-def test_executorch_runs_every_served_variant(convnet_edge) -> None:
-    _, report = convnet_edge
+def test_executorch_runs_every_served_variant(convnet_all) -> None:
+    report = parse_json(convnet_all[1].stdout)
     target = report["targets"]["executorch"]
     assert target["status"] == "passed", target["error"]
     assert [f["path"] for f in target["files"]] == ["model.pte"]
@@ -39,8 +29,8 @@ def test_executorch_runs_every_served_variant(convnet_edge) -> None:
     assert target["metrics"]["max_abs_err"] < 1e-4
 
 
-def test_aoti_serves_the_declared_range(convnet_edge, tmp_path: Path) -> None:
-    home, report = convnet_edge
+def test_aoti_serves_the_declared_range(convnet_all, tmp_path: Path) -> None:
+    home, report = convnet_all[0], parse_json(convnet_all[1].stdout)
     target = report["targets"]["aoti"]
     assert target["status"] == "passed", target["error"]
     assert target["envelope"] == {"batch": {"min": 1, "max": 16}}

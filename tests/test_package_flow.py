@@ -6,39 +6,33 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import parse_json, registry_files, run_cli
 
 CONTRACT_METRICS = {"max_abs_err", "max_rel_err", "cosine", "latency_ms_p50", "artifact_bytes"}
 
 
-@pytest.fixture(scope="session")
-def convnet_run(models: dict[str, Path], prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("convnet-home")
-    result = run_cli(
-        ["package", str(models["convnet"]), "--targets", "ort-web,triton", "--json"], home, prefect_api
-    )
-    return home, result
-
-
-def test_convnet_passes_both_targets_and_prints_contract_json(convnet_run) -> None:
-    _home, result = convnet_run
+def test_convnet_passes_all_six_targets_and_prints_contract_json(convnet_all) -> None:
+    _home, result = convnet_all
     assert result.returncode == 0, result.stderr[-3000:]
     report = parse_json(result.stdout)
     assert report["model"] == "convnet"
     assert report["version"] == 1
     assert len(report["source_sha256"]) == 64
     assert {"torch", "onnxruntime", "npm:onnxruntime-web", "node"} <= set(report["toolchain"])
-    assert set(report["targets"]) == {"ort-web", "triton"}
+    assert set(report["targets"]) == {"ort-web", "triton", "executorch", "aoti", "litert-int4", "tfjs"}
     for name, target in report["targets"].items():
         assert target["status"] == "passed", (name, target["error"])
         assert target["error"] is None
         assert set(target["metrics"]) >= CONTRACT_METRICS
+        assert target["metrics"]["latency_ms_p50"] > 0
+        assert target["metrics"]["load_ms"] > 0
+        assert target["metrics"]["artifact_bytes"] == sum(f["bytes"] for f in target["files"])
+        served = target["envelope"]["batch"]
+        assert {1, served["max"]} <= {v["dims"]["batch"] for v in target["variants"]}
+    for name in ("ort-web", "triton", "aoti", "tfjs"):
+        target = report["targets"][name]
         assert target["metrics"]["max_abs_err"] < 1e-4
         assert target["metrics"]["cosine"] > 0.99999
-        assert target["metrics"]["latency_ms_p50"] > 0
-        assert target["metrics"]["artifact_bytes"] == sum(f["bytes"] for f in target["files"])
         assert {v["dims"]["batch"] for v in target["variants"]} == {1, 4, 16}
         assert target["envelope"] == {"batch": {"min": 1, "max": 16}}
     assert {f["path"] for f in report["targets"]["ort-web"]["files"]} == {"model.onnx", "model.ort"}
@@ -49,8 +43,8 @@ def test_convnet_passes_both_targets_and_prints_contract_json(convnet_run) -> No
     }
 
 
-def test_published_layout_and_manifest(convnet_run) -> None:
-    home, result = convnet_run
+def test_published_layout_and_manifest(convnet_all) -> None:
+    home, result = convnet_all
     report = parse_json(result.stdout)
     files = registry_files(home)
     assert "models/convnet/versions/1.json" in files
@@ -65,8 +59,8 @@ def test_published_layout_and_manifest(convnet_run) -> None:
     assert manifest["run"]["flow_run_id"]
 
 
-def test_pull_checks_digests(convnet_run, tmp_path: Path) -> None:
-    home, result = convnet_run
+def test_pull_checks_digests(convnet_all, tmp_path: Path) -> None:
+    home, result = convnet_all
     report = parse_json(result.stdout)
     out = tmp_path / "pulled"
     pulled = run_cli(["pull", "convnet@latest", "--target", "triton", "-o", str(out)], home)
@@ -89,12 +83,12 @@ def test_pull_checks_digests(convnet_run, tmp_path: Path) -> None:
         blob.write_bytes(original)
 
 
-def test_ls_and_show(convnet_run) -> None:
-    home, _ = convnet_run
+def test_ls_and_show(convnet_all) -> None:
+    home, _ = convnet_all
     listing = run_cli(["ls", "--json"], home)
     assert json.loads(listing.stdout) == [{"model": "convnet", "versions": 1, "aliases": {"latest": 1}}]
     versions = json.loads(run_cli(["ls", "convnet", "--json"], home).stdout)
-    assert versions[0]["targets"] == {"ort-web": "passed", "triton": "passed"}
+    assert set(versions[0]["targets"].values()) == {"passed"} and len(versions[0]["targets"]) == 6
     shown = run_cli(["show", "convnet:1"], home)
     assert shown.returncode == 0 and "ort-web" in shown.stdout and "passed" in shown.stdout
     missing = run_cli(["show", "convnet:7"], home)

@@ -1,0 +1,103 @@
+"""litert-int4 and tfjs on the models the issue names: the int4 proof, layout, multi-IO, rejection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shipyard.prepare import prepare_run
+from shipyard.report import Status
+from shipyard.spec import Spec, parse_spec
+from targets import get_target
+from targets._package import package_target, target_dir
+from tests.conftest import parse_json, run_cli
+from tests.models import save_encoder, save_mlp
+
+
+@pytest.fixture(scope="session")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_mlp(tmp_path_factory.mktemp("mlp") / "mlp.pt2")
+
+
+def test_int4_proof_on_large_linear_layers(mlp: Path, tmp_path: Path) -> None:
+    run = prepare_run(mlp, Spec(), tmp_path / "run")
+    report = package_target(run, get_target("litert-int4"))
+    assert report.status is Status.PASSED, report.error
+    m = report.metrics.model_dump()
+    assert m["int4_tensors"] == 3
+    assert m["int4_weight_share"] >= 0.8
+    assert m["size_vs_fp32"] <= 0.2
+    assert report.metrics.artifact_bytes <= 0.2 * m["fp32_tflite_bytes"]
+    # the fp32 baseline held to float32 gates, the int4 file to the lossy ones
+    gates = {g.name: g for g in report.gates}
+    assert {"min_cosine", "max_rel_l2_err", "baseline_max_abs_err", "baseline_min_cosine"} <= set(gates)
+    assert gates["baseline_max_abs_err"].value < 1e-4
+    assert report.metrics.max_abs_err > gates["baseline_max_abs_err"].value  # quantization did happen
+    assert {v.dims["batch"] for v in report.variants} == {1, 3, 8}
+    assert [f.path for f in report.files] == ["model_int4.tflite"]
+
+
+def test_blockwise_recipe_from_spec(mlp: Path, tmp_path: Path) -> None:
+    spec = parse_spec({"targets": {"litert-int4": {"options": {"recipe": "dynamic_wi4b32_afp32"}}}})
+    run = prepare_run(mlp, spec, tmp_path / "run")
+    report = package_target(run, get_target("litert-int4"))
+    assert report.status is Status.PASSED, report.error
+    assert any("recipe dynamic_wi4b32_afp32" in n for n in report.notes)
+    assert report.metrics.model_dump()["int4_weight_share"] >= 0.8
+
+
+def test_model_without_int4_ops_is_not_published_as_int4(models: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    class Scale(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x) * 2.0 + 1.0
+
+    path = tmp_path / "scale.pt2"
+    torch.export.save(torch.export.export(Scale(), (torch.randn(2, 4),)), str(path))
+    run = prepare_run(path, Spec(), tmp_path / "run")
+    report = package_target(run, get_target("litert-int4"))
+    assert report.status is Status.FAILED
+    assert "no int4-eligible ops" in report.error
+
+
+def test_tfjs_keeps_nchw_and_names(convnet_all) -> None:
+    home, result = convnet_all
+    report = parse_json(result.stdout)
+    assert report["targets"]["tfjs"]["status"] == "passed", report["targets"]["tfjs"]["error"]
+    out = home / "pulled-tfjs"
+    assert run_cli(["pull", "convnet", "--target", "tfjs", "-o", str(out)], home).returncode == 0
+    signature = json.loads((out / "model.json").read_text())["signature"]
+    dims = [int(d["size"]) for d in signature["inputs"]["image"]["tensorShape"]["dim"]]
+    assert dims == [-1, 3, 32, 32]  # NCHW as in PyTorch, dynamic batch
+    assert list(signature["outputs"]) == ["output_0"]
+
+
+@pytest.mark.parametrize("name", ["litert-int4", "tfjs"])
+def test_multi_input_multi_output(models: dict[str, Path], tmp_path: Path, name: str) -> None:
+    run = prepare_run(models["multi_io"], Spec(), tmp_path / "run")
+    report = package_target(run, get_target(name))
+    assert report.status is Status.PASSED, report.error
+    assert len(report.variants) >= 3
+    if name == "tfjs":
+        doc = json.loads((target_dir(run, get_target(name)) / "artifact/model.json").read_text())
+        assert set(doc["signature"]["outputs"]) == {"output_0", "output_1"}
+
+
+def test_encoder_block_one_converter_rejects(prefect_api: str, home: Path, tmp_path: Path) -> None:
+    """Attention + layernorm + GELU: onnx2tf cannot convert it; every other target publishes."""
+    source = save_encoder(tmp_path / "encoder.pt2")
+    result = run_cli(["package", str(source), "--json"], home, prefect_api)
+    assert result.returncode == 1, result.stderr[-3000:]
+    report = parse_json(result.stdout)
+    assert report["version"] == 1
+    failed = {n: t for n, t in report["targets"].items() if t["status"] != "passed"}
+    assert set(failed) == {"tfjs"}
+    error = failed["tfjs"]["error"]
+    assert error.startswith("export failed: RuntimeError: onnx2tf:")
+    assert "ONNX node" in error and len(error) < 800 and "Traceback" not in error
+    for name in ("ort-web", "triton", "executorch", "aoti"):
+        assert report["targets"][name]["metrics"]["max_abs_err"] < 1e-4
+    assert report["targets"]["litert-int4"]["metrics"]["cosine"] >= 0.98
