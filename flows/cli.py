@@ -75,6 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("source", type=Path)
     ins.add_argument("--spec", type=Path)
 
+    pr = sub.add_parser("promote", help="point an alias (e.g. prod) at a version")
+    pr.add_argument("ref", help="NAME:VERSION")
+    pr.add_argument("alias", help="alias name, e.g. prod")
+    pr.add_argument("--registry", help=REGISTRY_HELP)
+
+    rg = sub.add_parser("registry", help="registry maintenance")
+    rg_sub = rg.add_subparsers(dest="registry_command", required=True, parser_class=_Parser)
+    gc = rg_sub.add_parser("gc", help="delete blobs no version references, older than a grace period")
+    gc.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="keep unreferenced blobs younger than this (a publish may be in progress); default 24",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    gc.add_argument("--registry", help=REGISTRY_HELP)
+
     sub.add_parser("targets", help="list the target catalog")
     return p
 
@@ -182,6 +199,30 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from registry import open_registry, parse_ref
+
+    name, version, _ = parse_ref(args.ref)
+    if version is None:
+        raise InputError(f"promote needs NAME:VERSION, got {args.ref!r}")
+    record = open_registry(args.registry).set_alias(name, args.alias, version)
+    print(f"{record.model}@{record.alias} -> {record.version}")
+    return EXIT_OK
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from registry import open_registry
+
+    removed = open_registry(args.registry).gc(timedelta(hours=args.grace_hours), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for digest, age in removed:
+        print(f"{verb} blobs/sha256/{digest} (unreferenced, {age // 3600}h old)")
+    print(f"{verb} {len(removed)} unreferenced blob(s)")
+    return EXIT_OK
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from shipyard.prepare import inspect_source
     from shipyard.spec import load_spec
@@ -205,6 +246,8 @@ COMMANDS = {
     "ls": _ls,
     "show": _show,
     "inspect": _inspect,
+    "promote": _promote,
+    "registry": _registry,
     "targets": _targets,
 }
 

@@ -43,5 +43,9 @@ def open_registry(url: str | None = None) -> Registry:
             raise InputError(f"registry URL {url!r}: file URLs must be file:///absolute/path")
         return Registry(LocalBackend(Path(unquote(parsed.path))))
     if parsed.scheme == "s3":
-        raise InputError("s3:// registries are not available in this version yet")
+        if not parsed.netloc:
+            raise InputError(f"registry URL {url!r}: use s3://bucket/prefix")
+        from registry._s3 import S3Backend
+
+        return Registry(S3Backend(parsed.netloc, parsed.path))
     raise InputError(f"registry URL {url!r}: use file:///absolute/path or s3://bucket/prefix")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "Progress"]
+
+Progress = Callable[[int], None]
 
 
 class Backend(Protocol):
@@ -31,8 +34,11 @@ class Backend(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def upload_file(self, key: str, path: Path, sha256: str) -> None:
-        """Stream a file to `key`; IntegrityError unless what is stored has digest `sha256`."""
+    def upload_file(self, key: str, path: Path, sha256: str, progress: Progress | None = None) -> None:
+        """Stream a file to `key`; IntegrityError unless what is stored has digest `sha256`.
+
+        `progress` is called with the number of bytes sent so far.
+        """
         ...
 
     def download_file(self, key: str, path: Path) -> None:
@@ -43,4 +49,12 @@ class Backend(Protocol):
         """Every key under `prefix`."""
         ...
 
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every key under `prefix` with its last-modified time (timezone-aware)."""
+        ...
+
     def delete(self, key: str) -> None: ...
+
+    def sweep_partial_uploads(self, older_than: timedelta) -> int:
+        """Remove uploads a crashed writer left unfinished; returns how many."""
+        ...

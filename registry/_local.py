@@ -9,8 +9,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from registry._backend import Progress
 from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
 
 __all__ = ["LocalBackend"]
@@ -84,15 +86,19 @@ class LocalBackend:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def upload_file(self, key: str, path: Path, sha256: str) -> None:
+    def upload_file(self, key: str, path: Path, sha256: str, progress: Progress | None = None) -> None:
         dest = self._path(key)
         tmp = self._temp_beside(dest)
         try:
             digest = hashlib.sha256()
             with path.open("rb") as src, tmp.open("wb") as out:
+                sent = 0
                 while chunk := src.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
+                    sent += len(chunk)
+                    if progress:
+                        progress(sent)
                 out.flush()
                 os.fsync(out.fileno())
             if digest.hexdigest() != sha256:
@@ -107,13 +113,27 @@ class LocalBackend:
         except FileNotFoundError:
             raise NotFound(key) from None
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith(".tmp-") and not path.name.endswith(".lock"):
-                yield path.relative_to(self.root).as_posix()
+                mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                yield path.relative_to(self.root).as_posix(), mtime
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.list_with_times(prefix):
+            yield key
+
+    def sweep_partial_uploads(self, older_than: timedelta) -> int:
+        cutoff = datetime.now(UTC) - older_than
+        swept = 0
+        for tmp in self.root.rglob(".tmp-*"):
+            if datetime.fromtimestamp(tmp.stat().st_mtime, UTC) < cutoff:
+                tmp.unlink(missing_ok=True)
+                swept += 1
+        return swept
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,6 +42,16 @@ class VersionManifest(BaseModel):
     toolchain: dict[str, str]
     run: RunInfo
     targets: dict[str, TargetReport]  # failed targets too, with their reasons; files only if passed
+    identity: str = ""  # digest of source + spec + toolchain + target names: same identity, same version
+
+    def compute_identity(self) -> str:
+        payload = {
+            "source": self.source.sha256,
+            "spec": self.spec,
+            "toolchain": self.toolchain,
+            "targets": sorted(self.targets),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 class AliasRecord(BaseModel):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
-from registry._backend import Backend
+from registry._backend import Backend, Progress
 from registry._manifest import AliasRecord, VersionManifest
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
@@ -74,23 +76,48 @@ class Registry:
     def alias_key(model: str, alias: str) -> str:
         return f"models/{model}/aliases/{alias}.json"
 
+    @staticmethod
+    def identity_key(model: str, identity: str) -> str:
+        return f"models/{model}/identities/{identity}.json"
+
     # writing --------------------------------------------------------------
-    def put_blob(self, path: Path, digest: str) -> None:
+    def put_blob(self, path: Path, digest: str, progress: Progress | None = None) -> None:
         """Upload a file under its digest unless it is already there."""
         key = self.blob_key(digest)
         if not self.backend.exists(key):
-            self.backend.upload_file(key, path, digest)
+            self.backend.upload_file(key, path, digest, progress)
+
+    def published(self, model: str, identity: str) -> VersionManifest | None:
+        """The version already published with this identity, if any."""
+        try:
+            data, _ = self.backend.read(self.identity_key(model, identity))
+        except NotFound:
+            return None
+        return self.manifest(model, int(json.loads(data)["version"]))
 
     def publish(
-        self, draft: VersionManifest, artifact_dirs: dict[str, Path], source: Path
+        self,
+        draft: VersionManifest,
+        artifact_dirs: dict[str, Path],
+        source: Path,
+        progress: Progress | None = None,
     ) -> VersionManifest:
-        """Upload blobs, then write the manifest as the next free version, then move `latest`."""
+        """Upload blobs, then write the manifest as the next free version, then move `latest`.
+
+        Publishing the same source, spec, toolchain and targets again returns the existing
+        version. A crash before the manifest is written leaves only unreferenced blobs
+        (removed by `gc`); readers never see a partial version.
+        """
+        draft = draft.model_copy(update={"identity": draft.compute_identity()})
+        existing = self.published(draft.model, draft.identity)
+        if existing is not None:
+            return existing
         self.put_blob(source, draft.source.sha256)
         for name, report in draft.targets.items():
             if report.status is not Status.PASSED:
                 continue
             for entry in report.files:
-                self.put_blob(artifact_dirs[name] / _safe_relpath(entry.path), entry.sha256)
+                self.put_blob(artifact_dirs[name] / _safe_relpath(entry.path), entry.sha256, progress)
         version = max(self.versions(draft.model), default=0) + 1
         for _ in range(MAX_VERSION_TRIES):
             manifest = draft.model_copy(update={"version": version, "created_at": _now()})
@@ -103,8 +130,41 @@ class Registry:
                 version += 1
         else:
             raise RegistryError(f"could not find a free version for {draft.model}")
+        with contextlib.suppress(AlreadyExists):  # a concurrent twin got there first
+            self.backend.create(
+                self.identity_key(draft.model, draft.identity), json.dumps({"version": version}).encode()
+            )
         self.set_alias(draft.model, "latest", version)
         return manifest
+
+    def referenced_blobs(self) -> set[str]:
+        """Every digest a version manifest points at (sources and target files)."""
+        digests = set()
+        for model in self.models():
+            for version in self.versions(model):
+                manifest = self.manifest(model, version)
+                digests.add(manifest.source.sha256)
+                digests.update(f.sha256 for t in manifest.targets.values() for f in t.files)
+        return digests
+
+    def gc(self, grace: timedelta, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Delete blobs no manifest references that are older than `grace`; returns (digest, age_s).
+
+        The grace period protects the blobs of a publish in progress, whose manifest is not written yet.
+        """
+        referenced = self.referenced_blobs()
+        now = datetime.now(UTC)
+        removed = []
+        for key, modified in self.backend.list_with_times("blobs/sha256/"):
+            digest = key.rsplit("/", 1)[-1]
+            age = now - modified
+            if digest not in referenced and age > grace:
+                if not dry_run:
+                    self.backend.delete(key)
+                removed.append((digest, int(age.total_seconds())))
+        if not dry_run:
+            self.backend.sweep_partial_uploads(grace)
+        return removed
 
     def set_alias(self, model: str, alias: str, version: int) -> AliasRecord:
         """Point `alias` at `version`, retrying while another writer moves it concurrently."""

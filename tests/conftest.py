@@ -87,9 +87,14 @@ def home(tmp_path: Path) -> Path:
 
 
 def run_cli(
-    args: list[str], home: Path, prefect_api: str | None = None, timeout: float = 900
+    args: list[str],
+    home: Path,
+    prefect_api: str | None = None,
+    timeout: float = 900,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SHIPYARD_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.update(extra_env or {})
     env.pop("SHIPYARD_REGISTRY", None)
     if prefect_api:
         env["PREFECT_API_URL"] = prefect_api
@@ -119,3 +124,73 @@ def convnet_all(models: dict[str, Path], prefect_api: str, tmp_path_factory: pyt
     home = tmp_path_factory.mktemp("convnet-home")
     result = run_cli(["package", str(models["convnet"]), "--json"], home, prefect_api)
     return home, result
+
+
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "shipyard-test",
+    "AWS_SECRET_ACCESS_KEY": "shipyard-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class Seaweed:
+    """A real SeaweedFS S3 endpoint on 127.0.0.1 that tests can stop and start again."""
+
+    def __init__(self, root: Path) -> None:
+        from infra.seaweed import free_port
+
+        self.root = root
+        self.port = free_port()
+        self.ports = {n: free_port() for n in ("master", "volume", "filer", "admin", "iceberg", "lance")}
+        self.bucket = "shipyard"
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {**S3_KEYS, "AWS_ENDPOINT_URL": self.endpoint}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from infra.seaweed import start_seaweedfs, wait_for_s3
+
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            self.proc = start_seaweedfs(
+                self.root / "data", self.port, self.bucket, self.root / "weed.log", self.ports
+            )
+            wait_for_s3(self.endpoint, self.bucket)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    server = Seaweed(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point boto3 in this process at the test SeaweedFS."""
+    for key, value in seaweed.env.items():
+        monkeypatch.setenv(key, value)
+    return seaweed.env
+
+
+def unique_prefix() -> str:
+    import uuid
+
+    return f"t-{uuid.uuid4().hex[:10]}"

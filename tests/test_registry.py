@@ -1,8 +1,12 @@
-"""The local-folder registry: layout, immutability, aliases, races, integrity on read."""
+"""The registry on both backends (local folder, real SeaweedFS S3): one suite, same semantics."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError,
 from shipyard.report import FileEntry, Status, TargetReport
 from shipyard.signature import Signature, TensorSpec
 from shipyard.source import sha256_file
+from tests.conftest import unique_prefix
 
 
 def _artifact(tmp: Path, content: bytes) -> tuple[Path, FileEntry]:
@@ -22,7 +27,7 @@ def _artifact(tmp: Path, content: bytes) -> tuple[Path, FileEntry]:
     return folder, FileEntry(path="sub/model.bin", sha256=sha256_file(path), bytes=len(content))
 
 
-def _draft(source: Path, entry: FileEntry, model: str = "m") -> VersionManifest:
+def _draft(source: Path, entry: FileEntry, model: str = "m", spec: dict | None = None) -> VersionManifest:
     return VersionManifest(
         model=model,
         version=0,
@@ -30,7 +35,7 @@ def _draft(source: Path, entry: FileEntry, model: str = "m") -> VersionManifest:
         source=SourceInfo(
             sha256=sha256_file(source), kind="torch-export", bytes=source.stat().st_size, filename=source.name
         ),
-        spec={},
+        spec=spec or {},
         signature=Signature(
             inputs=[TensorSpec(name="x", dtype="float32", shape=[1])],
             outputs=[TensorSpec(name="y", dtype="float32", shape=[1])],
@@ -44,23 +49,40 @@ def _draft(source: Path, entry: FileEntry, model: str = "m") -> VersionManifest:
     )
 
 
+@pytest.fixture(params=["local", "s3"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return (tmp_path / "reg").as_uri()
+    request.getfixturevalue("s3_env")
+    return f"s3://shipyard/{unique_prefix()}"
+
+
 @pytest.fixture
-def setup(tmp_path: Path):
+def setup(tmp_path: Path, registry_url: str):
     source = tmp_path / "model.pt2"
     source.write_bytes(b"source-bytes")
     folder, entry = _artifact(tmp_path, b"artifact-bytes" * 100)
-    registry = open_registry((tmp_path / "reg").as_uri())
-    return registry, source, folder, entry
+    return open_registry(registry_url), source, folder, entry
+
+
+def _tamper(registry, digest: str) -> None:
+    key = registry.blob_key(digest)
+    registry.backend.delete(key)
+    registry.backend.create(key, b"evil")
 
 
 def test_publish_layout_and_pull(setup, tmp_path: Path) -> None:
     registry, source, folder, entry = setup
     manifest = registry.publish(_draft(source, entry), {"t": folder, "bad": folder}, source)
     assert manifest.version == 1
-    root = tmp_path / "reg"
-    assert (root / f"blobs/sha256/{entry.sha256}").read_bytes() == b"artifact-bytes" * 100
-    assert (root / f"blobs/sha256/{manifest.source.sha256}").read_bytes() == b"source-bytes"
-    assert (root / "models/m/versions/1.json").is_file()
+    keys = set(registry.backend.list(""))
+    assert {
+        f"blobs/sha256/{entry.sha256}",
+        f"blobs/sha256/{manifest.source.sha256}",
+        "models/m/versions/1.json",
+        "models/m/aliases/latest.json",
+    } <= keys
+    assert registry.backend.read(f"blobs/sha256/{entry.sha256}")[0] == b"artifact-bytes" * 100
     assert registry.aliases("m") == {"latest": 1}
     _, files = registry.pull("m", "t", tmp_path / "out")
     assert files == [tmp_path / "out/sub/model.bin"]
@@ -72,7 +94,7 @@ def test_publish_layout_and_pull(setup, tmp_path: Path) -> None:
 def test_versions_are_immutable_and_increase(setup) -> None:
     registry, source, folder, entry = setup
     v1 = registry.publish(_draft(source, entry), {"t": folder}, source)
-    v2 = registry.publish(_draft(source, entry), {"t": folder}, source)
+    v2 = registry.publish(_draft(source, entry, spec={"seed": 1}), {"t": folder}, source)
     assert (v1.version, v2.version) == (1, 2)
     with pytest.raises(AlreadyExists):
         registry.backend.create(registry.version_key("m", 1), b"{}")
@@ -83,7 +105,7 @@ def test_versions_are_immutable_and_increase(setup) -> None:
 def test_alias_compare_and_swap(setup) -> None:
     registry, source, folder, entry = setup
     registry.publish(_draft(source, entry), {"t": folder}, source)
-    registry.publish(_draft(source, entry), {"t": folder}, source)
+    registry.publish(_draft(source, entry, spec={"seed": 1}), {"t": folder}, source)
     registry.set_alias("m", "prod", 1)
     assert registry.resolve("m@prod").version == 1
     key = registry.alias_key("m", "prod")
@@ -98,7 +120,7 @@ def test_alias_compare_and_swap(setup) -> None:
 def test_tampered_blob_is_refused(setup, tmp_path: Path) -> None:
     registry, source, folder, entry = setup
     registry.publish(_draft(source, entry), {"t": folder}, source)
-    (tmp_path / f"reg/blobs/sha256/{entry.sha256}").write_bytes(b"evil")
+    _tamper(registry, entry.sha256)
     with pytest.raises(IntegrityError, match="refusing"):
         registry.pull("m", "t", tmp_path / "out")
     assert not (tmp_path / "out/sub/model.bin").exists()
@@ -128,8 +150,8 @@ def test_bad_refs() -> None:
             parse_ref(ref)
 
 
-def test_keys_cannot_escape_root(tmp_path: Path) -> None:
-    registry = open_registry((tmp_path / "reg").as_uri())
+def test_keys_cannot_escape_root(registry_url: str) -> None:
+    registry = open_registry(registry_url)
     with pytest.raises(RegistryError):
         registry.backend.read("../outside.json")
 
@@ -141,10 +163,13 @@ def test_registry_url_forms(tmp_path: Path) -> None:
         open_registry("ftp://x/y")
 
 
-def _publish_once(root: str, source: str, folder: str, entry_json: str, out: multiprocessing.Queue) -> None:
+def _publish_once(
+    root: str, source: str, folder: str, entry_json: str, seed: int, out: multiprocessing.Queue
+) -> None:
     registry = open_registry(root)
     entry = FileEntry.model_validate_json(entry_json)
-    out.put(registry.publish(_draft(Path(source), entry), {"t": Path(folder)}, Path(source)).version)
+    draft = _draft(Path(source), entry, spec={"seed": seed})
+    out.put(registry.publish(draft, {"t": Path(folder)}, Path(source)).version)
 
 
 def test_concurrent_publishers_get_distinct_versions(setup) -> None:
@@ -154,9 +179,9 @@ def test_concurrent_publishers_get_distinct_versions(setup) -> None:
     procs = [
         ctx.Process(
             target=_publish_once,
-            args=(registry.url, str(source), str(folder), entry.model_dump_json(), queue),
+            args=(registry.url, str(source), str(folder), entry.model_dump_json(), seed, queue),
         )
-        for _ in range(6)
+        for seed in range(6)
     ]
     for p in procs:
         p.start()
@@ -167,3 +192,64 @@ def test_concurrent_publishers_get_distinct_versions(setup) -> None:
     assert versions == [1, 2, 3, 4, 5, 6]
     assert registry.versions("m") == versions
     assert registry.aliases("m") == {"latest": 6}
+
+
+def test_same_publish_twice_returns_the_existing_version(setup) -> None:
+    registry, source, folder, entry = setup
+    first = registry.publish(_draft(source, entry), {"t": folder}, source)
+    again = registry.publish(_draft(source, entry), {"t": folder}, source)
+    assert again.version == first.version == 1
+    assert registry.versions("m") == [1]
+    other = registry.publish(_draft(source, entry, spec={"seed": 9}), {"t": folder}, source)
+    assert other.version == 2
+
+
+def test_gc_removes_only_old_unreferenced_blobs(setup, tmp_path: Path) -> None:
+    registry, source, folder, entry = setup
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    orphan = tmp_path / "orphan.bin"
+    orphan.write_bytes(b"left by a publisher that crashed")
+    registry.put_blob(orphan, sha256_file(orphan))
+    assert registry.gc(timedelta(hours=1)) == []  # too young: a publish may still be in progress
+    time.sleep(1.5)
+    dry = registry.gc(timedelta(seconds=0), dry_run=True)
+    assert [d for d, _ in dry] == [sha256_file(orphan)]
+    assert registry.backend.exists(registry.blob_key(sha256_file(orphan)))
+    assert [d for d, _ in registry.gc(timedelta(seconds=0))] == [sha256_file(orphan)]
+    assert not registry.backend.exists(registry.blob_key(sha256_file(orphan)))
+    _, files = registry.pull("m", "t", tmp_path / "out")  # referenced blobs survive
+    assert files[0].read_bytes() == b"artifact-bytes" * 100
+
+
+def _publish_and_die_midway(url: str, source: str, folder: str, entry_json: str) -> None:
+    """Publish, and SIGKILL this very process once a third of the big artifact is sent."""
+    registry = open_registry(url)
+    entry = FileEntry.model_validate_json(entry_json)
+
+    def progress(sent: int) -> None:
+        if sent > entry.bytes // 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    registry.publish(_draft(Path(source), entry, model="big"), {"t": Path(folder)}, Path(source), progress)
+
+
+def test_publisher_killed_mid_upload_leaves_no_version(setup, tmp_path: Path) -> None:
+    registry, source, _, _ = setup
+    folder, entry = _artifact(tmp_path / "big", os.urandom(48 * 1024 * 1024))
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(
+        target=_publish_and_die_midway, args=(registry.url, str(source), str(folder), entry.model_dump_json())
+    )
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    time.sleep(1.1)
+    assert registry.backend.sweep_partial_uploads(timedelta(0)) >= 1  # the half-sent upload
+    assert registry.versions("big") == []
+    assert registry.aliases("big") == {}
+    with pytest.raises(NotFound):
+        registry.resolve("big")
+    manifest = registry.publish(_draft(source, entry, model="big"), {"t": folder}, source)
+    assert manifest.version == 1
+    _, files = registry.pull("big", "t", tmp_path / "out")
+    assert sha256_file(files[0]) == entry.sha256

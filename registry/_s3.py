@@ -1,0 +1,218 @@
+"""S3 backend (boto3, path-style): conditional writes, streamed multipart uploads, checksums.
+
+Endpoint and keys come from the standard AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY. Transient errors (5xx, throttling, resets) are retried by botocore
+with backoff; 4xx are not retried and surface as one plain RegistryError.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from registry._backend import Progress
+from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
+
+__all__ = ["PART_BYTES", "S3Backend", "file_checksums"]
+
+PART_BYTES = 16 * 1024 * 1024  # multipart part size, and the threshold above which uploads use parts
+DEFAULT_MAX_ATTEMPTS = 6  # botocore's standard retry mode, with backoff; AWS_MAX_ATTEMPTS overrides
+
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def file_checksums(path: Path, part_bytes: int = PART_BYTES) -> tuple[str, str]:
+    """(sha256 hex, the checksum S3 reports for its upload) in one streamed pass.
+
+    S3 reports the whole object's base64 SHA-256 for a single-part upload, and for a
+    multipart one the SHA-256 of the parts' digests followed by -<parts>.
+    """
+    whole = hashlib.sha256()
+    parts = []
+    with path.open("rb") as fh:
+        while chunk := fh.read(part_bytes):
+            whole.update(chunk)
+            parts.append(hashlib.sha256(chunk).digest())
+    if path.stat().st_size < part_bytes:
+        return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+    return whole.hexdigest(), f"{composite}-{len(parts)}"
+
+
+class S3Backend:
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            s3={"addressing_style": "path"},
+            retries={
+                "mode": "standard",
+                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
+            },
+            connect_timeout=5,
+            read_timeout=60,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client = client or boto3.client("s3", config=config)
+        self.transfer = TransferConfig(
+            multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4
+        )
+
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise RegistryError(f"key {key!r} escapes the registry prefix")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, exc: Exception, key: str) -> RegistryError:
+        """One plain error for everything S3 refused that retrying will not fix."""
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if isinstance(exc, EndpointConnectionError):
+            return RegistryError(f"cannot reach the S3 endpoint for {self.url}: {exc}")
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code in _CREDENTIAL_CODES:
+                return RegistryError(
+                    f"S3 refused the credentials for {self.url} ({code}); "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                )
+            if code == "NoSuchBucket":
+                return RegistryError(f"bucket {self.bucket!r} does not exist at the S3 endpoint")
+            return RegistryError(f"S3 error {code or 'unknown'} on {key}: {exc}")
+        return RegistryError(f"S3 request for {key} failed: {exc}")
+
+    def _call(self, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(key) from None
+            if _code(exc) == "PreconditionFailed":
+                raise Conflict(key) from None
+            raise self._fail(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, key) from None
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        response = self._call(key, self.client.get_object)
+        return response["Body"].read(), str(response["ETag"])
+
+    def create(self, key: str, data: bytes) -> None:
+        try:
+            self._call(key, self.client.put_object, Body=data, IfNoneMatch="*")
+        except Conflict:
+            raise AlreadyExists(key) from None
+
+    def replace(self, key: str, data: bytes, etag: str | None) -> None:
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        self._call(key, self.client.put_object, Body=data, **condition)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(key, self.client.head_object)
+        except NotFound:
+            return False
+        return True
+
+    def upload_file(self, key: str, path: Path, sha256: str, progress: Progress | None = None) -> None:
+        """Streamed (multipart above PART_BYTES) upload, then checked against S3's own checksum."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        sent = [0]
+
+        def callback(chunk: int) -> None:
+            sent[0] += chunk
+            if progress:
+                progress(sent[0])
+
+        try:
+            self.client.upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                Config=self.transfer,
+                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                Callback=callback,
+            )
+        except (S3UploadFailedError, ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, key) from None
+        head = self._call(key, self.client.head_object, ChecksumMode="ENABLED")
+        digest, expected = file_checksums(path)
+        if digest != sha256 or head.get("ChecksumSHA256") != expected:
+            self._call(key, self.client.delete_object)
+            raise IntegrityError(
+                f"{key}: upload does not match {path.name} (S3 checksum "
+                f"{head.get('ChecksumSHA256')}, expected {expected}); removed it"
+            )
+
+    def download_file(self, key: str, path: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(key) from None
+            raise self._fail(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, key) from None
+
+    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix) if prefix else self.prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"][strip:], item["LastModified"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, prefix) from None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.list_with_times(prefix):
+            yield key
+
+    def sweep_partial_uploads(self, older_than: timedelta) -> int:
+        """Abort multipart uploads under the prefix that were started before the cutoff."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        cutoff = datetime.now(UTC) - older_than
+        swept = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        swept += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "multipart uploads") from None
+        return swept
+
+    def delete(self, key: str) -> None:
+        self._call(key, self.client.delete_object)

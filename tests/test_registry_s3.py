@@ -1,0 +1,93 @@
+"""The S3 registry through the CLI and under failure, against a real SeaweedFS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from registry import open_registry
+from shipyard.errors import RegistryError
+from tests.conftest import Seaweed, parse_json, run_cli, unique_prefix
+from tests.test_registry import _artifact, _draft
+
+
+def test_package_publishes_to_s3_and_pull_verifies(
+    models: dict[str, Path], seaweed: Seaweed, prefect_api: str, home: Path, tmp_path: Path
+) -> None:
+    url = f"s3://{seaweed.bucket}/{unique_prefix()}"
+    result = run_cli(
+        ["package", str(models["convnet"]), "--targets", "triton", "--registry", url, "--json"],
+        home,
+        prefect_api,
+        extra_env=seaweed.env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = parse_json(result.stdout)
+    pulled = run_cli(
+        ["pull", "convnet@latest", "--target", "triton", "-o", str(tmp_path / "o"), "--registry", url],
+        home,
+        extra_env=seaweed.env,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    for entry in report["targets"]["triton"]["files"]:
+        assert hashlib.sha256((tmp_path / "o" / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+    listing = run_cli(["ls", "--registry", url], home, extra_env=seaweed.env)
+    assert "convnet  1 version(s)" in listing.stdout
+    promoted = run_cli(["promote", "convnet:1", "prod", "--registry", url], home, extra_env=seaweed.env)
+    assert promoted.returncode == 0 and "convnet@prod -> 1" in promoted.stdout
+    gc = run_cli(["registry", "gc", "--grace-hours", "0", "--registry", url], home, extra_env=seaweed.env)
+    assert gc.returncode == 0 and "deleted 0 unreferenced blob(s)" in gc.stdout
+
+
+def test_wrong_credentials_are_a_plain_error(seaweed: Seaweed, home: Path) -> None:
+    env = {**seaweed.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    result = run_cli(["ls", "--registry", f"s3://{seaweed.bucket}/x"], home, extra_env=env, timeout=120)
+    assert result.returncode == 1
+    assert "refused the credentials" in result.stderr and "SignatureDoesNotMatch" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_bucket_is_a_plain_error(seaweed: Seaweed, home: Path) -> None:
+    result = run_cli(["ls", "--registry", "s3://no-such-bucket/x"], home, extra_env=seaweed.env, timeout=120)
+    assert result.returncode == 1
+    assert "bucket 'no-such-bucket' does not exist" in result.stderr
+
+
+def test_server_stopped_mid_publish_then_retry_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own SeaweedFS: stopped while a large blob uploads, restarted, publish retried."""
+    server = Seaweed(tmp_path / "sw")
+    server.start()
+    try:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail fast once the server is gone
+        registry = open_registry(f"s3://{server.bucket}/reg")
+        source = tmp_path / "model.pt2"
+        source.write_bytes(b"source")
+        folder, entry = _artifact(tmp_path / "big", os.urandom(64 * 1024 * 1024))
+        stopped = threading.Event()
+
+        def stop_midway(sent: int) -> None:
+            if sent > entry.bytes // 4 and not stopped.is_set():
+                stopped.set()
+                server.stop()
+
+        with pytest.raises(RegistryError):
+            registry.publish(_draft(source, entry), {"t": folder}, source, progress=stop_midway)
+        assert stopped.is_set()
+        server.start()
+        registry = open_registry(f"s3://{server.bucket}/reg")
+        assert registry.versions("m") == []
+        assert registry.models() == []
+        manifest = registry.publish(_draft(source, entry), {"t": folder}, source)
+        assert manifest.version == 1
+        _, files = registry.pull("m", "t", tmp_path / "out")
+        assert hashlib.sha256(files[0].read_bytes()).hexdigest() == entry.sha256
+    finally:
+        server.stop()
