@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import InputError, NotFound, ShipyardError
+from shipyard.errors import InputError, NotFound, RegistryError, ShipyardError
 
 __all__ = ["main"]
 
@@ -107,10 +107,12 @@ def _package(args: argparse.Namespace) -> int:
     check_target_settings(spec.targets)
     choose_model_name(spec, args.source, args.name)
     inspect_source(args.source, spec)  # bad input fails here, before anything is written
-    if args.registry:
-        from registry import open_registry
+    from registry import open_registry
 
-        open_registry(args.registry)
+    try:
+        open_registry(args.registry).check_access()
+    except RegistryError as exc:
+        raise InputError(f"registry not usable: {exc}") from None
 
     from flows.package import package_model
     from shipyard.report import RunReport

@@ -190,6 +190,10 @@ class Registry:
                 continue
         raise RegistryError(f"alias {model}@{alias} kept changing; gave up")
 
+    def check_access(self) -> None:
+        """Fail now, not after an hour of exports, if the registry cannot be listed."""
+        next(iter(self.backend.list("models/")), None)
+
     # reading --------------------------------------------------------------
     def models(self) -> list[str]:
         names = {key.split("/")[1] for key in self.backend.list("models/") if key.count("/") >= 3}

@@ -91,3 +91,17 @@ def test_server_stopped_mid_publish_then_retry_succeeds(
         assert hashlib.sha256(files[0].read_bytes()).hexdigest() == entry.sha256
     finally:
         server.stop()
+
+
+def test_unusable_registry_fails_before_any_export(
+    models: dict[str, Path], seaweed: Seaweed, home: Path
+) -> None:
+    result = run_cli(
+        ["package", str(models["convnet"]), "--registry", "s3://no-such-bucket/x"],
+        home,
+        extra_env=seaweed.env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "registry not usable" in result.stderr and "no-such-bucket" in result.stderr
+    assert not (home / "runs").exists()
