@@ -23,8 +23,9 @@ Exit codes: 0 every requested target passed and was published; 1 some target fai
 """
 
 REGISTRY_HELP = (
-    "registry URL: file:///abs/path or s3://bucket/prefix "
-    "(default: $SHIPYARD_REGISTRY, else ~/.shipyard/registry)"
+    "registry URL: file:///abs/path or s3://bucket/prefix (default: $SHIPYARD_REGISTRY, else "
+    "~/.shipyard/registry); S3 endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY"
 )
 
 

@@ -45,12 +45,8 @@ class Backend(Protocol):
         """Stream `key` into `path` (which the caller later verifies)."""
         ...
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Every key under `prefix`."""
-        ...
-
-    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
-        """Every key under `prefix` with its last-modified time (timezone-aware)."""
+    def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every key under `prefix`, with its last-modified time (timezone-aware)."""
         ...
 
     def delete(self, key: str) -> None: ...

@@ -113,7 +113,7 @@ class LocalBackend:
         except FileNotFoundError:
             raise NotFound(key) from None
 
-    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+    def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
@@ -121,10 +121,6 @@ class LocalBackend:
             if path.is_file() and not path.name.startswith(".tmp-") and not path.name.endswith(".lock"):
                 mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
                 yield path.relative_to(self.root).as_posix(), mtime
-
-    def list(self, prefix: str) -> Iterator[str]:
-        for key, _ in self.list_with_times(prefix):
-            yield key
 
     def sweep_partial_uploads(self, older_than: timedelta) -> int:
         cutoff = datetime.now(UTC) - older_than

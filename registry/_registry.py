@@ -155,7 +155,7 @@ class Registry:
         referenced = self.referenced_blobs()
         now = datetime.now(UTC)
         removed = []
-        for key, modified in self.backend.list_with_times("blobs/sha256/"):
+        for key, modified in self.backend.list("blobs/sha256/"):
             digest = key.rsplit("/", 1)[-1]
             age = now - modified
             if digest not in referenced and age > grace:
@@ -196,12 +196,12 @@ class Registry:
 
     # reading --------------------------------------------------------------
     def models(self) -> list[str]:
-        names = {key.split("/")[1] for key in self.backend.list("models/") if key.count("/") >= 3}
+        names = {key.split("/")[1] for key, _ in self.backend.list("models/") if key.count("/") >= 3}
         return sorted(names)
 
     def versions(self, model: str) -> list[int]:
         out = []
-        for key in self.backend.list(f"models/{model}/versions/"):
+        for key, _ in self.backend.list(f"models/{model}/versions/"):
             stem = key.rsplit("/", 1)[-1].removesuffix(".json")
             if stem.isdigit():
                 out.append(int(stem))
@@ -209,7 +209,7 @@ class Registry:
 
     def aliases(self, model: str) -> dict[str, int]:
         out = {}
-        for key in self.backend.list(f"models/{model}/aliases/"):
+        for key, _ in self.backend.list(f"models/{model}/aliases/"):
             record = AliasRecord.model_validate_json(self.backend.read(key)[0])
             out[record.alias] = record.version
         return out

@@ -175,7 +175,7 @@ class S3Backend:
         except BotoCoreError as exc:
             raise self._fail(exc, key) from None
 
-    def list_with_times(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+    def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -188,10 +188,6 @@ class S3Backend:
                     yield item["Key"][strip:], item["LastModified"]
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, prefix) from None
-
-    def list(self, prefix: str) -> Iterator[str]:
-        for key, _ in self.list_with_times(prefix):
-            yield key
 
     def sweep_partial_uploads(self, older_than: timedelta) -> int:
         """Abort multipart uploads under the prefix that were started before the cutoff."""

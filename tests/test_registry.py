@@ -75,7 +75,7 @@ def test_publish_layout_and_pull(setup, tmp_path: Path) -> None:
     registry, source, folder, entry = setup
     manifest = registry.publish(_draft(source, entry), {"t": folder, "bad": folder}, source)
     assert manifest.version == 1
-    keys = set(registry.backend.list(""))
+    keys = {key for key, _ in registry.backend.list("")}
     assert {
         f"blobs/sha256/{entry.sha256}",
         f"blobs/sha256/{manifest.source.sha256}",
