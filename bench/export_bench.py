@@ -21,8 +21,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def bare_export_seconds(source: Path, target_name: str) -> float:
-    """The target's exporter called directly in this process: just the converter calls."""
+def bare_export_seconds(source: Path, target_name: str) -> float | None:
+    """The target's exporter called directly in this process: just the converter calls.
+
+    None when the converter rejects the model (the flow reports why).
+    """
     from shipyard.prepare import inspect_source
     from shipyard.spec import Spec
     from targets import get_target
@@ -43,8 +46,19 @@ def bare_export_seconds(source: Path, target_name: str) -> float:
             out_dir=str(out),
         )
         start = time.perf_counter()
-        target.load_exporter()(job)
+        try:
+            target.load_exporter()(job)
+        except Exception:
+            return None
         return time.perf_counter() - start
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return round(num / den, 2) if num and den else None
 
 
 def main() -> None:
@@ -78,22 +92,21 @@ def main() -> None:
                         "target": name,
                         "status": result["status"],
                         "export_s": m.get("export_s"),
-                        "bare_export_s": round(bare[name], 3),
-                        "export_overhead": round(m["export_s"] / bare[name], 2)
-                        if m.get("export_s")
-                        else None,
+                        "bare_export_s": _round(bare[name], 3),
+                        "export_overhead": _ratio(m.get("export_s"), bare[name]),
                         "validate_s": m.get("validate_s"),
                         "artifact_bytes": m.get("artifact_bytes"),
                         "latency_ms_p50": m.get("latency_ms_p50"),
                         "load_ms": m.get("load_ms"),
                     }
                 )
+            bare_total = sum(s for s in bare.values() if s is not None)
             summary.append(
                 {
                     "model": model,
                     "flow_wall_s": round(flow_s, 2),
-                    "sum_bare_export_s": round(sum(bare.values()), 2),
-                    "flow_vs_bare": round(flow_s / sum(bare.values()), 2),
+                    "sum_bare_export_s": round(bare_total, 2),
+                    "flow_vs_bare": _ratio(flow_s, bare_total),
                 }
             )
 

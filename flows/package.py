@@ -55,7 +55,7 @@ def package_one(run: PreparedRun, target_name: str) -> TargetReport:
     return report
 
 
-@task(name="publish")
+@task(name="publish", retries=2, retry_delay_seconds=10)  # safe: publishing is idempotent
 def publish(
     run: PreparedRun,
     reports: dict[str, TargetReport],
