@@ -16,6 +16,7 @@ Example (YAML or JSON):
         gates: {max_abs_err: 1.0e-4, min_cosine: 0.99999}
         options: {opset: 18}
         timeout_s: 900
+        memory_mb: 16000              # address-space cap of each child process
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class TargetSettings(BaseModel):
     options: dict[str, Any] = {}
     gates: dict[str, float | None] = {}
     timeout_s: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=512, description="address-space cap per child process")
 
 
 class Spec(BaseModel):

@@ -40,7 +40,9 @@ def _file_entries(root: Path, files: list[str]) -> list[FileEntry]:
     return entries
 
 
-def _run_step(folder: Path, step: str, job: BaseModel, timeout_s: float) -> tuple[ChildOutcome, float]:
+def _run_step(
+    folder: Path, step: str, job: BaseModel, settings: TargetSettings, target: Target
+) -> tuple[ChildOutcome, float]:
     """Write STEP_job.json and a reproduce_STEP.sh beside it, then run the step in a child process."""
     job_path, result_path = folder / f"{step}_job.json", folder / f"{step}_result.json"
     job_path.write_text(job.model_dump_json(indent=2))
@@ -49,7 +51,14 @@ def _run_step(folder: Path, step: str, job: BaseModel, timeout_s: float) -> tupl
     script.write_text("#!/bin/sh\nset -e\n" + " ".join(shlex.quote(c) for c in cmd) + "\n")
     script.chmod(0o755)
     start = time.perf_counter()
-    outcome = run_child(step, job_path, result_path, folder / f"{step}.log", timeout_s)
+    outcome = run_child(
+        step,
+        job_path,
+        result_path,
+        folder / f"{step}.log",
+        settings.timeout_s or target.timeout_s,
+        settings.memory_mb,
+    )
     return outcome, time.perf_counter() - start
 
 
@@ -70,7 +79,7 @@ def export_target(
         options=target.parse_options(settings.options).model_dump(),
         out_dir=str(folder / "artifact"),
     )
-    outcome, seconds = _run_step(folder, "export", job, settings.timeout_s or target.timeout_s)
+    outcome, seconds = _run_step(folder, "export", job, settings, target)
     if not outcome.ok:
         return None, f"export failed: {outcome.output}", seconds
     return ExportResult.model_validate_json(outcome.output), None, seconds
@@ -116,7 +125,7 @@ def run_target(
         variants=[VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs) for v in variants],
         out_dir=str(folder / "outputs"),
     )
-    outcome, seconds = _run_step(folder, "run", run_job, settings.timeout_s or target.timeout_s)
+    outcome, seconds = _run_step(folder, "run", run_job, settings, target)
     if not outcome.ok:
         return None, f"runtime failed: {outcome.output}", seconds
     return RuntimeResult.model_validate_json(outcome.output), None, seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -27,9 +28,19 @@ def _tail(log: Path, lines: int = 3) -> str:
 
 
 def run_child(
-    step: str, job: Path, result: Path, log: Path, timeout_s: float, module: str = "targets.child"
+    step: str,
+    job: Path,
+    result: Path,
+    log: Path,
+    timeout_s: float,
+    memory_mb: int | None = None,
+    module: str = "targets.child",
 ) -> ChildOutcome:
-    """Run `python -m MODULE STEP JOB RESULT`, its output going to LOG."""
+    """Run `python -m MODULE STEP JOB RESULT`, its output going to LOG.
+
+    memory_mb caps the child's address space (RLIMIT_AS), so a converter that blows up
+    gets MemoryError (or aborts) instead of pushing the machine into the OOM killer.
+    """
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, step, str(job), str(result)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -42,6 +53,9 @@ def run_child(
             start_new_session=True,
             env=env,
         )
+        if memory_mb:
+            limit = memory_mb * 1024 * 1024
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -58,5 +72,7 @@ def run_child(
     if code < 0:
         name = signal.Signals(-code).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""
+        if memory_mb and name in ("SIGABRT", "SIGSEGV"):
+            hint = f" (memory limit of {memory_mb} MB reached?)"
         return ChildOutcome(False, f"{step} process died with {name}{hint}; log: {_tail(log)}")
     return ChildOutcome(False, f"{step} process exited with code {code}; log: {_tail(log)}")

@@ -18,6 +18,7 @@ BEHAVIOURS = {
     "fail": "Path(sys.argv[3]).write_text('ValueError: unsupported op Foo'); sys.exit(1)",
     "exit3": "print('some converter noise'); sys.exit(3)",
     "ok": "Path(sys.argv[3]).write_text('{\"files\": []}')",
+    "hog": "time.sleep(0.5); blob = bytearray(3 * 1024**3)",
 }
 
 
@@ -36,10 +37,12 @@ def child_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "fake_child"
 
 
-def _run(step: str, tmp_path: Path, module: str, timeout: float = 60):
+def _run(step: str, tmp_path: Path, module: str, timeout: float = 60, memory_mb: int | None = None):
     job = tmp_path / "job.json"
     job.write_text("{}")
-    return run_child(step, job, tmp_path / "result.json", tmp_path / "log.txt", timeout, module=module)
+    return run_child(
+        step, job, tmp_path / "result.json", tmp_path / "log.txt", timeout, memory_mb, module=module
+    )
 
 
 def test_killed_child_is_reported(tmp_path: Path, child_module: str) -> None:
@@ -61,3 +64,8 @@ def test_error_and_exit_code_carry_reason(tmp_path: Path, child_module: str) -> 
     assert not odd.ok and "exited with code 3" in odd.output and "some converter noise" in odd.output
     good = _run("ok", tmp_path, child_module)
     assert good.ok and good.output == '{"files": []}'
+
+
+def test_memory_cap_turns_a_blow_up_into_a_reason(tmp_path: Path, child_module: str) -> None:
+    capped = _run("hog", tmp_path, child_module, memory_mb=1024)
+    assert not capped.ok and "MemoryError" in capped.output
