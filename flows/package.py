@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.runtime import flow_run as prefect_flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from registry import RunInfo, SourceInfo, VersionManifest, open_registry  # noqa: E402
+from registry import RunInfo, SourceInfo, VersionManifest, fetch_source, open_registry  # noqa: E402
 from shipyard import __version__  # noqa: E402
 from shipyard.prepare import PreparedRun, prepare_run  # noqa: E402
 from shipyard.report import RunReport, Status, TargetReport  # noqa: E402
@@ -40,10 +40,11 @@ def runs_home() -> Path:
 
 @task(name="prepare")
 def prepare(source: str, spec: dict[str, Any] | None, name: str | None, workdir: str) -> PreparedRun:
-    """Read the signature and compute the reference outputs on every validation variant."""
+    """Fetch the source, read its signature, compute reference outputs on every variant."""
     parsed = parse_spec(spec)
     check_target_settings(parsed.targets)
-    return prepare_run(Path(source), parsed, Path(workdir), name=name, run_id=Path(workdir).name)
+    local = fetch_source(source, Path(workdir) / "source")
+    return prepare_run(local, parsed, Path(workdir), name=name, run_id=Path(workdir).name)
 
 
 @task(name="package-target", task_run_name="package-{target_name}")
@@ -90,6 +91,12 @@ def publish(
     return registry.publish(draft, dirs, Path(run.source)).version
 
 
+@task(name="record-report", retries=2, retry_delay_seconds=10)
+def record_report(registry_url: str | None, flow_run_id: str, report: dict[str, Any]) -> None:
+    """Keep the report in the registry under runs/<flow run id> (what the webhook's status shows)."""
+    open_registry(registry_url).save_run_report(flow_run_id, report)
+
+
 def _ui_artifacts(report: RunReport) -> None:
     key = f"package-{report.model}".replace(".", "-").replace("_", "-")
     create_table_artifact(
@@ -133,6 +140,8 @@ def package_model(
     )
     get_run_logger().info("\n%s", format_table(report))
     _ui_artifacts(report)
+    if flow_run_id:
+        record_report(registry, flow_run_id, report.to_json_dict())
     if report.exit_code() == 0 and not keep_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return report.to_json_dict()

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from registry._backend import Backend
+from registry._incoming import fetch_source, store_incoming
 from registry._local import LocalBackend
 from registry._manifest import AliasRecord, RunInfo, SourceInfo, VersionManifest
 from registry._registry import Registry, parse_ref
@@ -21,8 +22,10 @@ __all__ = [
     "SourceInfo",
     "VersionManifest",
     "default_registry_url",
+    "fetch_source",
     "open_registry",
     "parse_ref",
+    "store_incoming",
 ]
 
 

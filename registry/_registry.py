@@ -10,6 +10,7 @@ import re
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from registry._backend import Backend, Progress
 from registry._manifest import AliasRecord, VersionManifest
@@ -190,6 +191,19 @@ class Registry:
                 continue
         raise RegistryError(f"alias {model}@{alias} kept changing; gave up")
 
+    def save_run_report(self, run_id: str, report: dict[str, Any]) -> None:
+        """Keep a run's report (also when nothing was published) for status queries."""
+        with contextlib.suppress(AlreadyExists):
+            self.backend.create(f"runs/{run_id}.json", json.dumps(report, indent=2).encode())
+
+    def run_report(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            data, _ = self.backend.read(f"runs/{run_id}.json")
+        except NotFound:
+            return None
+        loaded: dict[str, Any] = json.loads(data)
+        return loaded
+
     def check_access(self) -> None:
         """Fail now, not after an hour of exports, if the registry cannot be listed."""
         next(iter(self.backend.list("models/")), None)
@@ -250,20 +264,25 @@ class Registry:
         written = []
         for entry in report.files:
             dest = out_dir / _safe_relpath(entry.path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".pull-")
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                self.backend.download_file(self.blob_key(entry.sha256), tmp)
-                got = sha256_path(tmp)
-                if got != entry.sha256 or tmp.stat().st_size != entry.bytes:
-                    raise IntegrityError(
-                        f"{entry.path}: stored blob has sha256 {got[:12]}..., "
-                        f"manifest says {entry.sha256[:12]}...; refusing it"
-                    )
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            self.download_blob(entry.sha256, dest, label=entry.path)
             written.append(dest)
         return manifest, written
+
+    def download_blob(self, digest: str, dest: Path, label: str = "") -> Path:
+        """Write blob `digest` to dest; the file appears only once its sha256 matched."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".pull-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self.backend.download_file(self.blob_key(digest), tmp)
+            got = sha256_path(tmp)
+            if got != digest:
+                raise IntegrityError(
+                    f"{label or digest}: stored blob has sha256 {got[:12]}..., "
+                    f"manifest says {digest[:12]}...; refusing it"
+                )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest

@@ -1,0 +1,94 @@
+"""The nightly-reexport flow: package every tracked model again with the current toolchain, report drift."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flows._env import configure_prefect_env
+
+configure_prefect_env()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_table_artifact  # noqa: E402
+
+from flows.package import package_model  # noqa: E402
+from registry import VersionManifest, open_registry  # noqa: E402
+from shipyard.drift import drift_rows, toolchain_changes  # noqa: E402
+from shipyard.errors import NotFound  # noqa: E402
+
+__all__ = ["nightly_reexport"]
+
+
+@task(name="tracked-versions")
+def tracked_versions(registry: str | None, alias: str, models: list[str] | None) -> list[VersionManifest]:
+    """The version each model's alias points at (models without that alias are not tracked)."""
+    reg = open_registry(registry)
+    found = []
+    for name in models or reg.models():
+        try:
+            found.append(reg.resolve(f"{name}@{alias}"))
+        except NotFound:
+            continue
+    return found
+
+
+@task(name="fetch-source")
+def fetch_source_blob(registry: str | None, manifest: VersionManifest, folder: str) -> str:
+    """The version's source model, from the registry, digest checked."""
+    dest = Path(folder) / f"{manifest.model}.pt2"
+    open_registry(registry).download_blob(manifest.source.sha256, dest, label=f"{manifest.model} source")
+    return str(dest)
+
+
+def _replayable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec, minus a samples file that is no longer there."""
+    samples = spec.get("samples")
+    if samples and not Path(samples).is_file():
+        return {k: v for k, v in spec.items() if k != "samples"}
+    return spec
+
+
+@flow(name="nightly-reexport")
+def nightly_reexport(
+    registry: str | None = None, alias: str = "latest", models: list[str] | None = None
+) -> dict[str, Any]:
+    """Re-package each tracked model's source with today's toolchain; publish and report drift.
+
+    An unchanged toolchain gives the same identity, so no new version is written.
+    """
+    logger = get_run_logger()
+    rows: list[dict[str, str]] = []
+    summary = []
+    with tempfile.TemporaryDirectory(prefix="shipyard-nightly-") as folder:
+        for old in tracked_versions(registry, alias, models):
+            source = fetch_source_blob(registry, old, folder)
+            new = package_model(
+                source=source,
+                targets=sorted(old.targets),
+                spec=_replayable_spec(old.spec),
+                name=old.model,
+                registry=registry,
+            )
+            before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
+            rows += drift_rows(old.model, before, new)
+            changes = toolchain_changes(old.toolchain, new["toolchain"])
+            summary.append(
+                {
+                    "model": old.model,
+                    "old_version": old.version,
+                    "new_version": new["version"],
+                    "toolchain_changes": changes,
+                }
+            )
+            logger.info(
+                "%s: v%s -> v%s, toolchain changes %s",
+                old.model,
+                old.version,
+                new["version"],
+                changes or "none",
+            )
+    if rows:
+        create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")
+    return {"models": summary, "drift": rows}

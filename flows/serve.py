@@ -1,0 +1,31 @@
+"""Serve the deployments: `package-model` (started from the UI or the webhook) and `nightly-reexport`.
+
+Run: python -m flows.serve  (needs PREFECT_API_URL). Cron: $SHIPYARD_NIGHTLY_CRON (default 0 3 * * *).
+At most $SHIPYARD_MAX_CONCURRENT_RUNS runs at once (default 1: each run already uses both cores).
+"""
+
+from __future__ import annotations
+
+import os
+
+from flows._env import configure_prefect_env
+
+configure_prefect_env()
+
+from prefect import serve  # noqa: E402
+
+from flows.nightly import nightly_reexport  # noqa: E402
+from flows.package import package_model  # noqa: E402
+
+
+def main() -> None:
+    package = package_model.to_deployment(name="package-model", tags=["shipyard"])
+    nightly = nightly_reexport.to_deployment(
+        name="nightly-reexport", tags=["shipyard"], cron=os.environ.get("SHIPYARD_NIGHTLY_CRON", "0 3 * * *")
+    )
+    limit = int(os.environ.get("SHIPYARD_MAX_CONCURRENT_RUNS", "1"))
+    serve(package, nightly, limit=limit)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

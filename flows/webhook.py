@@ -1,0 +1,240 @@
+"""The REST webhook: a signed model upload starts a package-model run; runs can be polled.
+
+POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON), targets (a,b)
+                         headers X-Shipyard-Timestamp and X-Shipyard-Signature (see _signing)
+                         -> 202 {run_id, status_url, source_sha256}
+GET  /v1/runs/{run_id}   -> {run_id, state, ...}; when the run is done, `targets` as in the CLI's --json
+GET  /healthz            -> {"ok": true}
+
+Run: python -m flows.webhook (127.0.0.1:$SHIPYARD_WEBHOOK_PORT, default 8000). Settings come from
+the environment: SHIPYARD_WEBHOOK_SECRET (required), SHIPYARD_REGISTRY, SHIPYARD_WEBHOOK_MAX_MB,
+PREFECT_API_URL. The handler checks and stores the upload, starts the deployment, and returns:
+the work happens in the Prefect worker. Nothing in an upload is ever executed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows._env import configure_prefect_env
+
+configure_prefect_env()
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.datastructures import UploadFile  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from flows._signing import BodySigner  # noqa: E402
+from shipyard.errors import InputError, ShipyardError  # noqa: E402
+from shipyard.source import SourceKind, detect_kind  # noqa: E402
+from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text  # noqa: E402
+
+__all__ = ["WebhookSettings", "create_app"]
+
+DEPLOYMENT = "package-model/package-model"
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass
+class WebhookSettings:
+    secret: str
+    registry: str | None = None
+    max_bytes: int = 2048 * 1024 * 1024
+    public_url: str = "http://127.0.0.1:8000"
+    deployment: str = DEPLOYMENT
+    spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET", "")
+        if len(secret) < 16:
+            raise SystemExit("SHIPYARD_WEBHOOK_SECRET must be set (at least 16 characters)")
+        port = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
+        return cls(
+            secret=secret,
+            registry=os.environ.get("SHIPYARD_REGISTRY"),
+            max_bytes=int(float(os.environ.get("SHIPYARD_WEBHOOK_MAX_MB", "2048")) * 1024 * 1024),
+            public_url=os.environ.get("SHIPYARD_WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+        )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _spool_signed_body(request: Request, settings: WebhookSettings, spool: Any) -> JSONResponse | None:
+    """Stream the body to disk with a size cap, checking the signature over the raw bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_bytes:
+        return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
+    signer = BodySigner(settings.secret, request.headers.get("x-shipyard-timestamp", ""))
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_bytes:
+            return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
+        signer.update(chunk)
+        spool.write(chunk)
+    problem = signer.problem(request.headers.get("x-shipyard-signature"))
+    if problem:
+        return _error(401, f"bad signature: {problem}")
+    spool.seek(0)
+    return None
+
+
+async def _form_from(request: Request, spool: Any) -> Any:
+    async def receive() -> dict[str, Any]:
+        chunk = spool.read(1 << 16)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+    replay = Request(request.scope, receive)
+    return await replay.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
+
+
+def _check_upload(upload: UploadFile, folder: Path) -> tuple[Path, str]:
+    """Copy the uploaded model out, hash it and identify it by content (never by name)."""
+    path = folder / "source.pt2"
+    digest = hashlib.sha256()
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    kind = detect_kind(path)
+    if kind is not SourceKind.TORCH_EXPORT:
+        raise InputError(f"file is a {kind.value} model; the webhook takes torch.export archives (.pt2)")
+    return path, digest.hexdigest()
+
+
+async def submit_model(request: Request) -> JSONResponse:
+    settings: WebhookSettings = request.app.state.settings
+    name = request.path_params["name"]
+    if not MODEL_NAME_RE.match(name):
+        return _error(400, "model name must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
+    folder = Path(tempfile.mkdtemp(prefix="shipyard-upload-", dir=settings.spool_dir))
+    try:
+        with (folder / "body").open("w+b") as spool:
+            refused = await _spool_signed_body(request, settings, spool)
+            if refused:
+                return refused
+            form = await _form_from(request, spool)
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                return _error(422, "missing multipart field 'file' (the model)")
+            try:
+                return await _accept(settings, name, form, upload, folder)
+            except ShipyardError as exc:
+                return _error(422, str(exc))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _accept(
+    settings: WebhookSettings, name: str, form: Any, upload: UploadFile, folder: Path
+) -> JSONResponse:
+    from registry import open_registry, store_incoming
+    from targets import resolve_targets
+    from targets._catalog import check_target_settings
+
+    spec_text = form.get("spec") or ""
+    spec = parse_spec(parse_spec_text(spec_text, "spec") if str(spec_text).strip() else None)
+    check_target_settings(spec.targets)
+    targets = [t.name for t in resolve_targets(str(form.get("targets") or ""))]
+    path, sha256 = await run_in_threadpool(_check_upload, upload, folder)
+    registry = open_registry(settings.registry)
+    source_uri = await run_in_threadpool(store_incoming, registry, path, sha256)
+    parameters = {
+        "source": source_uri,
+        "targets": targets,
+        "name": name,
+        "registry": settings.registry,
+        "spec": spec.model_dump(mode="json", exclude_defaults=True),
+    }
+    run_id = await _start_run(settings, parameters)
+    return JSONResponse(
+        {"run_id": run_id, "status_url": f"{settings.public_url}/v1/runs/{run_id}", "source_sha256": sha256},
+        status_code=202,
+    )
+
+
+async def _start_run(settings: WebhookSettings, parameters: dict[str, Any]) -> str:
+    from prefect.client.orchestration import get_client
+
+    # The same upload with the same spec and targets, delivered twice, starts one run.
+    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(settings.deployment)
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, idempotency_key=key, tags=["webhook"]
+        )
+    return str(flow_run.id)
+
+
+async def run_status(request: Request) -> JSONResponse:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from registry import open_registry
+
+    try:
+        run_id = uuid.UUID(request.path_params["run_id"])
+    except ValueError:
+        return _error(400, "run id must be a UUID")
+    async with get_client() as client:
+        try:
+            flow_run = await client.read_flow_run(run_id)
+        except ObjectNotFound:
+            return _error(404, f"no run {run_id}")
+    state = flow_run.state.type.value if flow_run.state else "PENDING"
+    body: dict[str, Any] = {
+        "run_id": str(run_id),
+        "state": state,
+        "state_name": flow_run.state.name if flow_run.state else None,
+    }
+    if state in FINAL_STATES:
+        settings: WebhookSettings = request.app.state.settings
+        report = await run_in_threadpool(open_registry(settings.registry).run_report, str(run_id))
+        if report:
+            body.update({k: report[k] for k in ("model", "version", "source_sha256", "toolchain", "targets")})
+        elif flow_run.state and flow_run.state.message:
+            body["error"] = flow_run.state.message
+    return JSONResponse(body)
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def create_app(settings: WebhookSettings) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/v1/models/{name}", submit_model, methods=["POST"]),
+            Route("/v1/runs/{run_id}", run_status, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
+    )
+    app.state.settings = settings
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = WebhookSettings.from_env()
+    port = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
