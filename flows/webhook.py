@@ -233,7 +233,8 @@ def main() -> None:
 
     settings = WebhookSettings.from_env()
     port = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="info")
+    host = os.environ.get("SHIPYARD_WEBHOOK_HOST", "127.0.0.1")  # containers set 0.0.0.0
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""nightly-reexport: re-package tracked models from their stored sources and report drift."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from shipyard.drift import drift_rows, toolchain_changes
+from tests.conftest import ROOT, parse_json, run_cli
+
+
+def test_nightly_reexport_same_toolchain_keeps_the_version(
+    models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
+) -> None:
+    registry = (tmp_path / "registry").as_uri()
+    first = run_cli(
+        ["package", str(models["multi_io"]), "--targets", "triton", "--registry", registry, "--json"],
+        home,
+        prefect_api,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    old = parse_json(first.stdout)
+    code = (
+        "import json; from flows.nightly import nightly_reexport; "
+        f"print(json.dumps(nightly_reexport(registry={registry!r})))"
+    )
+    env = {"PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [m["model"] for m in result["models"]] == ["multi_io"]
+    summary = result["models"][0]
+    assert summary["old_version"] == summary["new_version"] == old["version"]  # same identity
+    assert summary["toolchain_changes"] == {}
+    assert [(r["target"], r["status"], r["regressed"]) for r in result["drift"]] == [
+        ("triton", "passed -> passed", "False")
+    ]
+
+
+def test_drift_rows_flag_regressions() -> None:
+    old = {"targets": {"tfjs": {"status": "passed", "metrics": {"max_abs_err": 1e-7, "artifact_bytes": 10}}}}
+    new = {"targets": {"tfjs": {"status": "failed", "metrics": {}, "error": "export failed: Erf"}}}
+    (row,) = drift_rows("m", old, new)
+    assert row["status"] == "passed -> failed" and row["regressed"] == "True"
+    assert row["error"] == "export failed: Erf"
+    assert toolchain_changes(
+        {"onnx": "1.23.2", "torch": "2.13.0"}, {"onnx": "1.24.0", "torch": "2.13.0"}
+    ) == {"onnx": ["1.23.2", "1.24.0"]}
