@@ -12,7 +12,7 @@ DEMO_REGISTRY ?= file://$(CURDIR)/.shipyard/registry
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint lock clean s3 s3-stop up down
+.PHONY: setup demo test lint lock clean s3 s3-stop up down compose-tool
 
 setup: $(PY_STAMP) $(JS_STAMP)
 
@@ -36,7 +36,12 @@ demo: setup
 	$(BIN)/shipyard package examples/convnet.pt2 --spec examples/convnet.yaml --registry $(DEMO_REGISTRY)
 	$(BIN)/shipyard ls --registry $(DEMO_REGISTRY)
 
-test: setup
+# Debian's docker-compose (1.29) checks docker-compose.yml offline; no Docker engine is needed.
+compose-tool:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+
+test: setup compose-tool
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
