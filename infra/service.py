@@ -61,15 +61,23 @@ def _commands() -> dict[str, list[str]]:
     }
 
 
-def _wait(url: str, name: str, timeout: float = 180) -> None:
+def wait_http(url: str, timeout: float = 180, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll until `url` answers 2xx (True), the process dies or time runs out (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                return True
         except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{name} did not answer at {url} in {timeout:.0f}s; see {STATE / (name + '.log')}")
+            time.sleep(0.3)
+    return False
+
+
+def _wait(url: str, name: str, timeout: float = 180) -> None:
+    if not wait_http(url, timeout):
+        raise SystemExit(f"{name} did not answer at {url} in {timeout:.0f}s; see {STATE / (name + '.log')}")
 
 
 def _pid(name: str) -> int | None:

@@ -8,7 +8,6 @@ import pickle
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,22 +15,15 @@ import httpx
 import pytest
 
 from flows._signing import sign
+from infra.service import wait_http
 from tests.conftest import ROOT, free_port
 
 SECRET = "test-webhook-secret-0123456789"
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer in {timeout}s: {log.read_text()[-2000:]}")
+    if not wait_http(url, timeout, proc):
+        raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
