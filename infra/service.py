@@ -112,7 +112,8 @@ def up() -> None:
         if name == "prefect":
             _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/health", name)
     _wait(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", "webhook")
-    _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/deployments/name/package-model/package-model", "serve")
+    for deployment in ("package-model/package-model", "nightly-reexport/nightly-reexport"):
+        _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/deployments/name/{deployment}", "serve")
     print(f"Prefect UI and API: http://127.0.0.1:{PREFECT_PORT} (API under /api)")
     print(
         f"Webhook: http://127.0.0.1:{WEBHOOK_PORT}  (secret in {STATE / 'webhook.secret'} "
