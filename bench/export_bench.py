@@ -15,23 +15,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def bare_export_seconds(source: Path, target_name: str) -> float | None:
+def bare_export_seconds(source: Path, kind: Any, signature: Any, target_name: str) -> float | None:
     """The target's exporter called directly in this process: just the converter calls.
 
     None when the converter rejects the model (the flow reports why).
     """
-    from shipyard.prepare import inspect_source
-    from shipyard.spec import Spec
     from targets import get_target
     from targets._jobs import ExportJob
 
-    kind, signature, _ = inspect_source(source, Spec())
     target = get_target(target_name)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "artifact"
@@ -71,6 +69,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from flows.package import package_model
+    from shipyard.prepare import inspect_source
+    from shipyard.spec import Spec
     from targets import resolve_targets
     from tests import models as test_models
 
@@ -83,7 +83,8 @@ def main() -> None:
             start = time.perf_counter()
             report = package_model(source=str(source), targets=targets, registry=Path(tmp, "reg").as_uri())
             flow_s = time.perf_counter() - start
-            bare = {t: bare_export_seconds(source, t) for t in targets}
+            kind, signature, _ = inspect_source(source, Spec())
+            bare = {t: bare_export_seconds(source, kind, signature, t) for t in targets}
             for name, result in report["targets"].items():
                 m = result["metrics"]
                 rows.append(

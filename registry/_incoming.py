@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from registry._registry import Registry, sha256_path
+from registry._registry import Registry
 from shipyard.errors import InputError, IntegrityError
+from shipyard.source import sha256_file
 
 __all__ = ["fetch_source", "store_incoming"]
 
@@ -37,6 +38,6 @@ def fetch_source(source: str, dest_dir: Path) -> Path:
     S3Backend(parsed.netloc).download_file(key, dest)
     if "/incoming/" in f"/{key}":
         expected = key.rsplit("/", 1)[-1]
-        if sha256_path(dest) != expected:
+        if sha256_file(dest) != expected:
             raise IntegrityError(f"{source}: content does not match its digest name")
     return dest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from registry._backend import Backend, Progress
 from registry._manifest import AliasRecord, VersionManifest
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
+from shipyard.source import sha256_file
 from shipyard.spec import MODEL_NAME_RE
 
 __all__ = ["Registry", "parse_ref"]
@@ -46,14 +46,6 @@ def _safe_relpath(rel: str) -> PurePosixPath:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Registry:
@@ -276,7 +268,7 @@ class Registry:
         tmp = Path(tmp_name)
         try:
             self.backend.download_file(self.blob_key(digest), tmp)
-            got = sha256_path(tmp)
+            got = sha256_file(tmp)
             if got != digest:
                 raise IntegrityError(
                     f"{label or digest}: stored blob has sha256 {got[:12]}..., "

@@ -71,12 +71,7 @@ def load_program(path: Path) -> Any:
 
 
 def _dtype_name(dtype: Any) -> str:
-    import torch
-
-    name = str(dtype).removeprefix("torch.")
-    if dtype == torch.bool:
-        return "bool"
-    return name
+    return str(dtype).removeprefix("torch.")
 
 
 def _is_infinite(bound: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 import sys
@@ -15,6 +14,7 @@ from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import FP32_GATES, apply_gates
 from shipyard.prepare import PreparedRun, PreparedVariant, extra_variant
 from shipyard.report import FileEntry, GateResult, Metrics, Status, TargetReport, VariantMetrics
+from shipyard.source import sha256_file
 from shipyard.spec import TargetSettings
 from shipyard.variants import load_arrays
 from targets._catalog import Target
@@ -29,15 +29,10 @@ def target_dir(run: PreparedRun, target: Target) -> Path:
 
 
 def _file_entries(root: Path, files: list[str]) -> list[FileEntry]:
-    entries = []
-    for rel in files:
-        digest = hashlib.sha256()
-        path = root / rel
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        entries.append(FileEntry(path=rel, sha256=digest.hexdigest(), bytes=path.stat().st_size))
-    return entries
+    return [
+        FileEntry(path=rel, sha256=sha256_file(root / rel), bytes=(root / rel).stat().st_size)
+        for rel in files
+    ]
 
 
 def _run_step(
@@ -94,12 +89,13 @@ def served_variants(run: PreparedRun, target: Target, exported: ExportResult) ->
     variants = [v for v in run.variants if _in_envelope(v.dims, exported.envelope)]
     narrowed = {d: r for d, r in exported.envelope.items() if r["max"] < run.signature.dims[d].max}
     if narrowed:
-        edge = {}
-        for name, dim in run.signature.dims.items():
-            served = exported.envelope.get(name, {"min": dim.min, "max": dim.max})
-            edge[name] = (
-                served["max"] if name in narrowed else min(max(dim.typical, served["min"]), served["max"])
-            )
+        served, _ = _envelope(run, exported)
+        edge = {
+            name: served[name]["max"]
+            if name in narrowed
+            else min(max(dim.typical, served[name]["min"]), served[name]["max"])
+            for name, dim in run.signature.dims.items()
+        }
         if all(v.dims != edge for v in variants):
             variants.append(extra_variant(run, "served-max", edge, target_dir(run, target)))
     return variants

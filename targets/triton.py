@@ -113,7 +113,8 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
         return lambda inputs: session.run(None, dict(zip(names, inputs, strict=True)))
 
     run = run_in_process(job, f"{job.model_name}/1/model.onnx", load)
-    sizes = sorted({v.dims[d] for v in job.variants for d in v.dims if d == batching(job.signature)[1]})
+    batch_dim = batching(job.signature)[1]
+    sizes = sorted({v.dims[batch_dim] for v in job.variants if batch_dim in v.dims})
     notes = [f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size})"]
     if sizes:
         notes.append(f"ran at batch sizes {sizes} (config allows 1..{config.max_batch_size})")

@@ -7,13 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from infra.service import wait_http
 from tests.models import save_convnet, save_multi_io
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,19 +56,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-    else:
+    if not wait_http(f"{url}/health", 120, proc):
         proc.kill()
-        raise RuntimeError("prefect server did not become healthy in 120 s")
+        raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
     yield url
     os.killpg(proc.pid, 15)
     try:
