@@ -1,7 +1,17 @@
-"""Per target and model: export time, validation time, artifact size, runtime latency, and the
-flow's overhead against the bare converter calls for the same model. Not a test.
+"""The whole `shipyard package` run against the bare converter calls, per model. Not a test.
 
-Usage: python bench/export_bench.py [--models convnet,mlp,encoder,multi_io] [--targets a,b] [--out DIR]
+For each bench model, measured side by side in one run on this machine:
+- cold:       `shipyard package MODEL --json` as a process, fresh home (no step cache), no Prefect
+              server: export + validation + publish of all six targets, warm step processes;
+- rerun:      the same command again in the same home (every step reused from the cache);
+- no-fork:    cold again with SHIPYARD_WARM_WORKERS=0 (every step a fresh interpreter);
+- bare:       each target's converter calls in one process that has imported every toolchain
+              (and run inductor's one-time ISA probe) first, one after another: `per-target`
+              chains as a user without Shipyard would write them (each ONNX-based target exports
+              its own ONNX), and `shared` (each distinct conversion once);
+- fixed cost: from `shipyard package` starting to its first step starting.
+
+Usage: python bench/export_bench.py [--models convnet,mlp,encoder,multi_io] [--out DIR]
 Writes a table on stdout and DIR/export_bench.json (default bench/results/).
 """
 
@@ -11,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,117 +29,242 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+MODELS = "convnet,mlp,encoder,multi_io"
 
 
-def bare_export_seconds(source: Path, kind: Any, signature: Any, target_name: str) -> float | None:
-    """The target's exporter called directly in this process: just the converter calls.
+def _machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?"
+    )
+    flags = set(cpuinfo.split())
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "python": platform.python_version(),
+    }
 
-    None when the converter rejects the model (the flow reports why).
-    """
+
+def _package(source: Path, home: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One `shipyard package` process; its report, wall time and time to the first step."""
+    env = {**os.environ, "SHIPYARD_HOME": str(home), **(extra_env or {})}
+    for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY"):
+        env.pop(key, None)
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "package", str(source), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    wall = time.time() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"shipyard package failed: {done.stderr[-2000:]}")
+    report = json.loads(done.stdout)
+    first = min(s["started_at"] for s in report["steps"] if s["started_at"] is not None)
+    return {"report": report, "wall_s": round(wall, 2), "to_first_step_s": round(first - started, 2)}
+
+
+# the bare converter calls, in one warm process -------------------------------------------
+def _bare(model: str, source: Path) -> dict[str, Any]:
+    """Run in a child process: import everything, then time each converter call once."""
+    import exporters.torch2aoti as aoti
+    from shipyard.prepare import read_signature
+    from shipyard.spec import Spec
     from targets import get_target
-    from targets._jobs import ExportJob
+    from targets._formats import Format, get_conversion
+    from targets._jobs import ExportJob, ExportResult
+    from targets.engine.child import load_function
+    from targets.engine.forkserver import PRELOAD
 
-    target = get_target(target_name)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "artifact"
-        out.mkdir()
+    for family in PRELOAD.values():
+        for name in family:
+            module, _, function = name.partition(":")
+            loaded = __import__(module, fromlist=["_"])
+            if function:
+                getattr(loaded, function)()
+    signature, _ = read_signature(source, Spec())
+    aoti.warm_up()
+    work = Path(tempfile.mkdtemp(prefix="bare-"))
+
+    def call(function: str, inputs: dict[str, Path], options: dict[str, Any]) -> tuple[float, Path | None]:
+        out = Path(tempfile.mkdtemp(dir=work))
         job = ExportJob(
-            target=target_name,
-            model_name="bench",
-            source=str(source),
-            source_kind=kind,
+            step="bare",
+            model_name=model,
             signature=signature,
-            options=target.options().model_dump(),
+            options=options,
+            inputs={k: str(v) for k, v in inputs.items()},
             out_dir=str(out),
+            work_dir=str(Path(tempfile.mkdtemp(dir=work))),
         )
         start = time.perf_counter()
         try:
-            target.load_exporter()(job)
+            result: ExportResult = load_function(function)(job)
         except Exception:
-            return None
-        return time.perf_counter() - start
+            return time.perf_counter() - start, None
+        seconds = time.perf_counter() - start
+        return seconds, (out / result.product) if result.product else out
+
+    timings: dict[str, float | None] = {}
+    shared: dict[Format, tuple[float, Path | None]] = {Format.TORCH_EXPORT: (0.0, source)}
+
+    def produce(fmt: Format) -> tuple[float, Path | None]:
+        if fmt not in shared:
+            conversion = get_conversion(fmt)
+            before, path = produce(conversion.consumes)
+            seconds, made = (
+                call(conversion.converter, {conversion.consumes.value: path}, {}) if path else (0, None)
+            )
+            shared[fmt] = (before + seconds, made)
+            timings[conversion.name] = round(seconds, 3) if made else None
+        return shared[fmt]
+
+    per_target: dict[str, float | None] = {}
+    for target_name in ("ort-web", "triton", "tfjs", "litert-int4", "executorch", "aoti"):
+        target = get_target(target_name)
+        chain_s, product = produce(target.consumes)
+        seconds, made = call(target.exporter, {target.consumes.value: product}, {}) if product else (0, None)
+        timings[f"export:{target_name}"] = round(seconds, 3) if made else None
+        per_target[target_name] = round(chain_s + seconds, 3) if made else None
+    ok = [t for t in per_target.values() if t is not None]
+    return {
+        "steps": timings,
+        "per_target_s": per_target,
+        "sum_per_target_s": round(sum(ok), 2),
+        "sum_shared_s": round(sum(t for t in timings.values() if t is not None), 2),
+    }
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+def _bare_in_child(model: str, source: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--bare", model, str(source)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **_toolchain_env()},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _toolchain_env() -> dict[str, str]:
+    from targets.engine.workers import TOOLCHAIN_ENVIRONMENT
+
+    return dict(TOOLCHAIN_ENVIRONMENT)
+
+
+# the comparison ---------------------------------------------------------------------------
 def _ratio(num: float | None, den: float | None) -> float | None:
-    return round(num / den, 2) if num and den else None
+    return round(num / den, 3) if num and den else None
+
+
+def _steps(report: dict[str, Any]) -> dict[str, float]:
+    return {s["step"]: s["seconds"] for s in report["steps"]}
+
+
+def _shared_saving(report: dict[str, Any]) -> float:
+    """Seconds the shared conversions would have cost again for every further target they serve."""
+    return round(
+        sum(
+            s["seconds"] * (len(s["targets"]) - 1)
+            for s in report["steps"]
+            if s["step"].startswith("convert:")
+        ),
+        2,
+    )
+
+
+def bench_model(model: str, folder: Path) -> dict[str, Any]:
+    from tests import models as test_models
+
+    source = getattr(test_models, f"save_{model}")(folder / f"{model}.pt2")
+    cold = _package(source, folder / "home-cold")
+    rerun = _package(source, folder / "home-cold")
+    nofork = _package(source, folder / "home-nofork", {"SHIPYARD_WARM_WORKERS": "0"})
+    bare = _bare_in_child(model, source)
+    cold_steps, nofork_steps = _steps(cold["report"]), _steps(nofork["report"])
+    return {
+        "model": model,
+        "targets_passed": sorted(n for n, t in cold["report"]["targets"].items() if t["status"] == "passed"),
+        "cold_wall_s": cold["wall_s"],
+        "rerun_wall_s": rerun["wall_s"],
+        "rerun_vs_cold": _ratio(rerun["wall_s"], cold["wall_s"]),
+        "rerun_reused_all": all(s["reused"] for s in rerun["report"]["steps"]),
+        "nofork_wall_s": nofork["wall_s"],
+        "to_first_step_s": cold["to_first_step_s"],
+        "bare_per_target_s": bare["sum_per_target_s"],
+        "bare_shared_s": bare["sum_shared_s"],
+        "cold_vs_bare_per_target": _ratio(cold["wall_s"], bare["sum_per_target_s"]),
+        "cold_vs_bare_shared": _ratio(cold["wall_s"], bare["sum_shared_s"]),
+        "shared_steps_saved_s": _shared_saving(cold["report"]),
+        "fork_server_saved_s": round(sum(nofork_steps.values()) - sum(cold_steps.values()), 2),
+        "steps": [
+            {
+                "step": step,
+                "warm_s": seconds,
+                "cold_process_s": nofork_steps.get(step),
+                "bare_s": bare["steps"].get(step),
+            }
+            for step, seconds in cold_steps.items()
+        ],
+    }
+
+
+def _print(results: list[dict[str, Any]]) -> None:
+    cols = [
+        "model",
+        "cold_wall_s",
+        "bare_per_target_s",
+        "cold_vs_bare_per_target",
+        "bare_shared_s",
+        "cold_vs_bare_shared",
+        "rerun_wall_s",
+        "rerun_vs_cold",
+        "nofork_wall_s",
+        "to_first_step_s",
+        "shared_steps_saved_s",
+        "fork_server_saved_s",
+    ]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in results:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    for r in results:
+        print(f"\n{r['model']}: step | warm process | cold process | bare call")
+        for s in r["steps"]:
+            print(
+                f"  {s['step']:<28} {s['warm_s']:>8} {s['cold_process_s'] or '-':>8} {s['bare_s'] or '-':>8}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="convnet,mlp,encoder,multi_io")
-    parser.add_argument("--targets", default=None)
+    parser.add_argument("--models", default=MODELS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--bare", nargs=2, metavar=("MODEL", "SOURCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    from flows.package import package_model
-    from shipyard.prepare import inspect_source
-    from shipyard.spec import Spec
-    from targets import resolve_targets
-    from tests import models as test_models
-
-    targets = [t.name for t in resolve_targets(args.targets)]
-    rows, summary = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["SHIPYARD_HOME"] = tmp
+    if args.bare:
+        print(json.dumps(_bare(args.bare[0], Path(args.bare[1]))))
+        return
+    sys.path.insert(0, str(ROOT))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         for model in args.models.split(","):
-            source = getattr(test_models, f"save_{model}")(Path(tmp) / f"{model}.pt2")
-            start = time.perf_counter()
-            report = package_model(source=str(source), targets=targets, registry=Path(tmp, "reg").as_uri())
-            flow_s = time.perf_counter() - start
-            kind, signature, _ = inspect_source(source, Spec())
-            bare = {t: bare_export_seconds(source, kind, signature, t) for t in targets}
-            for name, result in report["targets"].items():
-                m = result["metrics"]
-                rows.append(
-                    {
-                        "model": model,
-                        "target": name,
-                        "status": result["status"],
-                        "export_s": m.get("export_s"),
-                        "bare_export_s": _round(bare[name], 3),
-                        "export_overhead": _ratio(m.get("export_s"), bare[name]),
-                        "validate_s": m.get("validate_s"),
-                        "artifact_bytes": m.get("artifact_bytes"),
-                        "latency_ms_p50": m.get("latency_ms_p50"),
-                        "load_ms": m.get("load_ms"),
-                    }
-                )
-            bare_total = sum(s for s in bare.values() if s is not None)
-            summary.append(
-                {
-                    "model": model,
-                    "flow_wall_s": round(flow_s, 2),
-                    "sum_bare_export_s": round(bare_total, 2),
-                    "flow_vs_bare": _ratio(flow_s, bare_total),
-                }
-            )
-
+            folder = Path(tmp) / model
+            folder.mkdir()
+            results.append(bench_model(model, folder))
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "parallel_targets": os.environ.get("SHIPYARD_MAX_PARALLEL_TARGETS", "2"),
-        "rows": rows,
-        "summary": summary,
-    }
-    (args.out / "export_bench.json").write_text(json.dumps(result, indent=2))
-    cols = list(rows[0])
-    print(" | ".join(cols))
-    for row in rows:
-        print(" | ".join("-" if row[c] is None else str(row[c]) for c in cols))
-    print()
-    for s in summary:
-        print(
-            f"{s['model']}: flow {s['flow_wall_s']}s (export + validate + publish, all targets) vs "
-            f"{s['sum_bare_export_s']}s of bare converter calls -> {s['flow_vs_bare']}x"
-        )
+    (args.out / "export_bench.json").write_text(
+        json.dumps({"machine": _machine(), "results": results}, indent=2)
+    )
+    print(json.dumps(_machine()))
+    _print(results)
 
 
 if __name__ == "__main__":

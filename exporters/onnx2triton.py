@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from google.protobuf import text_format
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from exporters.torch2onnx import OnnxOptions
 from shipyard.signature import Signature, TensorSpec
 
 __all__ = ["TritonOptions", "batching", "build_config", "triton_dtype", "write_repository"]
@@ -30,10 +31,7 @@ TRITON_DTYPES = {
 }
 
 
-class TritonOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    opset: int = Field(default=18, ge=17, le=23)
+class TritonOptions(OnnxOptions):
     max_queue_delay_us: int = Field(default=100, ge=0)
     instance_kind: str | None = Field(default=None, pattern="^KIND_(CPU|GPU|AUTO)$")
     instance_count: int = Field(default=1, ge=1)

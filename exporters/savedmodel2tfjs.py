@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from pathlib import Path
 
-__all__ = ["convert_to_tfjs"]
+__all__ = ["convert_to_tfjs", "rewrite_model_json"]
+
+# tensorflowjs imports tensorflow_decision_forests unconditionally; its wheel pins an older
+# TensorFlow, so an empty stand-in is enough for graph models without decision forests.
+sys.modules.setdefault("tensorflow_decision_forests", types.ModuleType("tensorflow_decision_forests"))
 
 
-def convert_to_tfjs(saved_model: Path, out_dir: Path) -> list[Path]:
+def rewrite_model_json(model_json: Path, output_names: list[str]) -> None:
+    """Key the signature's outputs by the model's output names and write canonical JSON.
+
+    The SavedModel from onnx2tf names outputs output_0, output_1, ... in order; web code should
+    see the real names. tensorflowjs writes protobuf maps in a different order on every run, so
+    keys are sorted: the same graph always gives the same bytes.
+    """
+    doc = json.loads(model_json.read_text())
+    outputs = doc["signature"]["outputs"]
+    if set(outputs) != set(output_names):
+        positional = [f"output_{i}" for i in range(len(output_names))]
+        if set(outputs) != set(positional):
+            raise ValueError(
+                f"model.json outputs {sorted(outputs)} match neither {output_names} nor {positional}"
+            )
+        doc["signature"]["outputs"] = {
+            name: outputs[key] for name, key in zip(output_names, positional, strict=True)
+        }
+    model_json.write_text(json.dumps(doc, sort_keys=True))
+
+
+def convert_to_tfjs(saved_model: Path, out_dir: Path, output_names: list[str]) -> list[Path]:
     """Convert the serving signature; returns model.json and its shard files."""
-    # tensorflowjs imports tensorflow_decision_forests unconditionally; its wheel pins an older
-    # TensorFlow, so an empty stand-in is enough for graph models without decision forests.
-    sys.modules.setdefault("tensorflow_decision_forests", types.ModuleType("tensorflow_decision_forests"))
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
 
     tfjs.convert_tf_saved_model(
@@ -22,4 +45,5 @@ def convert_to_tfjs(saved_model: Path, out_dir: Path) -> list[Path]:
     model_json = out_dir / "model.json"
     if not model_json.is_file():
         raise RuntimeError("tensorflowjs finished without writing model.json")
+    rewrite_model_json(model_json, output_names)
     return [model_json, *sorted(out_dir.glob("*.bin"))]

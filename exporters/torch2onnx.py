@@ -14,9 +14,11 @@ DEFAULT_OPSET = 18
 
 
 class OnnxOptions(BaseModel):
+    """Options of the torch -> ONNX export; the options of every target built on ONNX extend them."""
+
     model_config = ConfigDict(extra="forbid")
 
-    opset: int = Field(default=DEFAULT_OPSET, ge=17, le=23)
+    opset: int = Field(default=DEFAULT_OPSET, ge=17, le=23, description="ONNX opset of the export")
 
 
 def _name_dims(model: object, signature: Signature) -> None:

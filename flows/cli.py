@@ -98,41 +98,48 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from shipyard.prepare import choose_model_name, inspect_source
-    from shipyard.spec import load_spec
-    from targets import resolve_targets
-    from targets._catalog import check_target_settings
+    import os
 
-    spec = load_spec(args.spec)
-    chosen = [t.name for t in resolve_targets(args.targets)]
-    check_target_settings(spec.targets)
-    choose_model_name(spec, args.source, args.name)
-    inspect_source(args.source, spec)  # bad input fails here, before anything is written
     from registry import open_registry
+    from shipyard.spec import load_spec
+    from shipyard.table import format_table
+    from targets.pipeline import check_request
 
+    request = check_request(args.source, load_spec(args.spec), args.targets, args.name)
     try:
         open_registry(args.registry).check_access()
     except RegistryError as exc:
         raise InputError(f"registry not usable: {exc}") from None
+    if os.environ.get("PREFECT_API_URL"):
+        report = _package_with_prefect(request, args)
+    else:  # no server: the same run without Prefect, no temporary server to start
+        from flows._packaging import package
+        from flows._progress import StepProgress
 
-    from flows.package import package_model
-    from shipyard.report import RunReport
-    from shipyard.table import format_table
-
-    result = package_model(
-        source=str(args.source.resolve()),
-        targets=chosen,
-        spec=spec.model_dump(mode="json", exclude_defaults=True),
-        name=args.name,
-        registry=args.registry,
-        keep_workdir=args.keep_workdir,
-    )
-    report = RunReport.model_validate(result)
+        report = package(
+            request, args.registry, hooks=StepProgress(sys.stderr), keep_workdir=args.keep_workdir
+        )
     if args.json:
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
         print(format_table(report))
     return report.exit_code()
+
+
+def _package_with_prefect(request: Any, args: argparse.Namespace) -> Any:
+    """Run the package-model flow against the Prefect server in PREFECT_API_URL (tracked in its UI)."""
+    from flows.package import package_model
+    from shipyard.report import RunReport
+
+    result = package_model(
+        source=str(request.source),
+        targets=request.targets,
+        spec=request.spec.model_dump(mode="json", exclude_defaults=True),
+        name=request.model_name,
+        registry=args.registry,
+        keep_workdir=args.keep_workdir,
+    )
+    return RunReport.model_validate(result)
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -227,11 +234,15 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from shipyard.prepare import inspect_source
-    from shipyard.spec import load_spec
+    import tempfile
 
-    kind, signature, _ = inspect_source(args.source, load_spec(args.spec))
-    print(json.dumps({"kind": kind.value, **signature.model_dump(mode="json")}, indent=2))
+    from shipyard.spec import load_spec
+    from targets.pipeline import Engine, check_request
+
+    request = check_request(args.source, load_spec(args.spec))
+    with tempfile.TemporaryDirectory(prefix="shipyard-inspect-") as work, Engine() as engine:
+        signature = engine.inspect(request, Path(work))
+    print(json.dumps({"kind": request.source_kind.value, **signature.model_dump(mode="json")}, indent=2))
     return EXIT_OK
 
 

@@ -6,17 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flows._env import configure_prefect_env
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 
-configure_prefect_env()
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
-
-from flows.package import package_model  # noqa: E402
-from registry import VersionManifest, open_registry  # noqa: E402
-from shipyard.drift import drift_rows, toolchain_changes  # noqa: E402
-from shipyard.errors import NotFound  # noqa: E402
+from flows.package import package_model
+from registry import VersionManifest, open_registry
+from shipyard.drift import drift_rows, toolchain_changes
+from shipyard.errors import NotFound
 
 __all__ = ["nightly_reexport"]
 
@@ -56,7 +52,8 @@ def nightly_reexport(
 ) -> dict[str, Any]:
     """Re-package each tracked model's source with today's toolchain; publish and report drift.
 
-    An unchanged toolchain gives the same identity, so no new version is written.
+    An unchanged toolchain gives the same identity, so no new version is written, and every
+    step comes from the step cache; a changed tool re-runs only the steps that use it.
     """
     logger = get_run_logger()
     rows: list[dict[str, str]] = []
@@ -74,20 +71,25 @@ def nightly_reexport(
             before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
             rows += drift_rows(old.model, before, new)
             changes = toolchain_changes(old.toolchain, new["toolchain"])
+            reran = [s["step"] for s in new["steps"] if not s["reused"]]
             summary.append(
                 {
                     "model": old.model,
                     "old_version": old.version,
                     "new_version": new["version"],
                     "toolchain_changes": changes,
+                    "steps_run": reran,
+                    "steps_reused": len(new["steps"]) - len(reran),
                 }
             )
             logger.info(
-                "%s: v%s -> v%s, toolchain changes %s",
+                "%s: v%s -> v%s, toolchain changes %s, %d step(s) run again, %d reused",
                 old.model,
                 old.version,
                 new["version"],
                 changes or "none",
+                len(reran),
+                len(new["steps"]) - len(reran),
             )
     if rows:
         create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")

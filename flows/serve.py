@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import os
 
-from flows._env import configure_prefect_env
+from prefect import serve
 
-configure_prefect_env()
-
-from prefect import serve  # noqa: E402
-
-from flows.nightly import nightly_reexport  # noqa: E402
-from flows.package import package_model  # noqa: E402
+from flows.nightly import nightly_reexport
+from flows.package import package_model
 
 
 def main() -> None:

@@ -24,21 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows._env import configure_prefect_env
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-configure_prefect_env()
-
-from starlette.applications import Starlette  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.datastructures import UploadFile  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-
-from flows._signing import BodySigner  # noqa: E402
-from shipyard.errors import InputError, ShipyardError  # noqa: E402
-from shipyard.source import SourceKind, detect_kind  # noqa: E402
-from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text  # noqa: E402
+from flows._signing import BodySigner
+from shipyard.errors import ShipyardError, SpecError
+from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text
 
 __all__ = ["WebhookSettings", "create_app"]
 
@@ -102,19 +97,13 @@ async def _form_from(request: Request, spool: Any) -> Any:
     return await replay.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
 
 
-def _check_upload(upload: UploadFile, folder: Path) -> tuple[Path, str]:
-    """Copy the uploaded model out, hash it and identify it by content (never by name)."""
-    path = folder / "source.pt2"
-    digest = hashlib.sha256()
+def _save_upload(upload: UploadFile, folder: Path) -> Path:
+    """Copy the uploaded model out of the form (its name is never used: content decides)."""
+    path = folder / "source"
     upload.file.seek(0)
     with path.open("wb") as out:
-        while chunk := upload.file.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    kind = detect_kind(path)
-    if kind is not SourceKind.TORCH_EXPORT:
-        raise InputError(f"file is a {kind.value} model; the webhook takes torch.export archives (.pt2)")
-    return path, digest.hexdigest()
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    return path
 
 
 async def submit_model(request: Request) -> JSONResponse:
@@ -144,26 +133,32 @@ async def _accept(
     settings: WebhookSettings, name: str, form: Any, upload: UploadFile, folder: Path
 ) -> JSONResponse:
     from registry import open_registry, store_incoming
-    from targets import resolve_targets
-    from targets._catalog import check_target_settings
+    from targets.pipeline import check_request
 
     spec_text = form.get("spec") or ""
     spec = parse_spec(parse_spec_text(spec_text, "spec") if str(spec_text).strip() else None)
-    check_target_settings(spec.targets)
-    targets = [t.name for t in resolve_targets(str(form.get("targets") or ""))]
-    path, sha256 = await run_in_threadpool(_check_upload, upload, folder)
+    if spec.samples:
+        raise SpecError(
+            "spec field samples: not accepted over the webhook (it would name a file on the server)"
+        )
+    path = await run_in_threadpool(_save_upload, upload, folder)
+    request = await run_in_threadpool(check_request, path, spec, str(form.get("targets") or ""), name)
     registry = open_registry(settings.registry)
-    source_uri = await run_in_threadpool(store_incoming, registry, path, sha256)
+    source_uri = await run_in_threadpool(store_incoming, registry, path, request.source_sha256)
     parameters = {
         "source": source_uri,
-        "targets": targets,
+        "targets": request.targets,
         "name": name,
         "registry": settings.registry,
         "spec": spec.model_dump(mode="json", exclude_defaults=True),
     }
     run_id = await _start_run(settings, parameters)
     return JSONResponse(
-        {"run_id": run_id, "status_url": f"{settings.public_url}/v1/runs/{run_id}", "source_sha256": sha256},
+        {
+            "run_id": run_id,
+            "status_url": f"{settings.public_url}/v1/runs/{run_id}",
+            "source_sha256": request.source_sha256,
+        },
         status_code=202,
     )
 

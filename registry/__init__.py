@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlparse
 from registry._backend import Backend
 from registry._incoming import fetch_source, store_incoming
 from registry._local import LocalBackend
-from registry._manifest import AliasRecord, RunInfo, SourceInfo, VersionManifest
+from registry._manifest import AliasRecord, RunInfo, SourceInfo, VersionDraft, VersionManifest
 from registry._registry import Registry, parse_ref
 from shipyard.errors import InputError
 
@@ -20,6 +20,7 @@ __all__ = [
     "Registry",
     "RunInfo",
     "SourceInfo",
+    "VersionDraft",
     "VersionManifest",
     "default_registry_url",
     "fetch_source",

@@ -41,8 +41,8 @@ class Backend(Protocol):
         """
         ...
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Stream `key` into `path` (which the caller later verifies)."""
+    def download_file(self, key: str, path: Path) -> str:
+        """Stream `key` into `path`; returns the sha256 of the bytes written (the caller checks it)."""
         ...
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:

@@ -7,7 +7,6 @@ from urllib.parse import unquote, urlparse
 
 from registry._registry import Registry
 from shipyard.errors import InputError, IntegrityError
-from shipyard.source import sha256_file
 
 __all__ = ["fetch_source", "store_incoming"]
 
@@ -35,9 +34,9 @@ def fetch_source(source: str, dest_dir: Path) -> Path:
     key = parsed.path.lstrip("/")
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / key.rsplit("/", 1)[-1]
-    S3Backend(parsed.netloc).download_file(key, dest)
+    got = S3Backend(parsed.netloc).download_file(key, dest)
     if "/incoming/" in f"/{key}":
         expected = key.rsplit("/", 1)[-1]
-        if sha256_file(dest) != expected:
+        if got != expected:
             raise IntegrityError(f"{source}: content does not match its digest name")
     return dest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,11 +106,16 @@ class LocalBackend:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(self, key: str, path: Path) -> str:
+        digest = hashlib.sha256()
         try:
-            shutil.copyfile(self._path(key), path)
+            with self._path(key).open("rb") as src, path.open("wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
         except FileNotFoundError:
             raise NotFound(key) from None
+        return digest.hexdigest()
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         base = self._path(prefix) if prefix else self.root

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from shipyard.report import TargetReport
 from shipyard.signature import Signature
 
-__all__ = ["AliasRecord", "RunInfo", "SourceInfo", "VersionManifest"]
+__all__ = ["AliasRecord", "RunInfo", "SourceInfo", "VersionDraft", "VersionManifest"]
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: report format 2 (steps, check gates, typed envelopes)
 
 
 class SourceInfo(BaseModel):
@@ -29,22 +29,19 @@ class RunInfo(BaseModel):
     flow_run_id: str | None = None
 
 
-class VersionManifest(BaseModel):
-    """Immutable once written: blobs first, then this file, then aliases."""
+class VersionDraft(BaseModel):
+    """Everything a version records except what the registry assigns when it publishes."""
 
-    format_version: int = MANIFEST_FORMAT
     model: str
-    version: int
-    created_at: str
     source: SourceInfo
     spec: dict[str, Any]
     signature: Signature
     toolchain: dict[str, str]
     run: RunInfo
     targets: dict[str, TargetReport]  # failed targets too, with their reasons; files only if passed
-    identity: str = ""  # digest of source + spec + toolchain + target names: same identity, same version
 
-    def compute_identity(self) -> str:
+    def identity_digest(self) -> str:
+        """Digest of source + spec + toolchain + target names: the same identity is the same version."""
         payload = {
             "source": self.source.sha256,
             "spec": self.spec,
@@ -52,6 +49,15 @@ class VersionManifest(BaseModel):
             "targets": sorted(self.targets),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class VersionManifest(VersionDraft):
+    """Immutable once written: blobs first, then this file, then aliases."""
+
+    format_version: int = MANIFEST_FORMAT
+    version: int
+    created_at: str
+    identity: str  # VersionDraft.identity_digest() of what was published
 
 
 class AliasRecord(BaseModel):

@@ -12,10 +12,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from registry._backend import Backend, Progress
-from registry._manifest import AliasRecord, VersionManifest
+from registry._manifest import AliasRecord, VersionDraft, VersionManifest
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
-from shipyard.source import sha256_file
 from shipyard.spec import MODEL_NAME_RE
 
 __all__ = ["Registry", "parse_ref"]
@@ -90,7 +89,7 @@ class Registry:
 
     def publish(
         self,
-        draft: VersionManifest,
+        draft: VersionDraft,
         artifact_dirs: dict[str, Path],
         source: Path,
         progress: Progress | None = None,
@@ -101,8 +100,8 @@ class Registry:
         version. A crash before the manifest is written leaves only unreferenced blobs
         (removed by `gc`); readers never see a partial version.
         """
-        draft = draft.model_copy(update={"identity": draft.compute_identity()})
-        existing = self.published(draft.model, draft.identity)
+        identity = draft.identity_digest()
+        existing = self.published(draft.model, identity)
         if existing is not None:
             return existing
         self.put_blob(source, draft.source.sha256)
@@ -113,7 +112,9 @@ class Registry:
                 self.put_blob(artifact_dirs[name] / _safe_relpath(entry.path), entry.sha256, progress)
         version = max(self.versions(draft.model), default=0) + 1
         for _ in range(MAX_VERSION_TRIES):
-            manifest = draft.model_copy(update={"version": version, "created_at": _now()})
+            manifest = VersionManifest(
+                **draft.model_dump(), version=version, created_at=_now(), identity=identity
+            )
             try:
                 self.backend.create(
                     self.version_key(draft.model, version), manifest.model_dump_json(indent=2).encode()
@@ -125,7 +126,7 @@ class Registry:
             raise RegistryError(f"could not find a free version for {draft.model}")
         with contextlib.suppress(AlreadyExists):  # a concurrent twin got there first
             self.backend.create(
-                self.identity_key(draft.model, draft.identity), json.dumps({"version": version}).encode()
+                self.identity_key(draft.model, identity), json.dumps({"version": version}).encode()
             )
         self.set_alias(draft.model, "latest", version)
         return manifest
@@ -267,8 +268,7 @@ class Registry:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            self.backend.download_file(self.blob_key(digest), tmp)
-            got = sha256_file(tmp)
+            got = self.backend.download_file(self.blob_key(digest), tmp)
             if got != digest:
                 raise IntegrityError(
                     f"{label or digest}: stored blob has sha256 {got[:12]}..., "

@@ -7,8 +7,6 @@ with backoff; 4xx are not retried and surface as one plain RegistryError.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from registry._backend import Progress
+from registry._transfer import download_hashed, upload_checked
 from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
 
-__all__ = ["PART_BYTES", "S3Backend", "file_checksums"]
+__all__ = ["S3Backend"]
 
-PART_BYTES = 16 * 1024 * 1024  # multipart part size, and the threshold above which uploads use parts
 DEFAULT_MAX_ATTEMPTS = 6  # botocore's standard retry mode, with backoff; AWS_MAX_ATTEMPTS overrides
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
@@ -30,28 +28,9 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def file_checksums(path: Path, part_bytes: int = PART_BYTES) -> tuple[str, str]:
-    """(sha256 hex, the checksum S3 reports for its upload) in one streamed pass.
-
-    S3 reports the whole object's base64 SHA-256 for a single-part upload, and for a
-    multipart one the SHA-256 of the parts' digests followed by -<parts>.
-    """
-    whole = hashlib.sha256()
-    parts = []
-    with path.open("rb") as fh:
-        while chunk := fh.read(part_bytes):
-            whole.update(chunk)
-            parts.append(hashlib.sha256(chunk).digest())
-    if path.stat().st_size < part_bytes:
-        return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
-    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
-    return whole.hexdigest(), f"{composite}-{len(parts)}"
-
-
 class S3Backend:
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
         import boto3
-        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         self.bucket = bucket
@@ -69,9 +48,6 @@ class S3Backend:
             response_checksum_validation="when_required",
         )
         self.client = client or boto3.client("s3", config=config)
-        self.transfer = TransferConfig(
-            multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4
-        )
 
     def _key(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
@@ -132,47 +108,33 @@ class S3Backend:
         return True
 
     def upload_file(self, key: str, path: Path, sha256: str, progress: Progress | None = None) -> None:
-        """Streamed (multipart above PART_BYTES) upload, then checked against S3's own checksum."""
-        from boto3.exceptions import S3UploadFailedError
+        """Parts checked by S3 on arrival against the bytes that were hashed (registry._transfer)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        sent = [0]
-
-        def callback(chunk: int) -> None:
-            sent[0] += chunk
-            if progress:
-                progress(sent[0])
-
         try:
-            self.client.upload_file(
-                str(path),
-                self.bucket,
-                self._key(key),
-                Config=self.transfer,
-                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
-                Callback=callback,
-            )
-        except (S3UploadFailedError, ClientError, BotoCoreError) as exc:
+            found = upload_checked(self.client, self.bucket, self._key(key), path, sha256, progress)
+        except ClientError as exc:
+            if _code(exc) == "BadDigest":
+                raise IntegrityError(f"{path} changed while uploading (S3 refused a part)") from None
             raise self._fail(exc, key) from None
-        head = self._call(key, self.client.head_object, ChecksumMode="ENABLED")
-        digest, expected = file_checksums(path)
-        if digest != sha256 or head.get("ChecksumSHA256") != expected:
-            self._call(key, self.client.delete_object)
+        except (BotoCoreError, OSError) as exc:
+            raise self._fail(exc, key) from None
+        if found is not None:
             raise IntegrityError(
-                f"{key}: upload does not match {path.name} (S3 checksum "
-                f"{head.get('ChecksumSHA256')}, expected {expected}); removed it"
+                f"{path} changed while uploading (sha256 {found[:12]}..., expected {sha256[:12]}...)"
             )
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(self, key: str, path: Path) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        size = int(self._call(key, self.client.head_object)["ContentLength"])
         try:
-            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
+            return download_hashed(self.client, self.bucket, self._key(key), path, size)
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(key) from None
             raise self._fail(exc, key) from None
-        except BotoCoreError as exc:
+        except (BotoCoreError, OSError) as exc:
             raise self._fail(exc, key) from None
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:

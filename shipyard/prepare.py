@@ -1,54 +1,42 @@
-"""Ingest and reference: check the source and spec, read the signature, compute reference outputs."""
+"""Ingest and reference: check the source, apply the spec to its signature, save validation data.
+
+Loading and running the source program happens only in a step process (targets.engine.steps);
+this module holds the plain functions those steps call.
+"""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from shipyard.errors import SourceError, SpecError
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
-from shipyard.source import SUPPORTED_KINDS, SourceKind, detect_kind, sha256_file
+from shipyard.source import SourceKind, detect_kind
 from shipyard.spec import MODEL_NAME_RE, Spec
 from shipyard.variants import Variant, build_variants, random_inputs, save_arrays
 
 __all__ = [
-    "PreparedRun",
     "PreparedVariant",
     "apply_spec",
+    "check_source",
     "choose_model_name",
-    "extra_variant",
-    "inspect_source",
-    "prepare_run",
+    "edge_inputs",
+    "read_signature",
+    "save_variant",
+    "validation_inputs",
 ]
 
 
 class PreparedVariant(BaseModel):
+    """One validation variant: its dims, inputs and the source model's outputs on them."""
+
     name: str
     dims: dict[str, int]
-    inputs: str  # .npz path
-    reference: str  # .npz path of the source model's outputs
-
-
-class PreparedRun(BaseModel):
-    run_id: str
-    model_name: str
-    source: str
-    source_kind: SourceKind
-    source_sha256: str
-    source_bytes: int
-    spec: Spec
-    signature: Signature
-    variants: list[PreparedVariant]
-    workdir: str
-
-    @classmethod
-    def load(cls, workdir: Path) -> PreparedRun:
-        return cls.model_validate_json((workdir / "run.json").read_text())
-
-    def save(self) -> None:
-        (Path(self.workdir) / "run.json").write_text(self.model_dump_json(indent=2))
+    inputs: str  # .npz, relative to the folder of the step that wrote it
+    reference: str  # .npz of the source model's outputs, likewise
 
 
 def _rename(tensors: list[TensorSpec], overrides: dict, kind: str) -> list[TensorSpec]:
@@ -107,23 +95,21 @@ def apply_spec(signature: Signature, spec: Spec) -> Signature:
     )
 
 
-def _check_source(source: Path) -> SourceKind:
+def check_source(source: Path) -> SourceKind:
+    """The source's kind, by content; SourceError for a missing, unreadable or unknown file."""
     if not source.exists():
         raise SourceError(f"{source}: no such file")
     try:
-        kind = detect_kind(source)
+        return detect_kind(source)
     except OSError as exc:
         raise SourceError(f"{source}: cannot read ({exc.strerror})") from None
-    if kind not in SUPPORTED_KINDS:
-        raise SourceError(
-            f"{source} is a {kind.value} model; this version packages torch.export archives (.pt2) only"
-        )
-    return kind
 
 
 def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
-    chosen = name or spec.name or source.name.split(".")[0].lower().replace(" ", "-")
-    if not MODEL_NAME_RE.match(chosen):
+    """--name, else the spec's name, else the file's stem, lowercased."""
+    stem = source.name.removesuffix(source.suffix) if source.suffix else source.name
+    chosen = name or spec.name or stem.lower().replace(" ", "-")
+    if not MODEL_NAME_RE.fullmatch(chosen):
         raise SpecError(
             f"model name {chosen!r} is not allowed: use lowercase letters, digits, "
             "'.', '_' or '-' (at most 64), or set `name` in the spec"
@@ -131,63 +117,36 @@ def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
     return chosen
 
 
-def inspect_source(source: Path, spec: Spec) -> tuple[SourceKind, Signature, object]:
-    """Check the source and read its signature with the spec applied (loads the program)."""
+def read_signature(source: Path, spec: Spec) -> tuple[Signature, Any]:
+    """Load the program (never unpickling code) and read its signature with the spec applied."""
     from shipyard.torch_program import load_program, program_signature
 
-    kind = _check_source(source)
     program = load_program(source)
-    return kind, apply_spec(program_signature(program), spec), program
+    return apply_spec(program_signature(program), spec), program
 
 
-def prepare_run(
-    source: Path, spec: Spec, workdir: Path, name: str | None = None, run_id: str | None = None
-) -> PreparedRun:
-    """Everything every target needs: signature, validation inputs and reference outputs."""
+def save_variant(
+    folder: Path, variant: Variant, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+) -> PreparedVariant:
+    (folder / "variants").mkdir(parents=True, exist_ok=True)
+    stem = f"variants/{variant.name}"
+    save_arrays(folder / f"{stem}.inputs.npz", inputs)
+    save_arrays(folder / f"{stem}.reference.npz", outputs)
+    return PreparedVariant(
+        name=variant.name, dims=variant.dims, inputs=f"{stem}.inputs.npz", reference=f"{stem}.reference.npz"
+    )
+
+
+def validation_inputs(program: Any, signature: Signature, spec: Spec, folder: Path) -> list[PreparedVariant]:
+    """Every variant's inputs and the program's outputs on them, saved under `folder`."""
     from shipyard.torch_program import run_program
 
-    source = source.resolve()
-    model_name = choose_model_name(spec, source, name)
-    kind, signature, program = inspect_source(source, spec)
-    (workdir / "variants").mkdir(parents=True, exist_ok=True)
-    variants = []
-    for variant, inputs in build_variants(signature, spec):
-        variants.append(_save_variant(workdir, variant, inputs, run_program(program, signature, inputs)))
-    run = PreparedRun(
-        run_id=run_id or uuid.uuid4().hex[:12],
-        model_name=model_name,
-        source=str(source),
-        source_kind=kind,
-        source_sha256=sha256_file(source),
-        source_bytes=source.stat().st_size,
-        spec=spec,
-        signature=signature,
-        variants=variants,
-        workdir=str(workdir),
-    )
-    run.save()
-    return run
+    return [
+        save_variant(folder, variant, inputs, run_program(program, signature, inputs))
+        for variant, inputs in build_variants(signature, spec)
+    ]
 
 
-def extra_variant(run: PreparedRun, name: str, dims: dict[str, int], folder: Path) -> PreparedVariant:
-    """A further validation variant (e.g. at the edge of a narrower envelope), saved in `folder`."""
-    import numpy as np
-
-    from shipyard.torch_program import load_program, run_program
-
-    inputs = random_inputs(run.signature, run.spec, dims, np.random.default_rng(run.spec.seed + 1))
-    outputs = run_program(load_program(Path(run.source)), run.signature, inputs)
-    return _save_variant(folder, Variant(name=name, dims=dims), inputs, outputs)
-
-
-def _save_variant(workdir: Path, variant: Variant, inputs: dict, outputs: dict) -> PreparedVariant:
-    base = workdir / "variants" / variant.name
-    base.parent.mkdir(parents=True, exist_ok=True)
-    save_arrays(base.with_suffix(".inputs.npz"), inputs)
-    save_arrays(base.with_suffix(".reference.npz"), outputs)
-    return PreparedVariant(
-        name=variant.name,
-        dims=variant.dims,
-        inputs=str(base.with_suffix(".inputs.npz")),
-        reference=str(base.with_suffix(".reference.npz")),
-    )
+def edge_inputs(signature: Signature, spec: Spec, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """Seeded inputs for an extra variant (e.g. at the edge of a narrower envelope)."""
+    return random_inputs(signature, spec, dims, np.random.default_rng(spec.seed + 1))

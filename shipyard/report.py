@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shipyard.signature import DimRange
+
 __all__ = [
     "FORMAT_VERSION",
     "FileEntry",
@@ -14,11 +16,13 @@ __all__ = [
     "Metrics",
     "RunReport",
     "Status",
+    "StepRecord",
+    "StepStatus",
     "TargetReport",
     "VariantMetrics",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: steps, check gates, per-run runtimes, typed envelopes
 
 
 class Status(StrEnum):
@@ -50,10 +54,11 @@ class Metrics(BaseModel):
 
 
 class VariantMetrics(BaseModel):
-    """Comparison of one shape variant in one artifact file."""
+    """Comparison of one shape variant in one artifact file, run in one runtime."""
 
     variant: str
     file: str
+    runtime: str = ""
     dims: dict[str, int]
     max_abs_err: float
     max_rel_err: float
@@ -63,15 +68,40 @@ class VariantMetrics(BaseModel):
 
 
 class GateResult(BaseModel):
+    """A numeric gate (value against limit) or a check gate (passed, with the reason in detail)."""
+
     name: str
-    limit: float
-    value: float | None
+    limit: float | None = None
+    value: float | None = None
     passed: bool
+    detail: str | None = None
 
     def describe(self) -> str:
+        if self.limit is None:
+            return f"gate {self.name} failed: {self.detail or 'check failed'}"
         op = ">=" if "min_" in self.name else "<="
         got = "not measured" if self.value is None else f"{self.value:.3g}"
         return f"gate {self.name} failed: {got}, needs {op} {self.limit:.3g}"
+
+
+class StepStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a step it needs failed
+    NOOP = "noop"  # nothing to do (e.g. no narrowed envelope to compute references for)
+
+
+class StepRecord(BaseModel):
+    """One step of the run's graph: what it did, how long it took, whether the cache served it."""
+
+    step: str  # e.g. convert:onnx, export:tfjs, validate:tfjs
+    status: StepStatus
+    seconds: float  # spent in this run (a reused step costs only the cache lookup)
+    started_at: float | None = None  # unix time it started; None if it never started
+    reused: bool = False  # served from the step cache
+    original_seconds: float | None = None  # what it took when it ran, for a reused step
+    targets: list[str] = []  # the targets it served
+    error: str | None = None
 
 
 class TargetReport(BaseModel):
@@ -81,7 +111,7 @@ class TargetReport(BaseModel):
     error: str | None = None
     gates: list[GateResult] = []
     variants: list[VariantMetrics] = []
-    envelope: dict[str, dict[str, int]] = {}  # dim -> {min, max} the artifact serves
+    envelope: dict[str, DimRange] = {}  # dim -> the range the artifact serves
     notes: list[str] = []
 
 
@@ -93,6 +123,10 @@ class RunReport(BaseModel):
     toolchain: dict[str, str]
     targets: dict[str, TargetReport]
     run_id: str | None = None
+    steps: list[StepRecord] = []
+
+    def reused_steps(self) -> list[str]:
+        return [s.step for s in self.steps if s.reused]
 
     def exit_code(self) -> int:
         ok = all(t.status is Status.PASSED for t in self.targets.values())

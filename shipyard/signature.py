@@ -6,9 +6,24 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DynamicDim", "Signature", "TensorSpec", "default_typical"]
+__all__ = ["DimRange", "DynamicDim", "Envelope", "Signature", "TensorSpec", "default_typical"]
 
 DEFAULT_UNBOUNDED_MAX = 32
+
+
+class DimRange(BaseModel):
+    """The sizes a dynamic dim takes, both ends included."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+
+    def __contains__(self, size: object) -> bool:
+        return isinstance(size, int) and self.min <= size <= self.max
+
+
+Envelope = dict[str, DimRange]  # dim name -> the range an artifact serves
 
 
 class DynamicDim(BaseModel):
@@ -29,6 +44,10 @@ class DynamicDim(BaseModel):
                 f"dim {self.name}: need min <= typical <= max, got {self.min} <= {self.typical} <= {self.max}"
             )
         return self
+
+    @property
+    def range(self) -> DimRange:
+        return DimRange(min=self.min, max=self.max)
 
 
 class TensorSpec(BaseModel):
@@ -54,6 +73,9 @@ class Signature(BaseModel):
 
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    def declared_envelope(self) -> Envelope:
+        return {name: dim.range for name, dim in self.dims.items()}
 
     def batch_dim(self) -> DynamicDim | None:
         """The dim at axis 0 of every input and output, if there is one."""

@@ -1,17 +1,15 @@
-"""Identify a source file by its content (never by its name) and hash it."""
+"""Identify a source file by its content (never by its name)."""
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from enum import StrEnum
 from pathlib import Path
 
+from shipyard.digests import sha256_file
 from shipyard.errors import SourceError
 
 __all__ = ["SourceKind", "detect_kind", "sha256_file"]
-
-CHUNK = 1 << 20
 
 
 class SourceKind(StrEnum):
@@ -20,17 +18,6 @@ class SourceKind(StrEnum):
     KERAS = "keras"  # Keras 3 .keras zip
     SAVED_MODEL = "saved-model"  # TensorFlow SavedModel folder
     ONNX = "onnx"
-
-
-SUPPORTED_KINDS = {SourceKind.TORCH_EXPORT}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _zip_kind(names: list[str]) -> SourceKind:

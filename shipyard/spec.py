@@ -31,7 +31,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shipyard.errors import SpecError
 
-__all__ = ["MODEL_NAME_RE", "DimOverride", "Spec", "TargetSettings", "load_spec", "parse_spec"]
+__all__ = [
+    "MODEL_NAME_RE",
+    "DimOverride",
+    "Spec",
+    "TargetSettings",
+    "first_error",
+    "load_spec",
+    "parse_spec",
+    "parse_spec_text",
+]
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -91,7 +100,8 @@ class Spec(BaseModel):
         return value
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """`field.path: message` of a pydantic error, the way every spec error names its field."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "spec"
     return f"{where}: {err['msg']}"
@@ -106,7 +116,7 @@ def parse_spec(data: Any, base_dir: Path | None = None) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(f"spec field {_first_error(exc)}") from None
+        raise SpecError(f"spec field {first_error(exc)}") from None
     if spec.samples and base_dir is not None and not Path(spec.samples).is_absolute():
         spec.samples = str((base_dir / spec.samples).resolve())
     return spec

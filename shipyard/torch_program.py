@@ -60,7 +60,7 @@ def load_program(path: Path) -> Any:
     try:
         with _LOAD_LOCK, _no_code_execution():
             return torch.export.load(str(path))
-    except SourceError:
+    except (SourceError, MemoryError):  # out of memory is the machine's limit, not a bad file
         raise
     except (zipfile.BadZipFile, RuntimeError, KeyError, ValueError, EOFError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

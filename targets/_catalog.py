@@ -1,4 +1,4 @@
-"""The target catalog: target name -> exporter, runtime harness, options and default gates.
+"""The target catalog: target name -> the format it starts from, exporter, runtime, options, gates.
 
 Entries name their exporter and runtime by import path so that reading the catalog
 (`shipyard --help`, spec checks) never imports a converter.
@@ -6,9 +6,7 @@ Entries name their exporter and runtime by import path so that reading the catal
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from shipyard.errors import SpecError, UnknownTarget
 from shipyard.gates import Gates
 from shipyard.source import SourceKind
+from shipyard.spec import TargetSettings, first_error
+from targets._formats import Family, Format, conversion_path, source_format
 
 __all__ = [
     "NoOptions",
     "Target",
     "all_targets",
-    "check_target_settings",
     "get_target",
     "register_target",
     "resolve_targets",
@@ -38,33 +37,38 @@ class NoOptions(BaseModel):
 class Target:
     name: str
     summary: str
+    consumes: Format  # the format its exporter starts from; shared conversions lead there
     exporter: str  # "module:function" taking an ExportJob
     runtime: str  # "module:function" taking a RuntimeJob
     gates: Gates
     options: type[BaseModel] = NoOptions
-    source_kinds: frozenset[SourceKind] = frozenset({SourceKind.TORCH_EXPORT})
+    baseline: Format | None = None  # run beside the artifact, unpublished, held to float32 gates
     timeout_s: int = DEFAULT_TIMEOUT_S
-    toolchain: tuple[str, ...] = field(default=())  # distributions whose versions matter
+    toolchain: tuple[str, ...] = ()  # what shapes the exported bytes (beyond the conversions')
+    runtime_toolchain: tuple[str, ...] = ()  # what validation runs the artifact in
+    cost_s: float = 5.0  # rough export seconds, so long chains start first
+    family: Family = Family.TORCH  # the warm process family its export runs in
+    runtime_family: Family = Family.TORCH  # and its validation
+    needs_signature: bool = True  # False: its export reads only the source, so starts before prepare ends
 
-    def load_exporter(self) -> Callable[..., Any]:
-        return _load(self.exporter)
-
-    def load_runtime(self) -> Callable[..., Any]:
-        return _load(self.runtime)
+    def accepts(self, kind: SourceKind) -> bool:
+        """Can this target be built from a source of this kind (through the shared conversions)?"""
+        start = source_format(kind)
+        return start is not None and conversion_path(start, self.consumes) is not None
 
     def parse_options(self, options: dict[str, Any]) -> BaseModel:
         try:
             return self.options.model_validate(options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise SpecError(f"spec field targets.{self.name}.options.{where}: {err['msg']}") from None
+            raise SpecError(f"spec field targets.{self.name}.options.{first_error(exc)}") from None
 
-
-def _load(ref: str) -> Callable[..., Any]:
-    module, _, attr = ref.partition(":")
-    loaded: Callable[..., Any] = getattr(importlib.import_module(module), attr)
-    return loaded
+    def check_settings(self, settings: TargetSettings) -> None:
+        """SpecError naming the field when the spec's options or gates for this target are invalid."""
+        self.parse_options(settings.options)
+        try:
+            self.gates.merged(settings.gates)
+        except ValidationError as exc:
+            raise SpecError(f"spec field targets.{self.name}.gates.{first_error(exc)}") from None
 
 
 _TARGETS: dict[str, Target] = {}
@@ -99,16 +103,3 @@ def resolve_targets(names: list[str] | str | None) -> list[Target]:
     for name in names:
         seen.setdefault(name, get_target(name))
     return list(seen.values())
-
-
-def check_target_settings(settings: dict[str, Any]) -> None:
-    """Fail early, naming the field, on settings for unknown targets or invalid options/gates."""
-    for name, entry in settings.items():
-        target = get_target(name)
-        target.parse_options(entry.options)
-        try:
-            target.gates.merged(entry.gates)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise SpecError(f"spec field targets.{name}.gates.{where}: {err['msg']}") from None

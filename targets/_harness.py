@@ -1,8 +1,7 @@
-"""Run an artifact loaded in this (child) process on every variant, and time it."""
+"""Run an artifact loaded in this (step) process on every variant, and time it."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +10,18 @@ from typing import Any
 import numpy as np
 
 from shipyard.variants import load_arrays, save_arrays
-from targets._jobs import ArtifactRun, RuntimeJob
+from targets._jobs import ArtifactRole, ArtifactRun, RuntimeJob
 
-__all__ = ["Predict", "run_in_process"]
+__all__ = ["Predict", "run_in_process", "timed_variant"]
 
 # inputs in signature order -> outputs in signature order
 Predict = Callable[[list[np.ndarray]], list[Any]]
+
+
+def timed_variant(job: RuntimeJob) -> str:
+    """The variant whose latency is reported: the typical one when there is one."""
+    names = [v.name for v in job.variants]
+    return "typical" if "typical" in names else names[0]
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -27,7 +32,13 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def run_in_process(job: RuntimeJob, file: str, load: Callable[[], Predict]) -> ArtifactRun:
+def run_in_process(
+    job: RuntimeJob,
+    file: str,
+    runtime: str,
+    load: Callable[[], Predict],
+    role: ArtifactRole = ArtifactRole.SHIPPED,
+) -> ArtifactRun:
     """Load once (timed), run every variant, then time `job.repeats` runs of the typical one."""
     start = time.perf_counter()
     predict = load()
@@ -44,8 +55,8 @@ def run_in_process(job: RuntimeJob, file: str, load: Callable[[], Predict]) -> A
             raise RuntimeError(f"{file} returned {len(got)} outputs, the model has {len(output_names)}")
         path = Path(job.out_dir) / f"{file.replace('/', '_')}.{v.name}.npz"
         save_arrays(path, {n: _as_numpy(o) for n, o in zip(output_names, got, strict=True)})
-        outputs[v.name] = str(path)
-    timed = feeds.get("typical") or next(iter(feeds.values()))
+        outputs[v.name] = str(Path(path).relative_to(job.out_dir))
+    timed = feeds[timed_variant(job)]
     predict(timed)  # warm-up
     times = []
     for _ in range(job.repeats):
@@ -53,8 +64,5 @@ def run_in_process(job: RuntimeJob, file: str, load: Callable[[], Predict]) -> A
         predict(timed)
         times.append((time.perf_counter() - t0) * 1000)
     return ArtifactRun(
-        file=file,
-        outputs=outputs,
-        load_ms=round(load_ms, 3),
-        latency_ms_p50=round(statistics.median(times), 4),
+        file=file, runtime=runtime, role=role, outputs=outputs, load_ms=round(load_ms, 3), times_ms=times
     )

@@ -1,41 +1,73 @@
-"""What the parent hands a child process, and what the child hands back (JSON files)."""
+"""What the engine hands a step process, and what the step hands back (JSON files).
+
+A step gets its inputs as explicit paths and its own two folders: `out_dir` (its output, which
+the engine may cache and, for an export step, publish) and `work_dir` (scratch). No step
+computes another step's folder layout.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from shipyard.signature import Signature
-from shipyard.source import SourceKind
+from shipyard.signature import Envelope, Signature
 
-__all__ = ["ArtifactRun", "ExportJob", "ExportResult", "RuntimeJob", "RuntimeResult", "VariantInputs"]
+__all__ = [
+    "ArtifactRole",
+    "ArtifactRun",
+    "Check",
+    "ExportJob",
+    "ExportResult",
+    "RuntimeJob",
+    "RuntimeResult",
+    "VariantInputs",
+]
 
 
 class ExportJob(BaseModel):
-    target: str
+    """A conversion (to a shared intermediate format) or a target's export."""
+
+    step: str
     model_name: str
-    source: str
-    source_kind: SourceKind
-    signature: Signature
+    signature: Signature | None = None  # None for a step planned not to wait for it (see Target)
     options: dict[str, Any] = {}
-    out_dir: str  # the artifact folder: everything in it is published
+    inputs: dict[str, str]  # format name -> the upstream product (a file or a folder)
+    out_dir: str  # everything written here is the step's output
+    work_dir: str  # scratch
+
+    def input(self, fmt: str) -> Path:
+        return Path(self.inputs[fmt])
+
+    @property
+    def interface(self) -> Signature:
+        """The source's signature (spec applied); only steps planned to wait for it may ask."""
+        if self.signature is None:
+            raise ValueError(f"{self.step} was planned without the source's signature")
+        return self.signature
 
     @property
     def out_path(self) -> Path:
         return Path(self.out_dir)
 
     @property
-    def source_path(self) -> Path:
-        return Path(self.source)
+    def work_path(self) -> Path:
+        return Path(self.work_dir)
 
 
 class ExportResult(BaseModel):
     files: list[str]  # relative to out_dir, '/'-separated
-    envelope: dict[str, dict[str, int]] = {}  # dim -> {min, max} when narrower than declared
+    product: str | None = None  # what downstream steps consume, relative to out_dir ("." = the folder)
+    envelope: Envelope = {}  # dims it serves narrower than declared
     notes: list[str] = []
-    metrics: dict[str, float | int] = {}  # format-specific facts, e.g. int4 weight share
+    metrics: dict[str, float | int | str] = {}  # format-specific facts, e.g. int4 weight share
+
+
+class ArtifactRole(StrEnum):
+    SHIPPED = "shipped"
+    BASELINE = "baseline"  # an unpublished reference point (e.g. before quantization), float32 gates
 
 
 class VariantInputs(BaseModel):
@@ -45,30 +77,43 @@ class VariantInputs(BaseModel):
 
 
 class RuntimeJob(BaseModel):
-    target: str
+    step: str
     model_name: str
     artifact_dir: str
     files: list[str]
+    baseline: str | None = None  # the product the target's baseline runs (e.g. the fp32 .tflite)
     signature: Signature
     options: dict[str, Any] = {}
     variants: list[VariantInputs]
     out_dir: str  # where the harness writes outputs
+    work_dir: str
     repeats: int = 10  # timed runs of the typical variant for latency
 
     def artifact(self, rel: str) -> Path:
         return Path(self.artifact_dir) / rel
 
 
+class Check(BaseModel):
+    """A pass/fail property of the artifact a runtime checked (becomes a gate of that name)."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
 class ArtifactRun(BaseModel):
-    """One artifact file run on every variant: variant name -> .npz of outputs."""
+    """One artifact file run on every variant in one runtime: variant name -> .npz of outputs."""
 
     file: str
+    runtime: str
+    role: ArtifactRole = ArtifactRole.SHIPPED
     outputs: dict[str, str]
-    role: str = "artifact"  # "baseline": an unpublished reference point held to float32 gates
     load_ms: float
-    latency_ms_p50: float
+    times_ms: list[float]  # raw timed runs of the typical variant; the engine computes the p50
 
 
 class RuntimeResult(BaseModel):
     runs: list[ArtifactRun]
     notes: list[str] = []
+    checks: list[Check] = []
+    facts: dict[str, float | int | str] = {}  # reported as metrics, e.g. the ISA a package needs

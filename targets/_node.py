@@ -10,13 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from shipyard.variants import load_arrays, save_arrays
-from targets._jobs import ArtifactRun, RuntimeJob
+from targets._harness import timed_variant
+from targets._jobs import ArtifactRun, Check, RuntimeJob
 
-__all__ = ["JS_DIR", "node_binary", "run_js_harness"]
+__all__ = ["JS_DIR", "JsResult", "node_binary", "run_js_harness"]
 
 JS_DIR = Path(__file__).parent / "js"
+
+
+class JsResult(BaseModel):
+    runs: list[ArtifactRun]
+    checks: list[Check] = []
 
 
 def node_binary() -> str:
@@ -52,30 +59,25 @@ def _raw_inputs(job: RuntimeJob, folder: Path) -> list[dict[str, Any]]:
     return variants
 
 
-def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], file: str) -> dict[str, str]:
-    """Raw output files -> one .npz per variant, keyed by the signature's output names."""
+def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], label: str) -> dict[str, str]:
+    """Raw output files -> one .npz per variant (relative to out_dir), keyed by output name."""
     saved = {}
     for variant, tensors in outputs.items():
         arrays = {}
         for spec, t in zip(job.signature.outputs, tensors, strict=True):
             dtype = np.dtype("bool" if t["dtype"] == "bool" else t["dtype"]).newbyteorder("<")
             arrays[spec.name] = np.frombuffer(Path(t["path"]).read_bytes(), dtype=dtype).reshape(t["shape"])
-        path = Path(job.out_dir) / f"{file.replace('/', '_')}.{variant}.npz"
-        save_arrays(path, arrays)
-        saved[variant] = str(path)
+        name = f"{label}.{variant}.npz"
+        save_arrays(Path(job.out_dir) / name, arrays)
+        saved[variant] = name
     return saved
-
-
-def timed_variant(job: RuntimeJob) -> str:
-    names = [v.name for v in job.variants]
-    return "typical" if "typical" in names else names[0]
 
 
 def run_js_harness(
     script: str, job: RuntimeJob, models: list[dict[str, str]], extra: dict[str, Any] | None = None
-) -> list[ArtifactRun]:
+) -> JsResult:
     """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz."""
-    folder = Path(job.out_dir) / "js"
+    folder = Path(job.work_dir) / "js"
     folder.mkdir(parents=True, exist_ok=True)
     js_job = {
         "models": models,
@@ -96,12 +98,16 @@ def run_js_harness(
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed: {proc.stderr.strip()[-800:]}")
     result = json.loads((folder / "result.json").read_text())
-    return [
+    runs = [
         ArtifactRun(
             file=r["file"],
-            outputs=_npz_outputs(job, r["outputs"], r["file"]),
+            runtime=r["runtime"],
+            outputs=_npz_outputs(
+                job, r["outputs"], f"{r['file']}.{r['runtime']}".replace("/", "_").replace(" ", "-")
+            ),
             load_ms=round(r["load_ms"], 3),
-            latency_ms_p50=round(r["latency_ms_p50"], 4),
+            times_ms=r["times_ms"],
         )
         for r in result["runs"]
     ]
+    return JsResult(runs=runs, checks=[Check.model_validate(c) for c in result.get("checks", [])])

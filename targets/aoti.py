@@ -1,13 +1,16 @@
-"""aoti: an AOTInductor package for CPU servers, loaded with aoti_load_package in a fresh process."""
+"""aoti: an AOTInductor package for x86-64 CPU servers, loaded with aoti_load_package."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from exporters.torch2aoti import AotiOptions
 from shipyard.gates import FP32_GATES
 from targets._catalog import Target, register_target
+from targets._formats import Format
 from targets._harness import Predict, run_in_process
-from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets._isa import audit_package
+from targets._jobs import Check, ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
 __all__ = ["export", "run_artifact"]
 
@@ -15,8 +18,25 @@ __all__ = ["export", "run_artifact"]
 def export(job: ExportJob) -> ExportResult:
     from exporters.torch2aoti import export_aoti_package
 
-    export_aoti_package(job.source_path, job.out_path / "model.pt2")
-    return ExportResult(files=["model.pt2"], notes=["compiled for x86-64 CPU with the gcc on the build host"])
+    options = AotiOptions.model_validate(job.options)
+    export_aoti_package(job.input(Format.TORCH_EXPORT), job.out_path / "model.pt2", options.isa)
+    return ExportResult(files=["model.pt2"], notes=[f"compiled for {options.isa} with the host's gcc"])
+
+
+def _isa_check(job: RuntimeJob) -> tuple[Check | None, dict[str, float | int | str]]:
+    """What the package's code needs from the CPU; a check when the spec fixed an ISA level."""
+    isa = AotiOptions.model_validate(job.options).isa
+    audit = audit_package(job.artifact("model.pt2"))
+    vector = sorted(f for f in audit.features if f.startswith(("AVX", "AMX", "FMA", "SSE4", "F16C")))
+    facts: dict[str, float | int | str] = {"isa": isa, "isa_features": ",".join(vector) or "none"}
+    if isa == "native":
+        return None, facts
+    beyond = audit.beyond(isa)
+    if beyond:
+        detail = f"model.pt2 needs {', '.join(beyond)}, beyond {isa} (e.g. {audit.examples[beyond[0]]})"
+        return Check(name="isa", passed=False, detail=detail), facts
+    detail = f"{audit.instructions} instructions decoded, none beyond {isa}"
+    return Check(name="isa", passed=True, detail=detail), facts
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
@@ -32,16 +52,24 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 
         return predict
 
-    return RuntimeResult(runs=[run_in_process(job, "model.pt2", load)])
+    check, facts = _isa_check(job)
+    run = run_in_process(job, "model.pt2", "torch AOTInductor", load)
+    facts["loaded_with_cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # ATEN_CPU_CAPABILITY
+    return RuntimeResult(runs=[run], checks=[check] if check else [], facts=facts)
 
 
 register_target(
     Target(
         name="aoti",
-        summary="AOTInductor package for CPU (loaded with aoti_load_package in a fresh process)",
+        summary="AOTInductor package for x86-64 CPUs (AVX2 unless the spec says otherwise)",
+        consumes=Format.TORCH_EXPORT,
         exporter="targets.aoti:export",
         runtime="targets.aoti:run_artifact",
         gates=FP32_GATES,
-        toolchain=("torch",),
+        options=AotiOptions,
+        toolchain=("torch", "gcc"),
+        runtime_toolchain=("torch", "iced-x86"),
+        cost_s=15,
+        needs_signature=False,  # compiles the program as saved, so it starts at once
     )
 )

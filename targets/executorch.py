@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from shipyard.gates import FP32_GATES
+from shipyard.signature import DimRange
 from targets._catalog import Target, register_target
+from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
@@ -15,18 +17,18 @@ __all__ = ["export", "run_artifact"]
 def export(job: ExportJob) -> ExportResult:
     from exporters.torch2executorch import export_pte
 
-    counts, ranges = export_pte(job.source_path, job.signature, job.out_path / "model.pte")
+    counts, ranges = export_pte(job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.pte")
     notes = [
         f"XNNPACK took {counts['delegated_nodes']} node(s) in {counts['delegated_subgraphs']} "
         f"subgraph(s); {counts['portable_nodes']} node(s) run on portable kernels"
     ]
     envelope = {}
     for name, (_, planned_max) in ranges.items():
-        dim = job.signature.dims[name]
+        dim = job.interface.dims[name]
         if planned_max < dim.max:
             # The runtime accepts sizes below the traced lower bound (validated at min),
             # but nothing above the memory-planned upper bound.
-            envelope[name] = {"min": dim.min, "max": planned_max}
+            envelope[name] = DimRange(min=dim.min, max=planned_max)
             notes.append(
                 f"ExecuTorch lowering narrowed dim {name} to at most {planned_max} "
                 f"(memory planned for that size)"
@@ -49,16 +51,19 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 
         return predict
 
-    return RuntimeResult(runs=[run_in_process(job, "model.pte", load)])
+    return RuntimeResult(runs=[run_in_process(job, "model.pte", "ExecuTorch XNNPACK", load)])
 
 
 register_target(
     Target(
         name="executorch",
         summary="ExecuTorch .pte, XNNPACK delegate with portable fallback (run in executorch.runtime)",
+        consumes=Format.TORCH_EXPORT,
         exporter="targets.executorch:export",
         runtime="targets.executorch:run_artifact",
         gates=FP32_GATES,
         toolchain=("torch", "executorch"),
+        runtime_toolchain=("executorch",),
+        cost_s=6,
     )
 )

@@ -6,17 +6,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.gates import Gates
+from shipyard.signature import DimRange, Signature
 from targets._catalog import Target, register_target
+from targets._formats import Family, Format
 from targets._harness import Predict, run_in_process
-from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets._jobs import ArtifactRole, ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
 __all__ = ["INT4_GATES", "LiteRtInt4Options", "export", "run_artifact"]
 
 # Int4 is lossy: gate on direction and relative size of the error, not on absolute error.
 INT4_GATES = Gates(min_cosine=0.98, max_rel_l2_err=0.2)
+RUNTIME = "LiteRT XNNPACK"
 
 
 class LiteRtInt4Options(BaseModel):
@@ -24,7 +27,7 @@ class LiteRtInt4Options(BaseModel):
 
     recipe: Literal[
         "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "dynamic_wi4b64_afp32", "weight_only_wi4_afp32"
-    ] = "dynamic_wi4_afp32"
+    ] = Field(default="dynamic_wi4_afp32", description="ai-edge-quantizer int4 recipe")
 
 
 def _signature_runner(path: Path) -> Any:
@@ -42,9 +45,9 @@ def _predict(runner: Any) -> Predict:
     return predict
 
 
-def _probe_resize(path: Path, job: ExportJob, dims: dict[str, int]) -> bool:
+def _probe_resize(path: Path, signature: Signature, dims: dict[str, int]) -> bool:
     """Can the interpreter resize the inputs to these dims and run?"""
-    zeros = [np.zeros(t.concrete_shape(dims), dtype=t.dtype) for t in job.signature.inputs]
+    zeros = [np.zeros(t.concrete_shape(dims), dtype=t.dtype) for t in signature.inputs]
     try:
         _predict(_signature_runner(path))(zeros)
     except (RuntimeError, ValueError):
@@ -52,19 +55,24 @@ def _probe_resize(path: Path, job: ExportJob, dims: dict[str, int]) -> bool:
     return True
 
 
+def _served_envelope(path: Path, signature: Signature) -> tuple[dict[str, DimRange], str | None]:
+    """The interpreter resizes inputs, or the model serves only the shape it was traced at."""
+    if not signature.dims:
+        return {}, None
+    low = {n: d.min for n, d in signature.dims.items()}
+    high = {n: d.max for n, d in signature.dims.items()}
+    if _probe_resize(path, signature, low) and _probe_resize(path, signature, high):
+        return {}, "inputs are resized in the interpreter"
+    traced = {n: d.typical for n, d in signature.dims.items()}
+    envelope = {n: DimRange(min=v, max=v) for n, v in traced.items()}
+    return envelope, f"inputs are fixed at the traced shape {traced}: the interpreter cannot resize them"
+
+
 def export(job: ExportJob) -> ExportResult:
     from exporters.tflite2int4 import quantize_int4, weight_stats
-    from exporters.torch2tflite import export_tflite
 
     options = LiteRtInt4Options.model_validate(job.options)
-    traced = {name: dim.typical for name, dim in job.signature.dims.items()}
-    sample = [
-        np.random.default_rng(0).standard_normal(t.concrete_shape(traced)).astype(t.dtype)
-        for t in job.signature.inputs
-    ]
-    scratch = job.out_path.parent / "float"
-    scratch.mkdir(exist_ok=True)
-    float_path = export_tflite(job.source_path, sample, scratch / "model_fp32.tflite")
+    float_path = job.input(Format.TFLITE_FP32)
     int4_path = quantize_int4(float_path, job.out_path / "model_int4.tflite", options.recipe)
     stats = weight_stats(int4_path)
     if stats.int4_tensors == 0:
@@ -73,7 +81,7 @@ def export(job: ExportJob) -> ExportResult:
             "CONV_2D, EMBEDDING_LOOKUP), so it would still be float; not publishing it as int4"
         )
     fp32_bytes = float_path.stat().st_size
-    metrics = {
+    metrics: dict[str, float | int | str] = {
         "int4_tensors": stats.int4_tensors,
         "int4_weight_share": round(stats.int4_share, 4),
         "fp32_tflite_bytes": fp32_bytes,
@@ -84,15 +92,8 @@ def export(job: ExportJob) -> ExportResult:
         f"{stats.int4_share:.1%} of weight bytes; {stats.float_tensors} float tensor(s) "
         f"({stats.float_bytes:,} bytes) stay float; file is {metrics['size_vs_fp32']:.2f}x the fp32 .tflite"
     ]
-    envelope = {}
-    if job.signature.dims:
-        low = {n: d.min for n, d in job.signature.dims.items()}
-        high = {n: d.max for n, d in job.signature.dims.items()}
-        if not (_probe_resize(int4_path, job, low) and _probe_resize(int4_path, job, high)):
-            envelope = {n: {"min": v, "max": v} for n, v in traced.items()}
-            notes.append(f"inputs are fixed at the traced shape {traced}: the interpreter cannot resize them")
-        else:
-            notes.append(f"traced at {traced}; inputs are resized in the interpreter")
+    envelope, note = _served_envelope(int4_path, job.interface)
+    notes += [note] if note else []
     return ExportResult(files=["model_int4.tflite"], envelope=envelope, notes=notes, metrics=metrics)
 
 
@@ -102,25 +103,36 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     The baseline is held to float32 gates: ops that stay float must not drift, so any
     error beyond them is the quantization's alone.
     """
-    int4 = run_in_process(
-        job, "model_int4.tflite", lambda: _predict(_signature_runner(job.artifact("model_int4.tflite")))
-    )
-    fp32_path = Path(job.artifact_dir).parent / "float" / "model_fp32.tflite"
-    fp32 = run_in_process(
-        job, "model_fp32.tflite (baseline, not published)", lambda: _predict(_signature_runner(fp32_path))
-    )
-    return RuntimeResult(runs=[int4, fp32.model_copy(update={"role": "baseline"})])
+    int4_path = job.artifact("model_int4.tflite")
+    runs = [run_in_process(job, "model_int4.tflite", RUNTIME, lambda: _predict(_signature_runner(int4_path)))]
+    if job.baseline:
+        baseline = Path(job.baseline)
+        fp32 = run_in_process(
+            job,
+            "model_fp32.tflite",
+            RUNTIME,
+            lambda: _predict(_signature_runner(baseline)),
+            ArtifactRole.BASELINE,
+        )
+        runs.append(fp32)
+    return RuntimeResult(runs=runs)
 
 
 register_target(
     Target(
         name="litert-int4",
         summary="LiteRT .tflite with int4 weights (ai-edge-quantizer), run in the LiteRT interpreter",
+        consumes=Format.TFLITE_FP32,
+        baseline=Format.TFLITE_FP32,
         exporter="targets.litert_int4:export",
         runtime="targets.litert_int4:run_artifact",
         gates=INT4_GATES,
         options=LiteRtInt4Options,
         timeout_s=1200,
-        toolchain=("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
+        toolchain=("ai-edge-quantizer", "ai-edge-litert"),
+        runtime_toolchain=("ai-edge-litert",),
+        cost_s=3,
+        family=Family.TF,
+        runtime_family=Family.TF,
     )
 )

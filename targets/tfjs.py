@@ -1,79 +1,69 @@
-"""tfjs: a TF.js graph model via ONNX -> onnx2tf -> SavedModel -> tensorflowjs, run in Node with tfjs."""
+"""tfjs: a TF.js graph model via ONNX -> onnx2tf -> SavedModel -> tensorflowjs, proven in Node.
+
+Validation first checks the graph is portable to the backends the artifact targets (cpu, wasm,
+webgl: every op, fused activation and kernel implemented), then runs it on cpu and wasm.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from exporters.onnx2savedmodel import SavedModelOptions
+from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
 from targets._catalog import Target, register_target
+from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import run_js_harness
 
 __all__ = ["TfjsOptions", "export", "run_artifact"]
 
-
-class TfjsOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    opset: int = Field(default=18, ge=17, le=23)
-    # Ops onnx2tf rewrites into primitives TF.js has (TF.js has no Erf, which exact GELU uses).
-    pseudo_ops: list[str] = ["Erf"]
+Backend = Literal["cpu", "wasm", "webgl"]
 
 
-def name_signature_outputs(model_json: Path, names: list[str]) -> None:
-    """Key model.json's signature outputs by the model's output names.
+class TfjsOptions(OnnxOptions, SavedModelOptions):
+    """The ONNX export's and onnx2tf's options, and the backends the portability gate checks."""
 
-    The SavedModel from onnx2tf is a Keras functional model, whose serving signature names
-    outputs output_0, output_1, ... in order; web code should see the real names.
-    """
-    doc = json.loads(model_json.read_text())
-    outputs = doc["signature"]["outputs"]
-    if set(outputs) == set(names):
-        return
-    positional = [f"output_{i}" for i in range(len(names))]
-    if set(outputs) != set(positional):
-        raise ValueError(f"model.json outputs {sorted(outputs)} match neither {names} nor {positional}")
-    doc["signature"]["outputs"] = {name: outputs[key] for name, key in zip(names, positional, strict=True)}
-    model_json.write_text(json.dumps(doc))
+    backends: list[Backend] = Field(
+        default=["cpu", "wasm", "webgl"],
+        min_length=1,
+        description="TF.js backends the model must run on (the portability gate checks each)",
+    )
 
 
 def export(job: ExportJob) -> ExportResult:
-    from exporters.onnx2savedmodel import convert_to_saved_model
     from exporters.savedmodel2tfjs import convert_to_tfjs
-    from exporters.torch2onnx import export_onnx
 
-    options = TfjsOptions.model_validate(job.options)
-    scratch = job.out_path.parent / "intermediate"
-    scratch.mkdir(exist_ok=True)
-    onnx_path = export_onnx(job.source_path, job.signature, scratch / "model.onnx", options.opset)
-    keep = [t.name for t in job.signature.inputs if 3 <= len(t.shape) <= 5]
-    saved = convert_to_saved_model(onnx_path, scratch / "saved_model", keep, options.pseudo_ops)
-    files = convert_to_tfjs(saved, job.out_path)
-    name_signature_outputs(job.out_path / "model.json", job.signature.output_names())
-    notes = [f"input layout kept as in the source for {keep}"] if keep else []
-    if any(t.dtype == "int64" for t in job.signature.inputs):
+    files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, job.interface.output_names())
+    notes = []
+    if any(t.dtype == "int64" for t in job.interface.inputs):
         notes.append("TF.js has no int64: integer inputs are fed as int32")
     return ExportResult(files=[p.relative_to(job.out_path).as_posix() for p in files], notes=notes)
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
+    options = TfjsOptions.model_validate(job.options)
     models = [{"file": "model.json", "path": str(job.artifact("model.json"))}]
-    runs = run_js_harness("tfjs_run.mjs", job, models, extra={"output_names": job.signature.output_names()})
-    return RuntimeResult(runs=runs)
+    extra = {"output_names": job.signature.output_names(), "backends": options.backends}
+    result = run_js_harness("tfjs_run.mjs", job, models, extra=extra)
+    return RuntimeResult(runs=result.runs, checks=result.checks)
 
 
 register_target(
     Target(
         name="tfjs",
-        summary="TF.js graph model via ONNX, onnx2tf and tensorflowjs (run in Node with @tensorflow/tfjs)",
+        summary="TF.js graph model via ONNX, onnx2tf, tensorflowjs (gated for cpu/wasm/webgl; run in Node)",
+        consumes=Format.SAVED_MODEL,
         exporter="targets.tfjs:export",
         runtime="targets.tfjs:run_artifact",
         gates=FP32_GATES,
         options=TfjsOptions,
         timeout_s=1200,
-        toolchain=("torch", "onnx", "onnx2tf", "tensorflow", "tensorflowjs", "npm:@tensorflow/tfjs"),
+        toolchain=("tensorflow", "tensorflowjs"),
+        runtime_toolchain=("npm:@tensorflow/tfjs", "npm:@tensorflow/tfjs-backend-wasm", "node"),
+        cost_s=4,
+        family=Family.TF,
     )
 )

@@ -8,7 +8,9 @@ from typing import Any
 from exporters.onnx2triton import TritonOptions, batching, triton_dtype
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
+from shipyard.signature import DimRange
 from targets._catalog import Target, register_target
+from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
@@ -34,17 +36,13 @@ ONNX_DTYPES = {
 
 def export(job: ExportJob) -> ExportResult:
     from exporters.onnx2triton import write_repository
-    from exporters.torch2onnx import export_onnx
 
     options = TritonOptions.model_validate(job.options)
-    scratch = job.out_path.parent / "onnx"
-    scratch.mkdir(exist_ok=True)
-    onnx_path = export_onnx(job.source_path, job.signature, scratch / "model.onnx", options.opset)
-    written = write_repository(onnx_path, job.out_path, job.model_name, job.signature, options)
-    max_batch, batch_dim = batching(job.signature)
+    written = write_repository(job.input(Format.ONNX), job.out_path, job.model_name, job.interface, options)
+    max_batch, batch_dim = batching(job.interface)
     envelope, notes = {}, []
     if batch_dim:
-        envelope[batch_dim] = {"min": 1, "max": max_batch}
+        envelope[batch_dim] = DimRange(min=1, max=max_batch)
         notes.append(f"max_batch_size {max_batch} with dynamic batching on dim {batch_dim}")
     else:
         notes.append("max_batch_size 0: no dim at axis 0 of every tensor reaches down to 1")
@@ -112,7 +110,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         return lambda inputs: session.run(None, dict(zip(names, inputs, strict=True)))
 
-    run = run_in_process(job, f"{job.model_name}/1/model.onnx", load)
+    run = run_in_process(job, f"{job.model_name}/1/model.onnx", "onnxruntime CPU", load)
     batch_dim = batching(job.signature)[1]
     sizes = sorted({v.dims[batch_dim] for v in job.variants if batch_dim in v.dims})
     notes = [f"config.pbtxt matches the graph (max_batch_size {config.max_batch_size})"]
@@ -125,10 +123,13 @@ register_target(
     Target(
         name="triton",
         summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
+        consumes=Format.ONNX,
         exporter="targets.triton:export",
         runtime="targets.triton:run_artifact",
         gates=FP32_GATES,
         options=TritonOptions,
-        toolchain=("torch", "onnx", "onnxscript", "onnxruntime", "tritonclient"),
+        toolchain=("tritonclient", "protobuf"),
+        runtime_toolchain=("onnxruntime", "tritonclient"),
+        cost_s=1,
     )
 )

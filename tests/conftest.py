@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from infra.service import wait_http
+from targets.engine.cache import StepCache
+from targets.pipeline import Engine, PipelineResult, check_request
 from tests.models import save_convnet, save_multi_io
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPYARD = [sys.executable, "-m", "flows.cli"]
+
+# Step processes run in their own folders; the step functions in tests/steps.py must import there.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def free_port() -> int:
@@ -65,6 +70,21 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One engine (warm step servers, one step cache) for the tests that call the pipeline directly."""
+    root = tmp_path_factory.mktemp("engine")
+    with Engine(cache=StepCache(root / "cache"), log_dir=root / "logs") as shared:
+        yield shared
+
+
+def run_targets(
+    engine: Engine, source: Path, targets: list[str], workdir: Path, spec: dict | None = None
+) -> PipelineResult:
+    """Package `source` for `targets` through the real engine (no registry)."""
+    return engine.run(check_request(source, spec, targets), workdir)
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.prepare import prepare_run
 from shipyard.report import Status
-from shipyard.spec import Spec
-from targets import get_target
-from targets._package import package_target
-from tests.conftest import parse_json, run_cli
+from targets.pipeline import Engine
+from tests.conftest import parse_json, run_cli, run_targets
 
 
 def test_executorch_runs_every_served_variant(convnet_all) -> None:
@@ -26,25 +23,31 @@ def test_executorch_runs_every_served_variant(convnet_all) -> None:
     assert {1, served["max"]} <= batches  # both ends of what it claims to serve
     if served["max"] < 16:  # narrower than declared: the report must say so
         assert any(f"serves [1, {served['max']}]" in n for n in target["notes"])
+        assert any(s["step"] == "reference:executorch" for s in report["steps"])
     assert target["metrics"]["max_abs_err"] < 1e-4
 
 
-def test_aoti_serves_the_declared_range(convnet_all, tmp_path: Path) -> None:
+def test_aoti_serves_the_declared_range_on_an_avx2_baseline(convnet_all, tmp_path: Path) -> None:
     home, report = convnet_all[0], parse_json(convnet_all[1].stdout)
     target = report["targets"]["aoti"]
     assert target["status"] == "passed", target["error"]
     assert target["envelope"] == {"batch": {"min": 1, "max": 16}}
     assert {v["dims"]["batch"] for v in target["variants"]} == {1, 4, 16}
     assert target["metrics"]["load_ms"] > 0
+    # compiled for x86-64-v3 by default, and the package's own code proves it: no AVX-512, no AMX
+    assert target["metrics"]["isa"] == "x86-64-v3"
+    isa_gate = next(g for g in target["gates"] if g["name"] == "isa")
+    assert isa_gate["passed"] and "none beyond x86-64-v3" in isa_gate["detail"]
+    assert not any(f.startswith(("AVX512", "AMX")) for f in target["metrics"]["isa_features"].split(","))
+    assert target["metrics"]["loaded_with_cpu_capability"] == "AVX2"  # torch's own AVX-512 kernels off
     pulled = run_cli(["pull", "convnet", "--target", "aoti", "-o", str(tmp_path / "aoti")], home)
     assert pulled.returncode == 0, pulled.stderr
     assert (tmp_path / "aoti/model.pt2").stat().st_size == target["files"][0]["bytes"]
 
 
 @pytest.mark.parametrize("name", ["executorch", "aoti"])
-def test_multi_input_multi_output(models: dict[str, Path], tmp_path: Path, name: str) -> None:
-    run = prepare_run(models["multi_io"], Spec(), tmp_path / "run")
-    report = package_target(run, get_target(name))
+def test_multi_input_multi_output(engine: Engine, models: dict[str, Path], tmp_path: Path, name: str) -> None:
+    report = run_targets(engine, models["multi_io"], [name], tmp_path).reports[name]
     assert report.status is Status.PASSED, report.error
     assert {v.worst_output for v in report.variants} <= {"output_0", "output_1"}
     assert report.metrics.max_abs_err is not None and report.metrics.max_abs_err < 1e-4

@@ -42,6 +42,7 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
     summary = result["models"][0]
     assert summary["old_version"] == summary["new_version"] == old["version"]  # same identity
     assert summary["toolchain_changes"] == {}
+    assert summary["steps_run"] == [] and summary["steps_reused"] > 0  # nearly free: all from the cache
     assert [(r["target"], r["status"], r["regressed"]) for r in result["drift"]] == [
         ("triton", "passed -> passed", "False")
     ]

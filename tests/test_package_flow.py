@@ -35,8 +35,12 @@ def test_convnet_passes_all_six_targets_and_prints_contract_json(convnet_all) ->
         assert target["metrics"]["cosine"] > 0.99999
         assert {v["dims"]["batch"] for v in target["variants"]} == {1, 4, 16}
         assert target["envelope"] == {"batch": {"min": 1, "max": 16}}
-    assert {f["path"] for f in report["targets"]["ort-web"]["files"]} == {"model.onnx", "model.ort"}
-    assert {v["file"] for v in report["targets"]["ort-web"]["variants"]} == {"model.onnx", "model.ort"}
+    assert {f["path"] for f in report["targets"]["ort-web"]["files"]} == {"model.onnx"}
+    assert {v["file"] for v in report["targets"]["ort-web"]["variants"]} == {"model.onnx"}
+    assert {v["runtime"] for v in report["targets"]["tfjs"]["variants"]} == {"tfjs cpu", "tfjs wasm"}
+    # one ONNX export served the three ONNX-based targets
+    (onnx,) = [s for s in report["steps"] if s["step"] == "convert:onnx"]
+    assert sorted(onnx["targets"]) == ["ort-web", "tfjs", "triton"]
     assert {f["path"] for f in report["targets"]["triton"]["files"]} == {
         "convnet/config.pbtxt",
         "convnet/1/model.onnx",
@@ -104,6 +108,7 @@ def test_multi_io_with_spec_renames(
         "inputs:\n  features: {name: feats}\n"
         "outputs:\n  output_0: {name: scores}\n  output_1: {name: gate}\n"
         "dims:\n  batch: {min: 2, max: 6, typical: 3}\n"
+        "targets:\n  ort-web: {options: {ort_format: true}}\n"
     )
     result = run_cli(
         ["package", str(models["multi_io"]), "--spec", str(spec), "--targets", "ort-web,triton", "--json"],
@@ -116,6 +121,8 @@ def test_multi_io_with_spec_renames(
     for target in report["targets"].values():
         assert target["status"] == "passed", target["error"]
         assert {v["dims"]["batch"] for v in target["variants"]} == {2, 3, 6}
+    # the ORT-format file on request, run in onnxruntime-web beside the .onnx
+    assert {v["file"] for v in report["targets"]["ort-web"]["variants"]} == {"model.onnx", "model.ort"}
     # batch starts at 2, so Triton cannot batch (it always allows batch 1): explicit -1 dims instead.
     out = tmp_path / "triton"
     assert run_cli(["pull", "twin-heads", "--target", "triton", "-o", str(out)], home).returncode == 0
@@ -128,10 +135,10 @@ def test_one_failing_target_does_not_stop_the_other(
     models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.yaml"
-    # ort-web gets one second to export (it needs several): its child is killed, triton goes on.
-    spec.write_text("targets:\n  ort-web: {timeout_s: 1}\n")
+    # aoti gets one second to compile (it needs several): its step is killed, triton goes on.
+    spec.write_text("targets:\n  aoti: {timeout_s: 1}\n")
     result = run_cli(
-        ["package", str(models["convnet"]), "--spec", str(spec), "--targets", "ort-web,triton", "--json"],
+        ["package", str(models["convnet"]), "--spec", str(spec), "--targets", "aoti,triton", "--json"],
         home,
         prefect_api,
     )
@@ -139,14 +146,17 @@ def test_one_failing_target_does_not_stop_the_other(
     report = parse_json(result.stdout)
     assert report["version"] == 1
     assert report["targets"]["triton"]["status"] == "passed"
-    failed = report["targets"]["ort-web"]
+    failed = report["targets"]["aoti"]
     assert failed["status"] == "failed"
-    assert "timed out after 1s" in failed["error"]
+    assert "export:aoti timed out after 1s" in failed["error"]
     assert failed["files"] == []
-    pulled = run_cli(["pull", "convnet", "--target", "ort-web", "-o", str(tmp_path / "o")], home)
-    assert pulled.returncode == 2 and "no passed target 'ort-web'" in pulled.stderr
+    pulled = run_cli(["pull", "convnet", "--target", "aoti", "-o", str(tmp_path / "o")], home)
+    assert pulled.returncode == 2 and "no passed target 'aoti'" in pulled.stderr
     manifest = json.loads((home / "registry/models/convnet/versions/1.json").read_text())
-    assert manifest["targets"]["ort-web"]["status"] == "failed"
+    assert manifest["targets"]["aoti"]["status"] == "failed"
+    # the failed run keeps its folder, with what is needed to reproduce the failing step
+    (run,) = (home / "runs").iterdir()
+    assert (run / "steps" / "export-aoti" / "reproduce.sh").is_file()
 
 
 def test_local_mode_without_prefect_server(models: dict[str, Path], home: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import RunInfo, SourceInfo, VersionManifest, open_registry, parse_ref
+from registry import RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry, parse_ref
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import FileEntry, Status, TargetReport
 from shipyard.signature import Signature, TensorSpec
@@ -27,11 +27,9 @@ def _artifact(tmp: Path, content: bytes) -> tuple[Path, FileEntry]:
     return folder, FileEntry(path="sub/model.bin", sha256=sha256_file(path), bytes=len(content))
 
 
-def _draft(source: Path, entry: FileEntry, model: str = "m", spec: dict | None = None) -> VersionManifest:
-    return VersionManifest(
+def _draft(source: Path, entry: FileEntry, model: str = "m", spec: dict | None = None) -> VersionDraft:
+    return VersionDraft(
         model=model,
-        version=0,
-        created_at="",
         source=SourceInfo(
             sha256=sha256_file(source), kind="torch-export", bytes=source.stat().st_size, filename=source.name
         ),
@@ -134,7 +132,10 @@ def test_manifest_with_path_escape_is_refused(setup, tmp_path: Path) -> None:
     assert registry.models() == []
     # A manifest written behind the registry's back is refused on pull too.
     registry.put_blob(folder / entry.path, entry.sha256)
-    manifest = _draft(source, evil).model_copy(update={"version": 1})
+    draft = _draft(source, evil)
+    manifest = VersionManifest(
+        **draft.model_dump(), version=1, created_at="2026-11-25", identity=draft.identity_digest()
+    )
     registry.backend.create(registry.version_key("m", 1), manifest.model_dump_json().encode())
     with pytest.raises(IntegrityError, match="unsafe path"):
         registry.pull("m:1", "t", tmp_path / "deep/out")

@@ -105,3 +105,26 @@ def test_unusable_registry_fails_before_any_export(
     assert result.returncode == 2
     assert "registry not usable" in result.stderr and "no-such-bucket" in result.stderr
     assert not (home / "runs").exists()
+
+
+@pytest.mark.parametrize("mb", [1, 40])  # one part, and a multipart upload
+def test_a_file_changed_after_hashing_is_never_stored(
+    s3_env: dict[str, str], tmp_path: Path, mb: int
+) -> None:
+    """The upload reuses the digest's read; S3 checks each part against the bytes that were hashed."""
+    from shipyard.digests import file_digests
+    from shipyard.errors import IntegrityError
+
+    registry = open_registry(f"s3://shipyard/{unique_prefix()}")
+    path = tmp_path / "model.bin"
+    path.write_bytes(os.urandom(mb << 20))
+    digest = file_digests(path).sha256
+    stat = path.stat()
+    with path.open("r+b") as fh:  # same size, same mtime, different bytes in the last part
+        fh.seek(stat.st_size - 100)
+        fh.write(os.urandom(100))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(IntegrityError, match="changed while uploading"):
+        registry.put_blob(path, digest)
+    assert not registry.backend.exists(registry.blob_key(digest))
+    assert not list(registry.backend.list("blobs/"))

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from shipyard.errors import SpecError
-from shipyard.prepare import apply_spec, inspect_source
+from shipyard.prepare import apply_spec, check_source, read_signature
 from shipyard.spec import Spec, parse_spec
 from shipyard.torch_program import load_program, program_signature
 from shipyard.variants import build_variants
 
 
 def test_convnet_signature(models: dict[str, Path]) -> None:
-    kind, sig, _ = inspect_source(models["convnet"], Spec())
-    assert kind.value == "torch-export"
+    sig, _ = read_signature(models["convnet"], Spec())
+    assert check_source(models["convnet"]).value == "torch-export"
     assert [(t.name, t.dtype, t.shape) for t in sig.inputs] == [("image", "float32", ["batch", 3, 32, 32])]
     assert [(t.name, t.shape) for t in sig.outputs] == [("output_0", ["batch", 10])]
     batch = sig.dims["batch"]
@@ -26,7 +26,7 @@ def test_convnet_signature(models: dict[str, Path]) -> None:
 
 
 def test_multi_io_shares_one_batch_dim(models: dict[str, Path]) -> None:
-    _, sig, _ = inspect_source(models["multi_io"], Spec())
+    sig, _ = read_signature(models["multi_io"], Spec())
     assert [t.shape for t in sig.inputs] == [["batch", 8], ["batch", 4]]
     assert [t.shape for t in sig.outputs] == [["batch", 4], ["batch", 2]]
     assert sig.batch_dim() is not None and sig.batch_dim().max == 8
@@ -53,7 +53,7 @@ def test_spec_narrows_and_renames(models: dict[str, Path]) -> None:
             "dims": {"batch": {"min": 2, "max": 8, "typical": 4}},
         }
     )
-    _, sig, _ = inspect_source(models["convnet"], spec)
+    sig, _ = read_signature(models["convnet"], spec)
     assert sig.input_names() == ["pixels"] and sig.output_names() == ["logits"]
     assert (sig.dims["batch"].min, sig.dims["batch"].typical, sig.dims["batch"].max) == (2, 4, 8)
 
@@ -70,11 +70,11 @@ def test_spec_narrows_and_renames(models: dict[str, Path]) -> None:
 )
 def test_spec_errors(models: dict[str, Path], data: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message):
-        inspect_source(models["convnet"], parse_spec(data))
+        read_signature(models["convnet"], parse_spec(data))
 
 
 def test_variants_cover_min_typical_max_and_samples(models: dict[str, Path], tmp_path: Path) -> None:
-    _, sig, _ = inspect_source(models["convnet"], Spec())
+    sig, _ = read_signature(models["convnet"], Spec())
     samples = tmp_path / "samples.npz"
     np.savez(samples, image=np.ones((5, 3, 32, 32), dtype=np.float32))
     spec = parse_spec({"samples": str(samples), "inputs": {"image": {"low": 0, "high": 1}}})
@@ -92,7 +92,7 @@ def test_variants_cover_min_typical_max_and_samples(models: dict[str, Path], tmp
 
 
 def test_samples_with_wrong_shape_are_refused(models: dict[str, Path], tmp_path: Path) -> None:
-    _, sig, _ = inspect_source(models["convnet"], Spec())
+    sig, _ = read_signature(models["convnet"], Spec())
     samples = tmp_path / "samples.npz"
     np.savez(samples, image=np.ones((64, 3, 32, 32), dtype=np.float32))
     with pytest.raises(SpecError, match="axis 0 has size 64"):

@@ -2,7 +2,7 @@
 // Usage: node ort_web_run.mjs JOB.json  (written by targets/ort_web.py)
 // JOB: {models: [{file, path}], variants: [{name, inputs: [{name, dtype, shape, path}]}],
 //       timed_variant, repeats, out_dir, result_path}
-// Writes raw little-endian output tensors to out_dir and the result JSON to result_path.
+// Writes raw little-endian output tensors to out_dir and the result JSON (raw timings) to result_path.
 import fs from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-web';
@@ -54,8 +54,7 @@ async function main() {
       await session.run(feeds);
       times.push(performance.now() - s);
     }
-    times.sort((a, b) => a - b);
-    runs.push({ file: model.file, load_ms: loadMs, latency_ms_p50: times[Math.floor(times.length / 2)], outputs });
+    runs.push({ file: model.file, runtime: 'onnxruntime-web wasm', load_ms: loadMs, times_ms: times, outputs });
     await session.release();
   }
   fs.writeFileSync(job.result_path, JSON.stringify({ runs }));

@@ -1,11 +1,29 @@
-// Run a TF.js graph model with @tensorflow/tfjs (pure JS, CPU backend) in Node.
-// Usage: node tfjs_run.mjs JOB.json  (written by targets/tfjs.py; same JOB shape as ort_web_run.mjs)
-// The model's signature (model.json) maps Shipyard's input/output names to graph nodes.
+// Prove a TF.js graph model in Node: check it is portable to the backends it targets, then run it
+// on the cpu and wasm backends.
+// Usage: node tfjs_run.mjs JOB.json  (written by targets/tfjs.py; same JOB shape as ort_web_run.mjs,
+// plus output_names and backends)
+//
+// Portability: every graph op must be one the converter runtime maps, every fused activation one
+// that each target backend implements, and every kernel the model dispatches (recorded on cpu)
+// registered for each target backend. WebGL needs a GPU context, so it is checked, not run, here.
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 
+const require = createRequire(import.meta.url);
 const TYPED = { float32: Float32Array, int32: Int32Array, bool: Uint8Array };
+
+// Fused activations each backend implements in @tensorflow/tfjs 4.22.0 (the same seven in all three):
+// cpu   tfjs-backend-cpu/dist/utils/fused_utils.js applyActivation
+// webgl tfjs-backend-webgl/dist/kernel_utils/kernel_funcs_utils.js mapActivationToShaderProgram
+// wasm  tfjs-backend-wasm/src/kernels/types.ts FusableActivation
+const FUSED_ACTIVATIONS_VERSION = '4.22.0';
+const SEVEN = ['linear', 'relu', 'relu6', 'elu', 'prelu', 'leakyrelu', 'sigmoid'];
+const FUSED_ACTIVATIONS = { cpu: SEVEN, webgl: SEVEN, wasm: SEVEN };
+const FUSED_OPS = new Set(['_FusedMatMul', '_FusedConv2D', 'FusedDepthwiseConv2dNative']);
+const FUSED_PREFIXES = new Set(['BiasAdd', 'NoOp']);
 
 function fileHandler(modelPath) {
   return {
@@ -29,6 +47,68 @@ function fileHandler(modelPath) {
   };
 }
 
+// The TF op names the installed converter runtime maps to TF.js ops, probed with a synthetic graph.
+function converterOps(candidates) {
+  const node = candidates.map((op, i) => ({ name: `n${i}`, op, input: [], attr: {} }));
+  const model = tf.loadGraphModelSync({
+    modelTopology: { node, versions: { producer: 1, minConsumer: 0 } },
+    weightSpecs: [], weightData: new ArrayBuffer(0),
+  });
+  const nodes = model.executor.graph.nodes;
+  return new Set(candidates.filter((op, i) => nodes[`n${i}`] && nodes[`n${i}`].category));
+}
+
+function graphNodes(doc) {
+  const functions = doc.modelTopology.library?.function ?? [];
+  return [...(doc.modelTopology.node ?? []), ...functions.flatMap((f) => f.nodeDef ?? [])];
+}
+
+function decode(b64) {
+  return Buffer.from(b64, 'base64').toString('utf8');
+}
+
+// Static part of the gate: ops and fused activations. Returns a list of problems.
+function staticProblems(doc, backends) {
+  const problems = [];
+  const nodes = graphNodes(doc);
+  const supported = converterOps([...new Set(nodes.map((n) => n.op))]);
+  for (const node of nodes) {
+    if (!supported.has(node.op)) {
+      problems.push(`op ${node.op} (node ${node.name}) is not supported by the TF.js ${tf.version_converter} converter runtime`);
+      continue;
+    }
+    if (!FUSED_OPS.has(node.op)) continue;
+    const fused = (node.attr?.fused_ops?.list?.s ?? []).map(decode);
+    if (fused.length > 2 || (fused[0] && !FUSED_PREFIXES.has(fused[0]))) {
+      problems.push(`node ${node.name} (${node.op}) fuses [${fused}], which TF.js cannot run`);
+      continue;
+    }
+    const activation = (fused[1] ?? 'linear').toLowerCase();
+    const missing = backends.filter((b) => !FUSED_ACTIVATIONS[b].includes(activation));
+    if (missing.length) {
+      problems.push(`node ${node.name} (${node.op}) fuses activation ${activation}, which backend(s) ${missing.join(', ')} do not implement`);
+    }
+  }
+  return problems;
+}
+
+// Record every kernel the engine dispatches while `fn` runs.
+async function recordKernels(fn) {
+  const engine = tf.engine();
+  const original = engine.runKernel;
+  const kernels = new Set();
+  engine.runKernel = function (name, inputs, attrs) {
+    kernels.add(name);
+    return original.call(this, name, inputs, attrs);
+  };
+  try {
+    await fn();
+  } finally {
+    engine.runKernel = original;
+  }
+  return kernels;
+}
+
 function readTensor(spec) {
   const buf = fs.readFileSync(spec.path);
   // TF.js has no int64: ints travel as int32 (values must fit, as they do for ids and masks).
@@ -42,55 +122,79 @@ function readTensor(spec) {
   return tf.tensor(data, spec.shape, spec.dtype);
 }
 
+async function runOn(backend, model, job) {
+  await tf.setBackend(backend);
+  await tf.ready();
+  const t0 = performance.now();
+  const graph = await tf.loadGraphModel(fileHandler(model.path));
+  const loadMs = performance.now() - t0;
+  const sig = graph.modelSignature;
+  const node = (entry) => entry.name.replace(/:0$/, '');
+  const outputNodes = job.output_names.map((n) => {
+    if (!sig.outputs[n]) throw new Error(`model.json has no output ${n}; has ${Object.keys(sig.outputs)}`);
+    return node(sig.outputs[n]);
+  });
+  const feedsOf = (variant) => Object.fromEntries(variant.inputs.map((s) => {
+    if (!sig.inputs[s.name]) throw new Error(`model.json has no input ${s.name}`);
+    return [node(sig.inputs[s.name]), readTensor(s)];
+  }));
+  const run = async (feeds) => {
+    const out = await graph.executeAsync(feeds, outputNodes);
+    return Array.isArray(out) ? out : [out];
+  };
+  const outputs = {};
+  for (const variant of job.variants) {
+    const feeds = feedsOf(variant);
+    const result = await run(feeds);
+    outputs[variant.name] = await Promise.all(result.map(async (t, i) => {
+      const data = await t.data();
+      const file = path.join(job.out_dir, `tfjs-${backend}.${variant.name}.${i}.bin`);
+      fs.writeFileSync(file, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      return { name: job.output_names[i], dtype: t.dtype, shape: t.shape, path: file };
+    }));
+    tf.dispose([...Object.values(feeds), ...result]);
+  }
+  const timed = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
+  const feeds = feedsOf(timed);
+  tf.dispose(await run(feeds));
+  const times = [];
+  for (let i = 0; i < job.repeats; i++) {
+    const s = performance.now();
+    const out = await run(feeds);
+    await Promise.all(out.map((t) => t.data()));
+    times.push(performance.now() - s);
+    tf.dispose(out);
+  }
+  tf.dispose(Object.values(feeds));
+  graph.dispose();
+  return { file: model.file, runtime: `tfjs ${backend}`, load_ms: loadMs, times_ms: times, outputs };
+}
+
 async function main() {
   const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-  await tf.setBackend('cpu');
+  const backends = job.backends;
+  setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + '/');
+  const model = job.models[0];
+  const doc = JSON.parse(fs.readFileSync(model.path, 'utf8'));
+  const problems = tf.version.tfjs === FUSED_ACTIVATIONS_VERSION ? staticProblems(doc, backends)
+    : [`the fused-activation table is for @tensorflow/tfjs ${FUSED_ACTIVATIONS_VERSION}, installed is ${tf.version.tfjs}`];
   const runs = [];
-  for (const model of job.models) {
-    const t0 = performance.now();
-    const graph = await tf.loadGraphModel(fileHandler(model.path));
-    const loadMs = performance.now() - t0;
-    const sig = graph.modelSignature ?? JSON.parse(fs.readFileSync(model.path, 'utf8')).signature;
-    const node = (entry) => entry.name.replace(/:0$/, '');
-    const outputNodes = job.output_names.map((n) => {
-      if (!sig.outputs[n]) throw new Error(`model.json has no output ${n}; has ${Object.keys(sig.outputs)}`);
-      return node(sig.outputs[n]);
-    });
-    const feedsOf = (variant) => Object.fromEntries(variant.inputs.map((s) => {
-      if (!sig.inputs[s.name]) throw new Error(`model.json has no input ${s.name}`);
-      return [node(sig.inputs[s.name]), readTensor(s)];
-    }));
-    const run = async (feeds) => {
-      const out = await graph.executeAsync(feeds, outputNodes);
-      return Array.isArray(out) ? out : [out];
-    };
-    const outputs = {};
-    for (const variant of job.variants) {
-      const feeds = feedsOf(variant);
-      const result = await run(feeds);
-      outputs[variant.name] = await Promise.all(result.map(async (t, i) => {
-        const data = await t.data();
-        const file = path.join(job.out_dir, `tfjs.${variant.name}.${i}.bin`);
-        fs.writeFileSync(file, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-        return { name: job.output_names[i], dtype: t.dtype, shape: t.shape, path: file };
-      }));
-      tf.dispose([...Object.values(feeds), ...result]);
+  if (problems.length === 0) {
+    let cpuRun;
+    const kernels = await recordKernels(async () => { cpuRun = await runOn('cpu', model, job); });
+    runs.push(cpuRun);
+    for (const backend of backends) {
+      const missing = [...kernels].filter((k) => !tf.getKernel(k, backend));
+      if (missing.length) problems.push(`backend ${backend} has no kernel for ${missing.join(', ')}`);
     }
-    const timed = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
-    const feeds = feedsOf(timed);
-    tf.dispose(await run(feeds));
-    const times = [];
-    for (let i = 0; i < job.repeats; i++) {
-      const s = performance.now();
-      const out = await run(feeds);
-      await Promise.all(out.map((t) => t.data()));
-      times.push(performance.now() - s);
-      tf.dispose(out);
-    }
-    times.sort((a, b) => a - b);
-    runs.push({ file: model.file, load_ms: loadMs, latency_ms_p50: times[Math.floor(times.length / 2)], outputs });
+    if (problems.length === 0 && backends.includes('wasm')) runs.push(await runOn('wasm', model, job));
   }
-  fs.writeFileSync(job.result_path, JSON.stringify({ runs }));
+  const checks = [{
+    name: 'portability',
+    passed: problems.length === 0,
+    detail: problems.length ? problems.join('; ') : `ops, fused activations and kernels implemented by ${backends.join(', ')}`,
+  }];
+  fs.writeFileSync(job.result_path, JSON.stringify({ runs, checks }));
 }
 
 main().catch((err) => {

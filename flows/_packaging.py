@@ -1,0 +1,99 @@
+"""One packaging run, from a checked request to a published version and a report. No Prefect.
+
+The `package-model` flow and the CLI's local mode (no Prefect server configured) both call
+`package`; the flow adds Prefect task runs around each step, retries around publishing and
+artifacts in the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from registry import RunInfo, SourceInfo, VersionDraft, open_registry
+from shipyard import __version__
+from shipyard.errors import InputError
+from shipyard.report import RunReport, Status
+from targets.pipeline import Engine, PackagingRequest, PipelineResult, StepHooks, shipyard_home
+
+__all__ = ["Publish", "package", "publish_version", "runs_home"]
+
+# (result, registry URL, run info) -> the published version, or None when nothing passed
+Publish = Callable[[PipelineResult, str | None, RunInfo], int | None]
+
+
+def runs_home() -> Path:
+    return shipyard_home() / "runs"
+
+
+def publish_version(result: PipelineResult, registry_url: str | None, run: RunInfo) -> int | None:
+    """Blobs first, manifest last, then `latest`; nothing when no target passed."""
+    if not any(r.status is Status.PASSED for r in result.reports.values()):
+        return None
+    request = result.request
+    draft = VersionDraft(
+        model=request.model_name,
+        source=SourceInfo(
+            sha256=request.source_sha256,
+            kind=request.source_kind.value,
+            bytes=request.source_bytes,
+            filename=request.source.name,
+        ),
+        spec=request.spec.model_dump(mode="json", exclude_defaults=True),
+        signature=result.signature,
+        toolchain=result.toolchain,
+        run=run,
+        targets={
+            n: r if r.status is Status.PASSED else r.model_copy(update={"files": []})
+            for n, r in result.reports.items()
+        },
+    )
+    return open_registry(registry_url).publish(draft, result.artifact_dirs, request.source).version
+
+
+def _remove_run_folder(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        workdir.parent.rmdir()  # runs/ itself, when this was the only run in it
+
+
+def package(
+    request: PackagingRequest,
+    registry_url: str | None,
+    hooks: StepHooks | None = None,
+    publish: Publish = publish_version,
+    flow_run_id: str | None = None,
+    keep_workdir: bool = False,
+) -> RunReport:
+    """Run every step, publish the targets that passed, return the report.
+
+    The run folder ($SHIPYARD_HOME/runs/<id>) keeps each step's job, log and reproduce.sh; it is
+    removed after a fully passing run and kept when a target failed. InputError (a source that
+    does not load, a spec that does not fit it) leaves nothing behind.
+    """
+    run_id = uuid.uuid4().hex[:12]
+    workdir = runs_home() / run_id
+    try:
+        with Engine() as engine:
+            result = engine.run(request, workdir, hooks)
+    except InputError:
+        _remove_run_folder(workdir)
+        raise
+    version = publish(
+        result, registry_url, RunInfo(run_id=run_id, shipyard_version=__version__, flow_run_id=flow_run_id)
+    )
+    report = RunReport(
+        model=request.model_name,
+        version=version,
+        source_sha256=request.source_sha256,
+        toolchain=result.toolchain,
+        targets=result.reports,
+        run_id=run_id,
+        steps=result.steps,
+    )
+    if report.exit_code() == 0 and not keep_workdir:
+        _remove_run_folder(workdir)
+    return report

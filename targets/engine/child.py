@@ -1,0 +1,104 @@
+"""Run one step function on its job file: inside a forked step process, or cold for reproduction.
+
+`python -m targets.engine.child MODULE:FUNCTION JOB.json RESULT.json [MEMORY_MB]` runs a step in a
+fresh interpreter the way the warm process runs it; every step folder has a `reproduce.sh` with
+that command and the step's environment. Exit 0: RESULT holds the result JSON; exit 1: the step
+raised and RESULT holds a StepError. Anything else (a signal, another code) is a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import resource
+import sys
+import traceback
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shipyard.errors import InputError
+from targets._errors import short_error
+
+__all__ = ["EXIT_OK", "EXIT_STEP_ERROR", "StepError", "cap_address_space", "execute_step", "load_function"]
+
+EXIT_OK, EXIT_STEP_ERROR = 0, 1
+
+# Raised because of the machine, not the inputs: the same step may well pass next time.
+_CIRCUMSTANTIAL = (MemoryError, OSError, TimeoutError)
+
+
+class StepError(BaseModel):
+    """Why a step raised."""
+
+    type: str  # the exception's class name
+    message: str  # "<type>: <reason>", at most a few hundred characters
+    reason: str  # the reason alone
+    bad_input: bool  # the source or spec is unusable (an InputError): the CLI exits 2
+    repeatable: bool  # the same inputs would fail the same way (not out of memory, disk, time)
+
+
+def load_function(ref: str) -> Callable[..., Any]:
+    """`package.module:function` -> the function."""
+    module, _, attr = ref.partition(":")
+    loaded: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return loaded
+
+
+def _job_type(function: Callable[..., Any]) -> type[BaseModel]:
+    """The pydantic model a step function takes (its first parameter's annotation)."""
+    first = next(iter(inspect.signature(function).parameters))
+    job_type = typing.get_type_hints(function)[first]
+    if not (isinstance(job_type, type) and issubclass(job_type, BaseModel)):
+        raise TypeError(f"step function {function.__qualname__} must take a pydantic job model")
+    return job_type
+
+
+def cap_address_space(memory_mb: int) -> None:
+    """Let this process grow by memory_mb beyond the address space it has now (toolchains loaded).
+
+    A converter that blows up gets MemoryError instead of pushing the machine into the OOM killer.
+    """
+    status = Path("/proc/self/status").read_text()
+    current_kb = int(status.split("VmSize:")[1].split()[0])
+    limit = current_kb * 1024 + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _error(exc: BaseException) -> StepError:
+    message = short_error(exc)
+    return StepError(
+        type=type(exc).__name__,
+        message=message,
+        reason=message.removeprefix(f"{type(exc).__name__}: "),
+        bad_input=isinstance(exc, InputError),
+        repeatable=not isinstance(exc, _CIRCUMSTANTIAL),
+    )
+
+
+def execute_step(function_ref: str, job_path: Path, result_path: Path, memory_mb: int | None = None) -> int:
+    """Validate the job, run the step, write its result (or why it failed); return the exit code."""
+    try:
+        function = load_function(function_ref)
+        job = _job_type(function).model_validate_json(job_path.read_text())
+        if memory_mb:
+            cap_address_space(memory_mb)
+        result = function(job)
+    except Exception as exc:
+        traceback.print_exc()
+        result_path.write_text(_error(exc).model_dump_json())
+        return EXIT_STEP_ERROR
+    result_path.write_text(result.model_dump_json(indent=2))
+    return EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    function_ref, job_path, result_path, *memory = argv
+    return execute_step(function_ref, Path(job_path), Path(result_path), int(memory[0]) if memory else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

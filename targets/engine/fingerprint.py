@@ -1,0 +1,94 @@
+"""What shapes a step's output besides its inputs: tool versions, our own code, the host class.
+
+A step's cache key holds the versions of the distributions it declares, a digest of Shipyard's
+own code (any edit to shipyard/, exporters/ or targets/ invalidates every cached step: coarse,
+but never stale), the pinned toolchain environment and the host's ISA class. Versions are read
+from installed package metadata, npm's lockfile, `node --version` and `gcc -dumpfullversion`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from shipyard import __version__
+
+__all__ = ["code_digest", "host_class", "tool_version", "toolchain_versions"]
+
+ROOT = Path(__file__).resolve().parents[2]
+CODE_FOLDERS = ("shipyard", "exporters", "targets")
+JS_DIR = ROOT / "targets" / "js"
+
+
+def _npm_version(package: str) -> str:
+    try:
+        lock = json.loads((JS_DIR / "package-lock.json").read_text())
+        return str(lock["packages"][f"node_modules/{package}"]["version"])
+    except (OSError, KeyError, ValueError):
+        return "missing"
+
+
+def _command_version(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    return out.stdout.strip().lstrip("v") or "missing"
+
+
+@functools.cache
+def tool_version(name: str) -> str:
+    """The version of a distribution, an npm package (`npm:<name>`), `node` or `gcc`."""
+    if name.startswith("npm:"):
+        return _npm_version(name.removeprefix("npm:"))
+    if name == "node":
+        from targets._node import node_binary
+
+        try:
+            return _command_version([node_binary(), "--version"])
+        except RuntimeError:
+            return "missing"
+    if name == "gcc":
+        return _command_version(["gcc", "-dumpfullversion"])
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def toolchain_versions(names: set[str] | list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Tool -> version for Shipyard, Python and the named tools."""
+    versions = {"shipyard": __version__, "python": platform.python_version()}
+    versions.update({name: tool_version(name) for name in sorted(names)})
+    return versions
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over Shipyard's own step code: Python modules, JS harnesses, the npm lockfile."""
+    digest = hashlib.sha256()
+    files = [p for folder in CODE_FOLDERS for p in (ROOT / folder).rglob("*.py")]
+    files += [*JS_DIR.glob("*.mjs"), JS_DIR / "package-lock.json"]
+    for path in sorted(f for f in files if f.is_file() and "node_modules" not in f.parts):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.cache
+def host_class() -> str:
+    """Machine and x86-64 ISA level, e.g. x86_64-v4: cache entries never cross ISA classes."""
+    machine = platform.machine()
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return machine
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags:
+        return f"{machine}-v4"
+    if {"avx2", "fma", "bmi2"} <= flags:
+        return f"{machine}-v3"
+    return f"{machine}-v2" if "sse4_2" in flags else machine

@@ -1,0 +1,209 @@
+"""Plan a run: the typed steps every requested target needs, each shared step planned once.
+
+For a torch.export source and all six targets the graph is:
+
+    prepare ─┬─ convert:onnx ─┬─ export:ort-web ─ reference ─ validate:ort-web
+             │                ├─ export:triton ── reference ─ validate:triton
+             │                └─ convert:saved-model ─ export:tfjs ─ reference ─ validate:tfjs
+             ├─ convert:tflite-fp32 ─ export:litert-int4 ─ reference ─ validate:litert-int4
+             ├─ export:executorch ── reference ─ validate:executorch
+             └─ export:aoti ──────── reference ─ validate:aoti
+
+`prepare` reads the signature and computes every variant's reference outputs; a `reference`
+step computes the one extra variant an export needs when it serves a narrower envelope (and
+does nothing otherwise). A conversion's id carries the options of its chain that differ from
+the defaults, so two targets asking for different ONNX opsets get two conversions (and two of
+everything built on them). An export that reads only the source (aoti) does not wait for
+`prepare`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from shipyard.errors import UnknownTarget
+from shipyard.source import SourceKind
+from shipyard.spec import Spec, TargetSettings
+from targets._catalog import Target
+from targets._formats import Conversion, Family, Format, conversion_path, source_format
+
+__all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id", "validate_id"]
+
+DEFAULT_STEP_TIMEOUT_S = 900
+PREPARE = "prepare"
+
+
+def export_id(target: str) -> str:
+    return f"export:{target}"
+
+
+def reference_id(target: str) -> str:
+    return f"reference:{target}"
+
+
+def validate_id(target: str) -> str:
+    return f"validate:{target}"
+
+
+class StepKind(StrEnum):
+    PREPARE = "prepare"
+    CONVERT = "convert"
+    EXPORT = "export"
+    REFERENCE = "reference"
+    VALIDATE = "validate"
+
+
+@dataclass
+class Step:
+    id: str
+    kind: StepKind
+    function: str  # "module:function" run in the step process
+    needs: list[str]  # ids of the steps whose outputs it reads
+    options: dict[str, Any] = field(default_factory=dict)
+    toolchain: tuple[str, ...] = ()
+    timeout_s: int = DEFAULT_STEP_TIMEOUT_S
+    memory_mb: int | None = None
+    cost_s: float = 1.0
+    family: Family = Family.TORCH
+    targets: list[str] = field(default_factory=list)  # the targets it serves
+    consumes: Format | None = None  # convert/export: the format it reads
+    produces: Format | None = None  # convert: the format it makes
+    target: Target | None = None  # export/reference/validate: whose
+    baseline_step: str | None = None  # validate: the step producing the target's baseline
+
+    def serve(self, target: str, settings: TargetSettings) -> None:
+        """Record that one more target needs this (shared) step; its limits are the most generous
+        any of them asks for (no memory cap once one of them has none)."""
+        first = not self.targets
+        if target not in self.targets:
+            self.targets.append(target)
+        if settings.timeout_s:
+            self.timeout_s = max(self.timeout_s, settings.timeout_s)
+        if first:
+            self.memory_mb = settings.memory_mb
+        elif self.memory_mb is not None:
+            self.memory_mb = max(self.memory_mb, settings.memory_mb) if settings.memory_mb else None
+
+
+@dataclass
+class Plan:
+    steps: dict[str, Step]  # in dependency order
+
+    def families(self) -> list[Family]:
+        return sorted({s.family for s in self.steps.values()})
+
+    def critical_path_s(self) -> dict[str, float]:
+        """For each step, the rough seconds of the longest chain from it to the end of the run."""
+        longest: dict[str, float] = {}
+        for step in reversed(list(self.steps.values())):
+            after = [longest[s.id] for s in self.steps.values() if step.id in s.needs]
+            longest[step.id] = step.cost_s + max(after, default=0.0)
+        return longest
+
+
+def _options_label(changed: dict[str, Any]) -> str:
+    """`[opset=17]` for options that differ from the defaults, '' when all are default."""
+    return "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]" if changed else ""
+
+
+def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str, Any], needs: str) -> Step:
+    """`chain`: every non-default option of this conversion and those before it."""
+    return Step(
+        id=conversion.name + _options_label(chain),
+        kind=StepKind.CONVERT,
+        function=conversion.converter,
+        needs=[PREPARE, needs] if needs != PREPARE else [PREPARE],
+        options=options.model_dump(mode="json"),
+        toolchain=conversion.toolchain,
+        timeout_s=conversion.timeout_s,
+        cost_s=conversion.cost_s,
+        family=conversion.family,
+        consumes=conversion.consumes,
+        produces=conversion.produces,
+    )
+
+
+def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, last: str) -> list[Step]:
+    """export -> reference -> validate for one target, `last` being the step its input comes from."""
+    timeout = settings.timeout_s or target.timeout_s
+    export_needs = [PREPARE] if target.needs_signature else []
+    export = Step(
+        id=export_id(target.name),
+        kind=StepKind.EXPORT,
+        function=target.exporter,
+        needs=export_needs if last == PREPARE else [*export_needs, last],
+        options=options.model_dump(mode="json"),
+        toolchain=target.toolchain,
+        timeout_s=timeout,
+        memory_mb=settings.memory_mb,
+        cost_s=target.cost_s,
+        family=target.family,
+        consumes=target.consumes,
+        target=target,
+    )
+    reference = Step(
+        id=reference_id(target.name),
+        kind=StepKind.REFERENCE,
+        function="targets.engine.steps:reference_outputs",
+        needs=[PREPARE, export.id],
+        toolchain=("torch",),
+        memory_mb=settings.memory_mb,
+        cost_s=0.5,
+        target=target,
+    )
+    validate = Step(
+        id=validate_id(target.name),
+        kind=StepKind.VALIDATE,
+        function=target.runtime,
+        needs=[PREPARE, export.id, reference.id],
+        options=options.model_dump(mode="json"),
+        toolchain=target.runtime_toolchain,
+        timeout_s=timeout,
+        memory_mb=settings.memory_mb,
+        cost_s=2.0,
+        family=target.runtime_family,
+        target=target,
+    )
+    for step in (export, reference, validate):
+        step.targets.append(target.name)
+    return [export, reference, validate]
+
+
+def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
+    """Every step the targets need for a source of this kind; shared conversions appear once."""
+    steps: dict[str, Step] = {
+        PREPARE: Step(
+            id=PREPARE,
+            kind=StepKind.PREPARE,
+            function="targets.engine.steps:prepare",
+            needs=[],
+            toolchain=("torch",),
+            cost_s=2.0,
+        )
+    }
+    start = source_format(kind)
+    for target in targets:
+        path = conversion_path(start, target.consumes) if start else None
+        if path is None:
+            raise UnknownTarget(f"target {target.name} cannot be built from a {kind.value} source")
+        settings = spec.targets.get(target.name, TargetSettings())
+        options = target.parse_options(settings.options)
+        steps[PREPARE].serve(target.name, settings)
+        last, made = PREPARE, {start: PREPARE}
+        chain_options: dict[str, Any] = {}
+        for conversion in path:
+            own = conversion.options_from(options)
+            chain_options.update(own.model_dump(exclude_defaults=True))
+            step = _conversion_step(conversion, own, chain_options, last)
+            steps.setdefault(step.id, step).serve(target.name, settings)
+            last = made[conversion.produces] = step.id
+        chain = _target_steps(target, options, settings, last)
+        if target.baseline is not None:
+            chain[-1].baseline_step = made[target.baseline]
+            chain[-1].needs.append(made[target.baseline])
+        steps.update({s.id: s for s in chain})
+    return Plan(steps=steps)

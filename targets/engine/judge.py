@@ -1,0 +1,144 @@
+"""Judge a validated artifact: compare its outputs with the reference, apply the gates, say why.
+
+Pure numpy on files the steps wrote; nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shipyard.compare import OutputMismatch, compare_outputs
+from shipyard.gates import FP32_GATES, Gates, apply_gates
+from shipyard.prepare import PreparedVariant
+from shipyard.report import GateResult, Metrics, Status, TargetReport, VariantMetrics
+from shipyard.signature import Envelope, Signature
+from shipyard.timing import latency_p50
+from shipyard.variants import load_arrays
+from targets._jobs import ArtifactRole, ArtifactRun, Check, RuntimeResult
+
+__all__ = ["LocatedVariant", "edge_dims", "in_envelope", "judge", "served_envelope"]
+
+
+class LocatedVariant(PreparedVariant):
+    """A prepared variant whose file paths are absolute."""
+
+    @classmethod
+    def at(cls, variant: PreparedVariant, folder: Path) -> LocatedVariant:
+        return cls(
+            name=variant.name,
+            dims=variant.dims,
+            inputs=str(folder / variant.inputs),
+            reference=str(folder / variant.reference),
+        )
+
+
+def served_envelope(signature: Signature, narrowed: Envelope) -> tuple[Envelope, list[str]]:
+    """Every dim's served range (declared unless the export narrowed it), with a note per narrowing."""
+    envelope: Envelope = {}
+    notes = []
+    for name, dim in signature.dims.items():
+        served = narrowed.get(name, dim.range)
+        envelope[name] = served
+        if served != dim.range:
+            notes.append(
+                f"dim {name}: serves [{served.min}, {served.max}] of the declared [{dim.min}, {dim.max}]"
+            )
+    return envelope, notes
+
+
+def _compare(
+    variants: dict[str, LocatedVariant], result: RuntimeResult, out_dir: Path, rel_eps: float
+) -> list[VariantMetrics]:
+    compared = []
+    for run in result.runs:
+        for variant_name, outputs in run.outputs.items():
+            v = variants[variant_name]
+            metrics = compare_outputs(
+                variant_name,
+                run.file,
+                v.dims,
+                load_arrays(Path(v.reference)),
+                load_arrays(out_dir / outputs),
+                rel_eps,
+            )
+            compared.append(metrics.model_copy(update={"runtime": run.runtime}))
+    return compared
+
+
+def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics:
+    latencies = [p for p in (latency_p50(r.times_ms) for r in runs) if p is not None]
+    return Metrics(
+        max_abs_err=max(c.max_abs_err for c in compared),
+        max_rel_err=max(c.max_rel_err for c in compared),
+        cosine=min(c.cosine for c in compared),
+        rel_l2_err=max(c.rel_l2_err for c in compared),
+        latency_ms_p50=max(latencies, default=None),
+        load_ms=max((r.load_ms for r in runs), default=None),
+    )
+
+
+def _check_gate(check: Check) -> GateResult:
+    return GateResult(name=check.name, passed=check.passed, detail=check.detail)
+
+
+def judge(
+    report: TargetReport,
+    signature: Signature,
+    variants: dict[str, LocatedVariant],
+    result: RuntimeResult,
+    out_dir: Path,
+    gates: Gates,
+) -> TargetReport:
+    """Fill in the report's comparisons, metrics and gates; failed unless every gate passed."""
+    report = report.model_copy(deep=True)
+    report.notes += result.notes
+    try:
+        compared = _compare(variants, result, out_dir, gates.rel_eps)
+    except OutputMismatch as exc:
+        report.status, report.error = Status.FAILED, f"gate outputs failed: {exc}"
+        return report
+    baseline_runs = {(r.file, r.runtime) for r in result.runs if r.role is ArtifactRole.BASELINE}
+    shipped = [c for c in compared if (c.file, c.runtime) not in baseline_runs]
+    baseline = [c for c in compared if (c.file, c.runtime) in baseline_runs]
+    shipped_runs = [r for r in result.runs if r.role is ArtifactRole.SHIPPED]
+    measured = _metrics(shipped, shipped_runs) if shipped else Metrics()
+    report.metrics = measured.model_copy(update=report.metrics.model_dump(exclude_none=True))
+    report.variants = compared
+    report.gates = [_check_gate(c) for c in result.checks]
+    if shipped:
+        report.gates += apply_gates(gates, measured)
+    if baseline:
+        baseline_metrics = _metrics(baseline, [r for r in result.runs if r.role is ArtifactRole.BASELINE])
+        report.gates += [
+            g.model_copy(update={"name": f"baseline_{g.name}"})
+            for g in apply_gates(FP32_GATES, baseline_metrics)
+        ]
+    failed = [g for g in report.gates if not g.passed]
+    if failed or not shipped:
+        reasons = [g.describe() for g in failed] or ["no artifact was run"]
+        worst = max(shipped, key=lambda c: c.max_abs_err) if shipped else None
+        where = ""
+        if worst and any(g.limit is not None for g in failed):
+            where = f" (worst: variant {worst.variant}, output {worst.worst_output}, file {worst.file}"
+            where += f", {worst.runtime})"
+        report.status, report.error = Status.FAILED, "; ".join(reasons) + where
+        return report
+    report.status = Status.PASSED
+    return report
+
+
+def edge_dims(signature: Signature, envelope: Envelope) -> dict[str, int] | None:
+    """The variant at the top of a narrowed envelope, or None when the export serves the declared range."""
+    narrowed = {d: r for d, r in envelope.items() if r.max < signature.dims[d].max}
+    if not narrowed:
+        return None
+    return {
+        name: envelope[name].max
+        if name in narrowed
+        else min(max(dim.typical, envelope[name].min), envelope[name].max)
+        for name, dim in signature.dims.items()
+    }
+
+
+def in_envelope(dims: dict[str, int], envelope: Envelope) -> bool:
+    return all(v in envelope[d] for d, v in dims.items() if d in envelope)

@@ -1,0 +1,63 @@
+"""The steps Shipyard provides itself: prepare a source, and reference outputs for extra variants.
+
+Both load and run the untrusted source program, so, like every converter, they run in a step
+process with a timeout and a memory cap, never in the engine's own process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from shipyard.prepare import PreparedVariant, edge_inputs, read_signature, save_variant, validation_inputs
+from shipyard.signature import Signature
+from shipyard.spec import Spec
+from shipyard.variants import Variant
+
+__all__ = ["EdgeJob", "EdgeVariants", "PrepareJob", "PreparedSource", "prepare", "reference_outputs"]
+
+
+class PrepareJob(BaseModel):
+    source: str
+    spec: Spec
+    out_dir: str
+
+
+class PreparedSource(BaseModel):
+    """The source's signature (spec applied) and its validation variants with reference outputs."""
+
+    signature: Signature
+    variants: list[PreparedVariant]  # paths relative to the prepare step's folder
+
+
+class EdgeJob(BaseModel):
+    source: str
+    signature: Signature
+    spec: Spec
+    variants: list[Variant]  # the extra variants to compute
+    out_dir: str
+
+
+class EdgeVariants(BaseModel):
+    variants: list[PreparedVariant]  # paths relative to the reference step's folder
+
+
+def prepare(job: PrepareJob) -> PreparedSource:
+    """Read the signature, build every validation variant and run the source program on it."""
+    signature, program = read_signature(Path(job.source), job.spec)
+    variants = validation_inputs(program, signature, job.spec, Path(job.out_dir))
+    return PreparedSource(signature=signature, variants=variants)
+
+
+def reference_outputs(job: EdgeJob) -> EdgeVariants:
+    """Inputs and source outputs for variants found only after an export (a narrowed edge)."""
+    from shipyard.torch_program import load_program, run_program
+
+    program = load_program(Path(job.source))
+    saved = []
+    for variant in job.variants:
+        inputs = edge_inputs(job.signature, job.spec, variant.dims)
+        outputs = run_program(program, job.signature, inputs)
+        saved.append(save_variant(Path(job.out_dir), variant, inputs, outputs))
+    return EdgeVariants(variants=saved)

@@ -1,0 +1,366 @@
+"""Run a step in a process of its own: warm (forked from the server) or cold (a fresh interpreter).
+
+Every step process has a timeout, an optional memory cap and its own process group, which is
+killed as a whole when the step ends, so a crash, hang or memory blow-up fails only that step.
+Warm processes are forked from a `targets.engine.forkserver` of the step's toolchain family
+(torch or tf), which has imported that toolchain already; cold ones (SHIPYARD_WARM_WORKERS=0, or
+the server cannot start) pay those imports per step, as `reproduce.sh` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from targets._formats import Family
+from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError
+
+__all__ = ["ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
+
+# The only variables a step process inherits: converters and runtimes need no credentials, and
+# nothing else in the environment (TORCHINDUCTOR_*, TF_*, ...) may change what a step makes.
+PASSED_THROUGH = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "SHIPYARD_NODE",
+)
+
+# Settings that make converters behave the same on every x86-64 host (see README, "Reproducible
+# artifacts"): no oneDNN graph rewrites in TensorFlow (on AVX-512 hosts they fuse ops TF.js cannot
+# run); torch and oneDNN kernels capped at AVX2, so constants folded during export come out
+# bit-identical on AVX2 and AVX-512 hosts; one thread per step (parallel float reductions depend
+# on the thread count); a fixed hash seed for Python-level iteration order.
+TOOLCHAIN_ENVIRONMENT = {
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONUNBUFFERED": "1",
+    "TORCHINDUCTOR_COMPILE_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",  # litert-torch lowers through JAX/XLA
+    "JAX_PLATFORMS": "cpu",
+}
+
+START_TIMEOUT_S = 120  # the server answers long before it has preloaded everything
+
+
+def step_environment() -> dict[str, str]:
+    """The environment of every step process: a few of ours, plus the toolchain pins."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_THROUGH}
+    env.update(TOOLCHAIN_ENVIRONMENT)
+    return env
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: nothing may be imported after a fork
+
+
+def _die_with_parent() -> None:
+    """In a new child before exec: SIGKILL when the thread that started it goes away."""
+    _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class ExitKind(StrEnum):
+    OK = "ok"
+    ERROR = "error"  # the step raised: the same inputs fail the same way
+    CRASHED = "crashed"  # killed by a signal or an unexpected exit: may not happen again
+    TIMED_OUT = "timed-out"
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    kind: ExitKind
+    output: str  # the result JSON when OK, else the reason
+    seconds: float
+    error: StepError | None = None  # ERROR: what the step raised
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is ExitKind.OK
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """One step to run: the function, its files, its limits and any extra environment."""
+
+    name: str
+    function: str  # "module:function" taking a pydantic job
+    family: Family  # the warm server to fork from
+    job: Path
+    result: Path
+    log: Path
+    timeout_s: float
+    memory_mb: int | None = None
+
+    def command(self) -> list[str]:
+        """The cold command that runs this step the same way (for reproduce.sh)."""
+        command = [
+            sys.executable,
+            "-m",
+            "targets.engine.child",
+            self.function,
+            str(self.job),
+            str(self.result),
+        ]
+        return [*command, str(self.memory_mb)] if self.memory_mb else command
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])[-400:]
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _outcome(call: StepCall, code: int, seconds: float) -> ProcessOutcome:
+    """Decode an exit code (negative: killed by that signal) into a typed outcome."""
+    if code == EXIT_OK and call.result.is_file():
+        return ProcessOutcome(ExitKind.OK, call.result.read_text(), seconds)
+    if code == EXIT_STEP_ERROR and call.result.is_file():
+        error = StepError.model_validate_json(call.result.read_text())
+        return ProcessOutcome(ExitKind.ERROR, error.message, seconds, error)
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        if call.memory_mb and name in ("SIGABRT", "SIGSEGV"):
+            hint = f" (memory limit of {call.memory_mb} MB reached?)"
+        reason = f"{call.name} process died with {name}{hint}; log: {_tail(call.log)}"
+    else:
+        reason = f"{call.name} process exited with code {code}; log: {_tail(call.log)}"
+    return ProcessOutcome(ExitKind.CRASHED, reason, seconds)
+
+
+def _timed_out(call: StepCall, seconds: float) -> ProcessOutcome:
+    reason = f"{call.name} timed out after {call.timeout_s:.0f}s and was killed"
+    return ProcessOutcome(ExitKind.TIMED_OUT, reason, seconds)
+
+
+class _Lines:
+    """Newline-delimited messages from a socket, each awaited with its own timeout."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buffer = b""
+        self.closed = False
+
+    def next(self, timeout: float) -> bytes | None:
+        """The next line, or None on timeout or when the peer closed (then `closed` is set)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closed:
+                return None
+            ready, _, _ = select.select([self.conn], [], [], remaining)
+            if not ready:
+                return None
+            chunk = self.conn.recv(65536)
+            if not chunk:
+                self.closed = True
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+
+class _Server:
+    """One warm server process for one toolchain family."""
+
+    def __init__(self, family: Family, log: Path | None) -> None:
+        self.family = family
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="shipyard-ws-"))  # 0700, and a short path
+        self.socket = self.socket_dir / "s"
+        self.settled = threading.Event()  # set once it is ready, or gone
+        self.ready = False
+        stderr = log.open("ab") if log else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "targets.engine.forkserver", family, str(self.socket)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=step_environment(),
+                start_new_session=True,
+            )
+        finally:
+            if log:
+                stderr.close()  # type: ignore[union-attr]
+        threading.Thread(target=self._wait_ready, daemon=True).start()
+
+    def _wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        self.ready = self.process.stdout.readline().strip() == b"ready"
+        self.settled.set()
+
+    def usable(self) -> bool:
+        """Ready and still running (waits for it to start, at most START_TIMEOUT_S)."""
+        self.settled.wait(START_TIMEOUT_S)
+        return self.ready and self.process.poll() is None
+
+    def stop(self) -> None:
+        _kill_group(self.process.pid)
+        self.process.wait()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class StepProcesses:
+    """Starts step processes: forked from a warm server of the step's family when possible, else cold."""
+
+    def __init__(self, warm: bool = True, log: Path | None = None) -> None:
+        self.warm = warm and os.environ.get("SHIPYARD_WARM_WORKERS", "1") != "0"
+        self.log = log  # where the servers' own output goes
+        self._lock = threading.Lock()
+        self._servers: dict[Family, _Server] = {}
+        self._running: set[int] = set()
+
+    def start(self, families: list[Family] | tuple[Family, ...] = (Family.TORCH,)) -> None:
+        """Start the families' servers now: they import their toolchains while other steps run."""
+        if not self.warm:
+            return
+        with self._lock:
+            for family in families:
+                if family not in self._servers:
+                    if self.log:
+                        self.log.parent.mkdir(parents=True, exist_ok=True)
+                    self._servers[family] = _Server(family, self.log)
+
+    def close(self) -> None:
+        """Stop the servers and every step process still running (they die with it, too)."""
+        with self._lock:
+            servers, self._servers = self._servers, {}
+        for pid in list(self._running):
+            _kill_group(pid)
+        for server in servers.values():
+            server.stop()
+
+    def __enter__(self) -> StepProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, call: StepCall) -> ProcessOutcome:
+        """Run one step to its end (or its timeout) and say how it ended.
+
+        Warm when the family's server is up; cold when it could not start or has died (then
+        it is dropped, and the next warm start of that family starts a new one).
+        """
+        call.result.unlink(missing_ok=True)
+        if self.warm:
+            self.start([call.family])
+            server = self._servers.get(call.family)
+            if server is not None and server.usable():
+                try:
+                    return self._run_warm(server, call)
+                except OSError:  # the server went away between the check and the request
+                    pass
+            self._drop(call.family, server)
+        return self._run_cold(call)
+
+    def _drop(self, family: Family, server: _Server | None) -> None:
+        with self._lock:
+            if server is not None and self._servers.get(family) is server:
+                del self._servers[family]
+        if server is not None:
+            server.stop()
+
+    def _run_warm(self, server: _Server, call: StepCall) -> ProcessOutcome:
+        request = {
+            "function": call.function,
+            "job": str(call.job),
+            "result": str(call.result),
+            "log": str(call.log),
+            "memory_mb": call.memory_mb,
+            "cwd": str(call.job.parent),
+        }
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(START_TIMEOUT_S)  # the server accepts between two imports
+            conn.connect(str(server.socket))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            lines = _Lines(conn)
+            line = lines.next(START_TIMEOUT_S)
+            if not line:
+                raise ConnectionError(f"the {server.family} server did not start {call.name}")
+            pid = json.loads(line)["pid"]
+            start = time.perf_counter()
+            self._running.add(pid)
+            try:
+                return self._await_exit(call, lines, pid, start)
+            finally:
+                self._running.discard(pid)
+                _kill_group(pid)  # grandchildren a step left behind
+
+    def _await_exit(self, call: StepCall, lines: _Lines, pid: int, start: float) -> ProcessOutcome:
+        line = lines.next(call.timeout_s)
+        timed_out = line is None and not lines.closed
+        if timed_out:
+            _kill_group(pid)
+            line = lines.next(30)  # the server reports the kill once it has reaped the process
+        seconds = time.perf_counter() - start
+        if timed_out:
+            return _timed_out(call, seconds)
+        if not line:
+            return ProcessOutcome(ExitKind.CRASHED, f"{call.name}: the warm worker server died", seconds)
+        status = json.loads(line)["status"]
+        return _outcome(call, os.waitstatus_to_exitcode(status), seconds)
+
+    def _run_cold(self, call: StepCall) -> ProcessOutcome:
+        start = time.perf_counter()
+        with call.log.open("ab") as out:
+            proc = subprocess.Popen(
+                call.command(),  # the child caps its own memory once the step function is loaded
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=step_environment(),
+                cwd=call.job.parent,
+                preexec_fn=_die_with_parent,
+            )
+            self._running.add(proc.pid)
+            try:
+                code = proc.wait(timeout=call.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait()
+                return _timed_out(call, time.perf_counter() - start)
+            finally:
+                self._running.discard(proc.pid)
+                _kill_group(proc.pid)
+                if proc.poll() is None:
+                    proc.wait()
+        return _outcome(call, code, time.perf_counter() - start)

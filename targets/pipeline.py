@@ -1,0 +1,270 @@
+"""Package a model: check the request, plan its steps, run them warm and isolated, judge each target.
+
+    request = check_request(Path("model.pt2"), spec, ["tfjs", "aoti"])
+    with Engine() as engine:
+        result = engine.run(request, workdir)
+    result.reports["tfjs"].status
+
+The one request check serves the CLI, the webhook and the flow. The engine plans a graph of
+typed steps (targets.engine.graph), runs each in a process forked from a warm server with a
+timeout and memory cap, reuses any step whose inputs, options and toolchain are unchanged
+(targets.engine.cache), and judges every target against the source's reference outputs.
+Publishing is the registry's job; this module writes nothing outside the run folder and the
+step cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shipyard.errors import InputError, ShipyardError, SourceError, SpecError
+from shipyard.prepare import check_source, choose_model_name
+from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, TargetReport
+from shipyard.signature import Signature
+from shipyard.source import SourceKind, sha256_file
+from shipyard.spec import Spec, TargetSettings, parse_spec
+from targets._catalog import Target, get_target, resolve_targets
+from targets._jobs import ExportResult, RuntimeResult
+from targets.engine.cache import StepCache
+from targets.engine.execute import RunContext, StepExecutor, located_variants
+from targets.engine.fingerprint import toolchain_versions
+from targets.engine.graph import PREPARE, Plan, Step, export_id, plan_steps, validate_id
+from targets.engine.judge import judge, served_envelope
+from targets.engine.scheduler import StepHooks, StepOutcome, run_plan
+from targets.engine.steps import PreparedSource
+from targets.engine.workers import StepProcesses
+
+__all__ = [
+    "Engine",
+    "PackagingRequest",
+    "PipelineResult",
+    "Step",
+    "StepHooks",
+    "StepOutcome",
+    "check_request",
+    "default_cache_dir",
+    "shipyard_home",
+]
+
+
+def shipyard_home() -> Path:
+    return Path(os.environ.get("SHIPYARD_HOME", Path.home() / ".shipyard"))
+
+
+def default_cache_dir() -> Path | None:
+    """$SHIPYARD_CACHE_DIR, else $SHIPYARD_HOME/cache/steps; None when SHIPYARD_CACHE=off."""
+    if os.environ.get("SHIPYARD_CACHE", "on").lower() in ("off", "0", "false", "no"):
+        return None
+    return Path(os.environ.get("SHIPYARD_CACHE_DIR", shipyard_home() / "cache" / "steps"))
+
+
+class PackagingRequest(BaseModel):
+    """A checked request: a readable source of a known kind, a valid spec, targets that can take it."""
+
+    source: Path
+    source_kind: SourceKind
+    source_sha256: str
+    source_bytes: int
+    spec: Spec
+    targets: list[str]
+    model_name: str
+
+
+def check_request(
+    source: Path,
+    spec: Spec | dict[str, Any] | None = None,
+    targets: list[str] | str | None = None,
+    name: str | None = None,
+) -> PackagingRequest:
+    """Everything that can be checked without loading the model; InputError names what is wrong."""
+    spec = spec if isinstance(spec, Spec) else parse_spec(spec)
+    chosen = resolve_targets(targets)
+    for target_name, settings in spec.targets.items():
+        get_target(target_name).check_settings(settings)
+    if spec.samples:
+        samples = Path(spec.samples).resolve()  # step processes run in folders of their own
+        if not samples.is_file():
+            raise SpecError(f"spec field samples: {spec.samples} is not a file")
+        spec = spec.model_copy(update={"samples": str(samples)})
+    source = source.resolve()
+    kind = check_source(source)
+    refused = [t.name for t in chosen if not t.accepts(kind)]
+    if refused:
+        able = sorted({k.value for k in SourceKind for t in chosen if t.accepts(k)})
+        raise SourceError(
+            f"{source} is a {kind.value} model; {', '.join(refused)} cannot be built from it "
+            f"(this version takes {', '.join(able) or 'no'} sources)"
+        )
+    return PackagingRequest(
+        source=source,
+        source_kind=kind,
+        source_sha256=sha256_file(source),
+        source_bytes=source.stat().st_size,
+        spec=spec,
+        targets=[t.name for t in chosen],
+        model_name=choose_model_name(spec, source, name),
+    )
+
+
+class PipelineResult(BaseModel):
+    """Every target's report, every step's record, and where the passed artifacts are."""
+
+    request: PackagingRequest
+    signature: Signature
+    reports: dict[str, TargetReport]
+    steps: list[StepRecord]
+    toolchain: dict[str, str]
+    artifact_dirs: dict[str, Path]  # target -> its export's output folder
+
+
+def _step_records(plan: Plan, outcomes: dict[str, StepOutcome]) -> list[StepRecord]:
+    records = []
+    for step_id, step in plan.steps.items():
+        o = outcomes[step_id]
+        if o.status is StepStatus.NOOP:
+            continue  # nothing to compute: the export serves the declared range
+        records.append(
+            StepRecord(
+                step=step_id,
+                status=o.status,
+                seconds=round(o.seconds, 3),
+                started_at=round(o.started_at, 3) if o.started_at is not None else None,
+                reused=o.reused,
+                original_seconds=round(o.original_seconds, 3) if o.original_seconds is not None else None,
+                targets=step.targets,
+                error=o.reason() if o.status is not StepStatus.PASSED else None,
+            )
+        )
+    return records
+
+
+def _files(folder: Path, files: list[str]) -> list[FileEntry]:
+    return [
+        FileEntry(path=r, sha256=sha256_file(folder / r), bytes=(folder / r).stat().st_size) for r in files
+    ]
+
+
+def _target_report(
+    target: Target, spec: Spec, signature: Signature, outcomes: dict[str, StepOutcome]
+) -> TargetReport:
+    """Judge one target; whatever goes wrong while judging fails that target only."""
+    try:
+        return _judged(target, spec, signature, outcomes)
+    except Exception as exc:  # a missing or unreadable output must not cost the other targets
+        error = f"judging {target.name} failed: {type(exc).__name__}: {exc}"
+        return TargetReport(status=Status.FAILED, error=error)
+
+
+def _judged(
+    target: Target, spec: Spec, signature: Signature, outcomes: dict[str, StepOutcome]
+) -> TargetReport:
+    export = outcomes[export_id(target.name)]
+    validate = outcomes[validate_id(target.name)]
+    if not export.passed or not isinstance(export.result, ExportResult) or export.out_dir is None:
+        return TargetReport(
+            status=Status.FAILED, error=export.reason(), metrics=Metrics(export_s=round(export.seconds, 3))
+        )
+    exported = export.result
+    files = _files(export.out_dir, exported.files)
+    envelope, notes = served_envelope(signature, exported.envelope)
+    metrics = Metrics.model_validate(
+        {
+            "artifact_bytes": sum(f.bytes for f in files),
+            "export_s": round(export.seconds, 3),
+            "validate_s": round(validate.seconds, 3),
+            **exported.metrics,
+        }
+    )
+    report = TargetReport(
+        status=Status.FAILED, files=files, metrics=metrics, envelope=envelope, notes=exported.notes + notes
+    )
+    if not validate.passed or not isinstance(validate.result, RuntimeResult) or validate.out_dir is None:
+        report.error = validate.reason()
+        return report
+    runtime = validate.result
+    report.metrics = Metrics.model_validate({**report.metrics.model_dump(exclude_none=True), **runtime.facts})
+    gates = target.gates.merged(spec.targets.get(target.name, TargetSettings()).gates)
+    variants = located_variants(outcomes, target.name)
+    return judge(report, signature, variants, runtime, validate.out_dir, gates)
+
+
+class Engine:
+    """Runs packaging requests; owns the warm process server and the step cache.
+
+    Use it as a context manager: on exit the warm servers stop, with any step still running.
+    """
+
+    def __init__(
+        self,
+        cache: StepCache | None = None,
+        max_parallel: int | None = None,
+        warm: bool = True,
+        log_dir: Path | None = None,
+    ) -> None:
+        """`cache`: by default the one in $SHIPYARD_HOME (none when SHIPYARD_CACHE=off);
+        `StepCache(None)` keeps nothing."""
+        self.cache = cache if cache is not None else StepCache(default_cache_dir())
+        default_parallel = os.environ.get("SHIPYARD_MAX_PARALLEL_STEPS") or os.cpu_count() or 2
+        self.max_parallel = max_parallel or int(default_parallel)
+        logs = log_dir or shipyard_home() / "logs"
+        self.processes = StepProcesses(warm=warm, log=logs / "workers.log")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.processes.close()
+
+    def run(self, request: PackagingRequest, workdir: Path, hooks: StepHooks | None = None) -> PipelineResult:
+        """Run every step the request needs and judge each target. InputError if the source is bad."""
+        self.cache.prune()
+        targets = [get_target(t) for t in request.targets]
+        plan = plan_steps(request.source_kind, request.spec, targets)
+        workdir.mkdir(parents=True, exist_ok=True)
+        context = RunContext(
+            source=request.source,
+            source_sha256=request.source_sha256,
+            spec=request.spec,
+            model_name=request.model_name,
+            folder=workdir,
+        )
+        executor = StepExecutor(context, self.processes, self.cache, plan.families())
+        outcomes = run_plan(plan, executor, self.max_parallel, hooks, abort=self.processes.close)
+        prepared = outcomes[PREPARE]
+        if not prepared.passed or not isinstance(prepared.result, PreparedSource):
+            raise _prepare_error(prepared)
+        signature = prepared.result.signature
+        reports = {t.name: _target_report(t, request.spec, signature, outcomes) for t in targets}
+        tools = {name for step in plan.steps.values() for name in step.toolchain}
+        return PipelineResult(
+            request=request,
+            signature=signature,
+            reports=reports,
+            steps=_step_records(plan, outcomes),
+            toolchain=toolchain_versions(tools),
+            artifact_dirs={
+                t.name: o.out_dir
+                for t in targets
+                if (o := outcomes[export_id(t.name)]).passed and o.out_dir is not None
+            },
+        )
+
+    def inspect(self, request: PackagingRequest, workdir: Path) -> Signature:
+        """The source's signature with the spec applied, read in an isolated step process."""
+        result = self.run(request.model_copy(update={"targets": []}), workdir)
+        return result.signature
+
+
+class PrepareFailed(ShipyardError):
+    """The source could not be prepared for a reason that is not bad input (a crash, a timeout)."""
+
+
+def _prepare_error(prepared: StepOutcome) -> ShipyardError:
+    """Bad input found while loading the source (exit 2); anything else as it is."""
+    if prepared.bad_input:
+        return InputError(prepared.error or "the source could not be prepared")
+    return PrepareFailed(prepared.reason())

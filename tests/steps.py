@@ -1,0 +1,100 @@
+"""Step functions for tests, run in real step processes: a tampering exporter, a crash, a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from targets._jobs import ExportJob, ExportResult
+
+HANG_SLEEP_S = "6071"  # a grandchild the hanging step leaves behind, found by this argument
+
+
+def sleepers() -> list[int]:
+    """Processes still running the hanging step's `sleep` (there should be none)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[:2] == [b"sleep", HANG_SLEEP_S.encode()]:
+            found.append(int(pid))
+    return found
+
+
+def tampered_triton(job: ExportJob) -> ExportResult:
+    """The real Triton export, then the largest weight scaled by 5%: a wrong artifact."""
+    import onnx
+    from onnx import numpy_helper
+
+    from targets.triton import export
+
+    result = export(job)
+    path = job.out_path / job.model_name / "1" / "model.onnx"
+    model = onnx.load_model(str(path))
+    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights = numpy_helper.to_array(biggest) * 1.05
+    biggest.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), biggest.name))
+    onnx.save_model(model, str(path))
+    return result
+
+
+def crash(job: ExportJob) -> ExportResult:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    raise AssertionError("unreachable")
+
+
+def hang(job: ExportJob) -> ExportResult:
+    subprocess.Popen(["sleep", HANG_SLEEP_S])
+    time.sleep(600)
+    raise AssertionError("unreachable")
+
+
+class Behave(BaseModel):
+    """A job for `behave`: how the step process should end."""
+
+    what: str
+
+
+class Behaved(BaseModel):
+    pid: int
+    preloaded_torch: bool
+
+
+def behave(job: Behave) -> Behaved:
+    """End the way the job says: normally, by raising, by a signal, by hanging, by eating memory."""
+    import sys
+
+    if job.what == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if job.what == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if job.what == "hang":
+        subprocess.Popen(["sleep", HANG_SLEEP_S])
+        time.sleep(600)
+    if job.what == "fail":
+        raise ValueError("unsupported op Foo")
+    if job.what == "exit3":
+        print("some converter noise", flush=True)
+        os._exit(3)
+    if job.what == "hog":
+        bytearray(3 * 1024**3)
+    return Behaved(pid=os.getpid(), preloaded_torch="torch" in sys.modules)
+
+
+def fails(job: ExportJob) -> ExportResult:
+    """A converter that rejects the model: the same inputs fail the same way."""
+    raise ValueError("unsupported op Foo")
+
+
+def hogs(job: ExportJob) -> ExportResult:
+    """A converter that runs out of memory under its cap: that may not happen next time."""
+    bytearray(3 * 1024**3)
+    raise AssertionError("unreachable under a memory cap")

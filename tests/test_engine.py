@@ -1,0 +1,163 @@
+"""The engine: shared steps, warm isolated step processes, the step cache, reproducible bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from shipyard.report import Status, StepStatus
+from targets import _catalog, get_target
+from targets.engine.cache import StepCache
+from targets.pipeline import Engine
+from tests.conftest import parse_json, run_cli, run_targets
+from tests.steps import sleepers
+
+
+def test_crash_and_hang_in_forked_steps_fail_only_their_target(
+    engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    triton = get_target("triton")
+    crashes = dataclasses.replace(triton, name="crashes", exporter="tests.steps:crash")
+    hangs = dataclasses.replace(triton, name="hangs", exporter="tests.steps:hang", timeout_s=3)
+    for target in (crashes, hangs):
+        monkeypatch.setitem(_catalog._TARGETS, target.name, target)
+
+    result = run_targets(engine, models["multi_io"], ["triton", "crashes", "hangs"], tmp_path)
+
+    assert result.reports["triton"].status is Status.PASSED, result.reports["triton"].error
+    assert "export:crashes failed: export:crashes process died with SIGSEGV" in (
+        result.reports["crashes"].error or ""
+    )
+    assert "export:hangs failed: export:hangs timed out after 3s" in (result.reports["hangs"].error or "")
+    assert sleepers() == []  # the hung step's whole process group was killed
+    steps = {s.step: s for s in result.steps}
+    assert steps["validate:crashes"].status is StepStatus.SKIPPED
+    assert "export:crashes failed" in (steps["validate:crashes"].error or "")
+    # the step folder keeps what is needed to reproduce the failure
+    folder = tmp_path / "steps" / "export-crashes"
+    assert (folder / "reproduce.sh").is_file() and (folder / "job.json").is_file()
+
+
+def test_one_onnx_export_feeds_three_targets(engine: Engine, models: dict[str, Path], tmp_path: Path) -> None:
+    result = run_targets(engine, models["multi_io"], ["ort-web", "triton", "tfjs"], tmp_path)
+    assert all(r.status is Status.PASSED for r in result.reports.values()), result.reports
+    onnx_steps = [s for s in result.steps if s.step.startswith("convert:onnx")]
+    assert len(onnx_steps) == 1
+    assert sorted(onnx_steps[0].targets) == ["ort-web", "tfjs", "triton"]
+
+
+def test_different_opsets_get_their_own_conversion(
+    engine: Engine, models: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = {"targets": {"triton": {"options": {"opset": 17}}}}
+    result = run_targets(engine, models["multi_io"], ["ort-web", "triton"], tmp_path, spec)
+    assert {s.step for s in result.steps if s.step.startswith("convert:")} == {
+        "convert:onnx",
+        "convert:onnx[opset=17]",
+    }
+    assert all(r.status is Status.PASSED for r in result.reports.values())
+
+
+def _fake_distribution(folder: Path, name: str, version: str) -> Path:
+    """A dist-info that importlib.metadata finds before the real one: what the fingerprint reads."""
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return folder
+
+
+def test_cache_reused_on_rerun_and_invalidated_by_a_toolchain_change(
+    models: dict[str, Path], home: Path, tmp_path: Path
+) -> None:
+    args = ["package", str(models["multi_io"]), "--targets", "triton,ort-web", "--json"]
+    first = run_cli(args, home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cold = parse_json(first.stdout)
+    assert not any(s["reused"] for s in cold["steps"])
+
+    again = parse_json(run_cli(args, home).stdout)
+    assert again["version"] == cold["version"] == 1  # nothing changed: no new version
+    assert all(s["reused"] for s in again["steps"])
+    for name, target in again["targets"].items():
+        assert target["files"] == cold["targets"][name]["files"]
+
+    fake = _fake_distribution(tmp_path / "fake", "tritonclient", "99.0")
+    changed = run_cli(
+        args, home, extra_env={"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    )
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    bumped = parse_json(changed.stdout)
+    assert bumped["toolchain"]["tritonclient"] == "99.0"
+    reran = {s["step"] for s in bumped["steps"] if not s["reused"]}
+    assert reran == {"export:triton", "validate:triton"}  # only what tritonclient touches
+    assert bumped["version"] == 2  # a new toolchain is a new version
+
+
+def test_same_bytes_from_two_homes_and_both_front_doors(
+    convnet_all, models: dict[str, Path], home: Path
+) -> None:
+    """The Prefect flow (convnet_all) and a local run in another home produce byte-identical artifacts."""
+    flow_home, flow_result = convnet_all
+    assert home != flow_home
+    local = run_cli(["package", str(models["convnet"]), "--json"], home)
+    assert local.returncode == 0, local.stderr[-3000:]
+    first, second = parse_json(flow_result.stdout), parse_json(local.stdout)
+    assert not any(s["reused"] for s in second["steps"])  # nothing shared between the two homes
+    for name, target in first["targets"].items():
+        assert target["files"] == second["targets"][name]["files"], name
+
+
+def test_step_folder_reproduces_a_step(engine: Engine, models: dict[str, Path], tmp_path: Path) -> None:
+    """reproduce.sh runs the step again in a fresh interpreter and writes the same bytes."""
+    import subprocess
+
+    cacheless = Engine(cache=StepCache(None), log_dir=tmp_path / "logs")
+    with cacheless:
+        result = run_targets(cacheless, models["multi_io"], ["triton"], tmp_path / "run")
+    folder = tmp_path / "run" / "steps" / "export-triton"
+    before = {p.name: p.read_bytes() for p in (folder / "out").rglob("*") if p.is_file()}
+    done = subprocess.run(["sh", str(folder / "reproduce.sh")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = {p.name: p.read_bytes() for p in (folder / "out").rglob("*") if p.is_file()}
+    assert after == before and before
+    assert json.loads((folder / "result.json").read_text())["files"] == [
+        f.path for f in result.reports["triton"].files
+    ]
+
+
+def test_only_repeatable_failures_are_cached(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    triton = get_target("triton")
+    fails = dataclasses.replace(triton, name="fails", exporter="tests.steps:fails")
+    hogs = dataclasses.replace(triton, name="hogs", exporter="tests.steps:hogs")
+    for target in (fails, hogs):
+        monkeypatch.setitem(_catalog._TARGETS, target.name, target)
+    spec = {"targets": {"hogs": {"memory_mb": 1024}}}
+    with Engine(cache=StepCache(tmp_path / "cache"), log_dir=tmp_path / "logs") as fresh:
+        first = run_targets(fresh, models["multi_io"], ["fails", "hogs"], tmp_path / "one", spec)
+        again = run_targets(fresh, models["multi_io"], ["fails", "hogs"], tmp_path / "two", spec)
+    assert "ValueError: unsupported op Foo" in (first.reports["fails"].error or "")
+    assert "MemoryError" in (first.reports["hogs"].error or "")
+    reused = {s.step: s.reused for s in again.steps}
+    assert reused["export:fails"]  # a converter's rejection repeats: not run again
+    assert not reused["export:hogs"]  # running out of memory may not: run again
+    assert again.reports["fails"].error == first.reports["fails"].error
+
+
+def test_a_cache_entry_that_changed_is_not_used(models: dict[str, Path], tmp_path: Path) -> None:
+    cache = StepCache(tmp_path / "cache")
+    with Engine(cache=cache, log_dir=tmp_path / "logs") as fresh:
+        first = run_targets(fresh, models["multi_io"], ["triton"], tmp_path / "one")
+        artifact = first.artifact_dirs["triton"] / "multi_io" / "1" / "model.onnx"
+        artifact.chmod(0o644)  # cached files are read-only; someone forced it
+        artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
+        again = run_targets(fresh, models["multi_io"], ["triton"], tmp_path / "two")
+    reused = {s.step: s.reused for s in again.steps}
+    assert not reused["export:triton"] and reused["convert:onnx"]
+    assert again.reports["triton"].status is Status.PASSED
+    assert again.reports["triton"].files == first.reports["triton"].files

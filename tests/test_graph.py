@@ -1,0 +1,40 @@
+"""Planning: which steps a request needs, which are shared, and what limits they get."""
+
+from __future__ import annotations
+
+from shipyard.source import SourceKind
+from shipyard.spec import parse_spec
+from targets import get_target
+from targets.engine.graph import plan_steps
+
+
+def _plan(targets: list[str], spec: dict | None = None):  # type: ignore[no-untyped-def]
+    return plan_steps(SourceKind.TORCH_EXPORT, parse_spec(spec), [get_target(t) for t in targets])
+
+
+def test_all_six_targets_share_their_conversions() -> None:
+    steps = _plan(["ort-web", "triton", "tfjs", "litert-int4", "executorch", "aoti"]).steps
+    assert [s for s in steps if s.startswith("convert:")] == [
+        "convert:onnx",
+        "convert:saved-model",
+        "convert:tflite-fp32",
+    ]
+    assert sorted(steps["convert:onnx"].targets) == ["ort-web", "tfjs", "triton"]
+    assert steps["validate:litert-int4"].baseline_step == "convert:tflite-fp32"
+    assert steps["export:aoti"].needs == []  # compiles the saved program: starts before prepare ends
+    assert steps["reference:aoti"].toolchain == ("torch",)  # it runs the source program
+
+
+def test_options_of_a_chain_name_every_step_built_on_them() -> None:
+    steps = _plan(["tfjs", "ort-web"], {"targets": {"tfjs": {"options": {"opset": 17}}}}).steps
+    assert {"convert:onnx", "convert:onnx[opset=17]", "convert:saved-model[opset=17]"} <= set(steps)
+    assert steps["convert:saved-model[opset=17]"].needs == ["prepare", "convert:onnx[opset=17]"]
+
+
+def test_a_shared_step_is_capped_only_when_every_target_asks() -> None:
+    one = _plan(["tfjs", "ort-web"], {"targets": {"tfjs": {"memory_mb": 4000}}}).steps
+    assert one["convert:onnx"].memory_mb is None  # ort-web asked for no cap
+    assert one["export:tfjs"].memory_mb == 4000
+    both = {"targets": {"tfjs": {"memory_mb": 4000}, "ort-web": {"memory_mb": 6000, "timeout_s": 2000}}}
+    steps = _plan(["tfjs", "ort-web"], both).steps
+    assert steps["convert:onnx"].memory_mb == 6000 and steps["convert:onnx"].timeout_s == 2000
