@@ -49,6 +49,8 @@ class Target:
     cost_s: float = 5.0  # rough export seconds, so long chains start first
     family: Family = Family.TORCH  # the warm process family its export runs in
     runtime_family: Family = Family.TORCH  # and its validation
+    warm: tuple[str, ...] = ()  # modules the export needs imported ("module:function" warms up)
+    runtime_warm: tuple[str, ...] = ()  # and the validation
     needs_signature: bool = True  # False: its export reads only the source, so starts before prepare ends
 
     def accepts(self, kind: SourceKind) -> bool:

@@ -70,6 +70,7 @@ class Conversion:
     cost_s: float = 5.0  # rough seconds, so long chains start first
     timeout_s: int = 900
     family: Family = Family.TORCH
+    warm: tuple[str, ...] = ()  # modules it needs imported, loaded in the warm server first
 
     @property
     def name(self) -> str:
@@ -152,6 +153,13 @@ register_conversion(
         options=OnnxOptions,
         toolchain=("torch", "onnx", "onnxscript"),
         cost_s=3,
+        warm=(
+            "torch.export.pt2_archive._package",
+            "torch.onnx._internal.exporter._core",
+            "onnxscript.optimizer",
+            "onnx.reference",
+            "exporters.torch2onnx",
+        ),
     )
 )
 register_conversion(
@@ -164,6 +172,7 @@ register_conversion(
         cost_s=10,
         timeout_s=1200,
         family=Family.TF,
+        warm=("tensorflow", "tf_keras", "onnx2tf", "exporters.onnx2savedmodel"),
     )
 )
 register_conversion(
@@ -175,5 +184,6 @@ register_conversion(
         cost_s=5,
         timeout_s=1200,
         family=Family.TF,
+        warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
     )
 )

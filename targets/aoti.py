@@ -71,5 +71,7 @@ register_target(
         runtime_toolchain=("torch", "iced-x86"),
         cost_s=15,
         needs_signature=False,  # compiles the program as saved, so it starts at once
+        warm=("torch._inductor.codecache", "exporters.torch2aoti:warm_up"),
+        runtime_warm=("torch._inductor", "targets._isa"),
     )
 )

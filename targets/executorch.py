@@ -65,5 +65,12 @@ register_target(
         toolchain=("torch", "executorch"),
         runtime_toolchain=("executorch",),
         cost_s=6,
+        warm=(
+            "executorch.exir.program",
+            "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+            "executorch.devtools.backend_debug",
+            "exporters.torch2executorch",
+        ),
+        runtime_warm=("executorch.runtime",),
     )
 )

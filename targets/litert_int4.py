@@ -134,5 +134,7 @@ register_target(
         cost_s=3,
         family=Family.TF,
         runtime_family=Family.TF,
+        warm=("ai_edge_quantizer.quantizer", "ai_edge_litert.interpreter", "exporters.tflite2int4"),
+        runtime_warm=("ai_edge_litert.interpreter",),
     )
 )

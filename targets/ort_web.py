@@ -54,5 +54,6 @@ register_target(
         toolchain=("onnxruntime",),
         runtime_toolchain=("npm:onnxruntime-web", "node"),
         cost_s=1,
+        warm=("onnxruntime", "exporters.onnx2ort"),
     )
 )

@@ -65,5 +65,6 @@ register_target(
         runtime_toolchain=("npm:@tensorflow/tfjs", "npm:@tensorflow/tfjs-backend-wasm", "node"),
         cost_s=4,
         family=Family.TF,
+        warm=("exporters.savedmodel2tfjs", "tensorflowjs.converters.tf_saved_model_conversion_v2"),
     )
 )

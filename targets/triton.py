@@ -131,5 +131,7 @@ register_target(
         toolchain=("tritonclient", "protobuf"),
         runtime_toolchain=("onnxruntime", "tritonclient"),
         cost_s=1,
+        warm=("tritonclient.grpc.model_config_pb2", "exporters.onnx2triton"),
+        runtime_warm=("onnxruntime", "tritonclient.grpc.model_config_pb2"),
     )
 )

@@ -258,6 +258,7 @@ class StepExecutor:
             log=folder / "log.txt",
             timeout_s=step.timeout_s,
             memory_mb=step.memory_mb,
+            warm=step.warm,
         )
         call.job.write_text(make_job(out_dir, work_dir).model_dump_json(indent=2))
         _write_reproduce_script(folder, call)

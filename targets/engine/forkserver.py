@@ -36,9 +36,9 @@ from typing import Any
 
 __all__ = ["FAMILIES", "PRELOAD", "main"]
 
-# What each family's server imports, in the order its steps need them ("module:function" also
-# calls a warm-up function that runs no model). A step forked before the list is done imports
-# the rest itself.
+# What each family's server imports while it is idle, in the order steps usually need them
+# ("module:function" also calls a warm-up function that runs no model). A request names what its
+# step needs (its `warm` list): the server loads that first, then forks.
 _COMMON = ("numpy", "pydantic", "targets")
 PRELOAD = {
     # preparation, ONNX, ONNX Runtime, ExecuTorch, AOTInductor
@@ -182,13 +182,18 @@ def _shutdown() -> None:
         time.sleep(0.05)
 
 
-def _preload_next(pending: list[str]) -> None:
-    name = pending.pop(0)
+def _load(name: str, loaded: set[str], pending: list[str]) -> None:
+    """Import a module (and call its warm-up function) once."""
+    if name in loaded:
+        return
+    loaded.add(name)
+    if name in pending:
+        pending.remove(name)
     module, _, function = name.partition(":")
     try:
-        loaded = importlib.import_module(module)
+        imported = importlib.import_module(module)
         if function:
-            getattr(loaded, function)()
+            getattr(imported, function)()
     except Exception as exc:  # a missing toolchain is the step's problem, not the server's
         print(f"forkserver: preloading {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
@@ -209,6 +214,7 @@ def main(family: str, socket_path: str) -> None:
     selector.register(sys.stdin, selectors.EVENT_READ, "parent")
     closing: list[Any] = [listener, wake_r, wake_w, selector]
     pending = list(PRELOAD[family]) if not os.environ.get("SHIPYARD_NO_PRELOAD") else []
+    loaded: set[str] = set()
     print("ready", flush=True)
     while True:
         events = selector.select(0 if pending else None)
@@ -217,7 +223,10 @@ def main(family: str, socket_path: str) -> None:
                 with contextlib.suppress(BlockingIOError):
                     conn, _ = listener.accept()
                     try:
-                        _fork_step(conn, _read_request(conn), closing)
+                        request = _read_request(conn)
+                        for name in request.get("warm") or ():
+                            _load(name, loaded, pending)
+                        _fork_step(conn, request, closing)
                     except (OSError, ValueError, ConnectionError) as exc:
                         print(f"forkserver: bad request: {exc}", file=sys.stderr)
                         conn.close()
@@ -230,7 +239,7 @@ def main(family: str, socket_path: str) -> None:
                 return
         _reap()
         if not events and pending:
-            _preload_next(pending)
+            _load(pending[0], loaded, pending)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ __all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id"
 
 DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
+SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program", "targets.engine.steps")
 
 
 def export_id(target: str) -> str:
@@ -69,6 +70,7 @@ class Step:
     memory_mb: int | None = None
     cost_s: float = 1.0
     family: Family = Family.TORCH
+    warm: tuple[str, ...] = ()  # modules its warm server loads before forking it
     targets: list[str] = field(default_factory=list)  # the targets it serves
     consumes: Format | None = None  # convert/export: the format it reads
     produces: Format | None = None  # convert: the format it makes
@@ -122,6 +124,7 @@ def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str
         timeout_s=conversion.timeout_s,
         cost_s=conversion.cost_s,
         family=conversion.family,
+        warm=conversion.warm,
         consumes=conversion.consumes,
         produces=conversion.produces,
     )
@@ -142,6 +145,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         memory_mb=settings.memory_mb,
         cost_s=target.cost_s,
         family=target.family,
+        warm=target.warm,
         consumes=target.consumes,
         target=target,
     )
@@ -153,6 +157,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         toolchain=("torch",),
         memory_mb=settings.memory_mb,
         cost_s=0.5,
+        warm=SOURCE_PROGRAM,
         target=target,
     )
     validate = Step(
@@ -166,6 +171,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         memory_mb=settings.memory_mb,
         cost_s=2.0,
         family=target.runtime_family,
+        warm=target.runtime_warm,
         target=target,
     )
     for step in (export, reference, validate):
@@ -183,6 +189,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             needs=[],
             toolchain=("torch",),
             cost_s=2.0,
+            warm=SOURCE_PROGRAM,
         )
     }
     start = source_format(kind)

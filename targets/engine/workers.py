@@ -120,6 +120,7 @@ class StepCall:
     log: Path
     timeout_s: float
     memory_mb: int | None = None
+    warm: tuple[str, ...] = ()  # what the server loads before forking it (see forkserver)
 
     def command(self) -> list[str]:
         """The cold command that runs this step the same way (for reproduce.sh)."""
@@ -305,6 +306,7 @@ class StepProcesses:
             "result": str(call.result),
             "log": str(call.log),
             "memory_mb": call.memory_mb,
+            "warm": list(call.warm),
             "cwd": str(call.job.parent),
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
