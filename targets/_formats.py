@@ -8,6 +8,7 @@ triton and tfjs.
 
 from __future__ import annotations
 
+import shutil
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -128,7 +129,10 @@ def to_saved_model(job: ExportJob) -> ExportResult:
     options = SavedModelOptions.model_validate(job.options)
     # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
     keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
-    convert_to_saved_model(job.input(Format.ONNX), job.out_path, keep, options.pseudo_ops, job.work_path)
+    # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
+    onnx_copy = job.work_path / "model.onnx"
+    shutil.copyfile(job.input(Format.ONNX), onnx_copy)
+    convert_to_saved_model(onnx_copy, job.out_path, keep, options.pseudo_ops, job.work_path)
     files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
     notes = [f"input layout kept as in the source for {keep}"] if keep else []
     return ExportResult(files=files, product=".", notes=notes)

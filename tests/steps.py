@@ -98,3 +98,14 @@ def hogs(job: ExportJob) -> ExportResult:
     """A converter that runs out of memory under its cap: that may not happen next time."""
     bytearray(3 * 1024**3)
     raise AssertionError("unreachable under a memory cap")
+
+
+def scribbles(job: ExportJob) -> ExportResult:
+    """The real Triton export, which then writes to the ONNX file it was given."""
+    from targets._formats import Format
+    from targets.triton import export
+
+    result = export(job)
+    with job.input(Format.ONNX).open("ab") as fh:
+        fh.write(b"scribble")
+    return result

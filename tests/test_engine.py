@@ -161,3 +161,18 @@ def test_a_cache_entry_that_changed_is_not_used(models: dict[str, Path], tmp_pat
     assert not reused["export:triton"] and reused["convert:onnx"]
     assert again.reports["triton"].status is Status.PASSED
     assert again.reports["triton"].files == first.reports["triton"].files
+
+
+def test_a_step_that_writes_to_its_input_fails(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnx2tf once rewrote the shared ONNX file in place; such a step must not pass silently."""
+    scribbles = dataclasses.replace(get_target("triton"), name="scribbles", exporter="tests.steps:scribbles")
+    monkeypatch.setitem(_catalog._TARGETS, scribbles.name, scribbles)
+    with Engine(cache=StepCache(tmp_path / "cache"), log_dir=tmp_path / "logs") as fresh:
+        result = run_targets(fresh, models["multi_io"], ["scribbles"], tmp_path / "run")
+        again = run_targets(fresh, models["multi_io"], ["triton"], tmp_path / "again")
+    assert "export:scribbles modified its input convert:onnx" in (result.reports["scribbles"].error or "")
+    onnx = next(s for s in again.steps if s.step == "convert:onnx")
+    assert not onnx.reused  # the damaged cache entry was noticed and made again
+    assert again.reports["triton"].status is Status.PASSED

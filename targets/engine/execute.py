@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shipyard.digests import sha256_file
 from shipyard.report import StepStatus
 from shipyard.spec import Spec
 from shipyard.variants import Variant
@@ -101,7 +102,7 @@ class StepExecutor:
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
             return PrepareJob(source=str(self.context.source), spec=spec, out_dir=str(out_dir))
 
-        return self._run(step, material, job, PreparedSource, cache_failures=False)
+        return self._run(step, {}, material, job, PreparedSource, cache_failures=False)
 
     def _export(self, step: Step, inputs: dict[str, StepOutcome]) -> StepOutcome:
         prepared = _result(inputs[PREPARE], PreparedSource) if PREPARE in inputs else None
@@ -132,7 +133,7 @@ class StepExecutor:
                 work_dir=str(work_dir),
             )
 
-        return self._run(step, material, job, ExportResult, cache_failures=True)
+        return self._run(step, inputs, material, job, ExportResult, cache_failures=True)
 
     def _reference(self, step: Step, inputs: dict[str, StepOutcome]) -> StepOutcome:
         """Reference outputs at the top of a narrowed envelope; nothing when the export serves all."""
@@ -162,7 +163,7 @@ class StepExecutor:
                 out_dir=str(out_dir),
             )
 
-        return self._run(step, material, job, EdgeVariants, cache_failures=False)
+        return self._run(step, inputs, material, job, EdgeVariants, cache_failures=False)
 
     def _validate(self, step: Step, inputs: dict[str, StepOutcome]) -> StepOutcome:
         assert step.target is not None
@@ -202,7 +203,7 @@ class StepExecutor:
                 work_dir=str(work_dir),
             )
 
-        return self._run(step, material, job, RuntimeResult, cache_failures=False)
+        return self._run(step, inputs, material, job, RuntimeResult, cache_failures=False)
 
     # running with the cache -----------------------------------------------
     def _key(self, step: Step, material: dict[str, Any]) -> str:
@@ -222,6 +223,7 @@ class StepExecutor:
     def _run(
         self,
         step: Step,
+        inputs: dict[str, StepOutcome],
         material: dict[str, Any],
         make_job: Any,
         result_type: type[BaseModel],
@@ -264,6 +266,12 @@ class StepExecutor:
         _write_reproduce_script(folder, call)
         ended = self.processes.run(call)
         shutil.rmtree(work_dir, ignore_errors=True)
+        changed = self._changed_inputs(inputs)
+        if changed:  # it wrote to what it read (as root, read-only files do not stop that)
+            error = f"{step.id} modified its input {changed}; a step must not write to what it reads"
+            return StepOutcome(
+                step=step, status=StepStatus.FAILED, seconds=time.perf_counter() - start, error=error
+            )
         if not ended.ok:
             repeatable = ended.error is not None and ended.error.repeatable
             if repeatable and cache_failures and self.cache.enabled:
@@ -304,6 +312,19 @@ class StepExecutor:
             digest=digest,
         )
 
+    def _changed_inputs(self, inputs: dict[str, StepOutcome]) -> str | None:
+        """The first input whose files no longer match their digest, if any."""
+        if sha256_file(self.context.source) != self.context.source_sha256:
+            return "the source model"
+        for name, outcome in inputs.items():
+            if (
+                outcome.out_dir is not None
+                and outcome.digest
+                and tree_digest(outcome.out_dir) != outcome.digest
+            ):
+                return name
+        return None
+
 
 def _result(outcome: StepOutcome, result_type: type[Any]) -> Any:
     assert isinstance(outcome.result, result_type), f"{outcome.step.id} has no {result_type.__name__}"
@@ -311,8 +332,6 @@ def _result(outcome: StepOutcome, result_type: type[Any]) -> Any:
 
 
 def _file_digest(path: Path) -> str:
-    from shipyard.source import sha256_file
-
     return sha256_file(path) if path.is_file() else "missing"
 
 
