@@ -166,6 +166,7 @@ def test_tampered_body_is_refused(service: dict, models: dict[str, Path]) -> Non
         (None, {"targets": "ort-web,coreml"}, 422, "unknown target 'coreml'"),
         (None, {"spec": "dims: {batch: {min: lots}}"}, 422, "dims.batch.min"),
         (None, {"spec": "gatez: 1"}, 422, "gatez"),
+        (None, {"spec": "samples: /etc/passwd"}, 422, "samples: not accepted over the webhook"),
     ],
 )
 def test_bad_uploads_get_a_one_line_reason(
