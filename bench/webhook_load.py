@@ -37,7 +37,8 @@ async def _send(client, url: str, model: bytes, seed: int, forged: bool) -> tupl
     )
     body = request.read()
     ts = str(int(time.time()))
-    signature = sign("wrong-secret-000000" if forged else SECRET, ts, body)
+    path = request.url.raw_path.decode()
+    signature = sign("wrong-secret-000000" if forged else SECRET, ts, "POST", path, body)
     start = time.perf_counter()
     response = await client.post(
         url,

@@ -93,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     gc.add_argument("--registry", help=REGISTRY_HELP)
 
+    sm = sub.add_parser(
+        "submit",
+        help="send a model to the service's webhook (signed with $SHIPYARD_WEBHOOK_SECRET)",
+        description="POST a model to the webhook, signed with the shared secret in "
+        "$SHIPYARD_WEBHOOK_SECRET; prints the run id and status URL (with --wait, the result).",
+    )
+    sm.add_argument("source", type=Path, help="model file")
+    sm.add_argument("--name", required=True, help="registry model name")
+    sm.add_argument(
+        "--url",
+        help="webhook URL (default: $SHIPYARD_WEBHOOK_URL, else http://127.0.0.1:$SHIPYARD_WEBHOOK_PORT)",
+    )
+    sm.add_argument("--spec", type=Path, help="YAML/JSON spec file, sent as text")
+    sm.add_argument("--targets", help="comma-separated target names (default: all)")
+    sm.add_argument("--wait", action="store_true", help="wait for the run to end and print its result")
+
     sub.add_parser("targets", help="list the target catalog")
     return p
 
@@ -246,6 +262,41 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _submit(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from flows._client import WebhookClient, WebhookRefused
+
+    secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET", "")
+    if len(secret) < 16:
+        raise InputError(
+            "set SHIPYARD_WEBHOOK_SECRET to the service's webhook secret (at least 16 characters)"
+        )
+    if not args.source.is_file():
+        raise InputError(f"{args.source}: no such file")
+    port = os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000")
+    url = args.url or os.environ.get("SHIPYARD_WEBHOOK_URL") or f"http://127.0.0.1:{port}"
+    client = WebhookClient(url, secret)
+    try:
+        spec = args.spec.read_text() if args.spec else None
+        answer = client.submit(args.source, args.name, spec, args.targets)
+        if args.wait:
+            answer = client.wait(answer["status_url"])
+    except (OSError, httpx.HTTPError) as exc:
+        raise InputError(f"cannot read the files or reach {url}: {exc}") from None
+    except WebhookRefused as exc:
+        raise InputError(f"the webhook refused the request: {exc}") from None
+    print(json.dumps(answer, indent=2))
+    if not args.wait:
+        return EXIT_OK
+    passed = answer.get("state") == "COMPLETED" and all(
+        t.get("status") == "passed" for t in answer.get("targets", {}).values()
+    )
+    return EXIT_OK if passed else EXIT_FAILED
+
+
 def _targets(args: argparse.Namespace) -> int:
     from targets import all_targets
 
@@ -262,6 +313,7 @@ COMMANDS = {
     "inspect": _inspect,
     "promote": _promote,
     "registry": _registry,
+    "submit": _submit,
     "targets": _targets,
 }
 

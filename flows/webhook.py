@@ -1,19 +1,25 @@
 """The REST webhook: a signed model upload starts a package-model run; runs can be polled.
 
 POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON), targets (a,b)
-                         headers X-Shipyard-Timestamp and X-Shipyard-Signature (see _signing)
                          -> 202 {run_id, status_url, source_sha256}
 GET  /v1/runs/{run_id}   -> {run_id, state, ...}; when the run is done, `targets` as in the CLI's --json
 GET  /healthz            -> {"ok": true}
 
+Both /v1 routes are signed (flows/_signing.py: timestamp, method, path and raw body; a GET signs an
+empty body). Missing, malformed or stale signature headers are refused (401) before any of the
+body is read; at most SHIPYARD_WEBHOOK_MAX_UPLOADS uploads are spooled at once (503 with
+Retry-After beyond that); the spool is removed on every exit, a client disconnect included.
+
 Run: python -m flows.webhook (127.0.0.1:$SHIPYARD_WEBHOOK_PORT, default 8000). Settings come from
-the environment: SHIPYARD_WEBHOOK_SECRET (required), SHIPYARD_REGISTRY, SHIPYARD_WEBHOOK_MAX_MB,
-PREFECT_API_URL. The handler checks and stores the upload, starts the deployment, and returns:
-the work happens in the Prefect worker. Nothing in an upload is ever executed here.
+the environment: SHIPYARD_WEBHOOK_SECRET (required, at least 16 characters), SHIPYARD_REGISTRY,
+SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR, PREFECT_API_URL.
+The handler checks and stores the upload, starts the deployment, and returns: the work happens
+in the Prefect worker. Nothing in an upload is ever executed here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,11 +33,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows._signing import BodySigner
+from flows._signing import RequestSigner, header_problem
 from shipyard.errors import ShipyardError, SpecError
 from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text
 
@@ -39,6 +45,9 @@ __all__ = ["WebhookSettings", "create_app"]
 
 DEPLOYMENT = "package-model/package-model"
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUN_AGAIN_STATES = {"FAILED", "CRASHED", "CANCELLED"}  # a redelivery after these starts a new run
+MAX_RUN_ATTEMPTS = 1000
+RETRY_AFTER_S = 5
 
 
 @dataclass
@@ -49,6 +58,7 @@ class WebhookSettings:
     public_url: str = "http://127.0.0.1:8000"
     deployment: str = DEPLOYMENT
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    max_uploads: int = 4  # uploads spooled at once
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
@@ -61,6 +71,8 @@ class WebhookSettings:
             registry=os.environ.get("SHIPYARD_REGISTRY"),
             max_bytes=int(float(os.environ.get("SHIPYARD_WEBHOOK_MAX_MB", "2048")) * 1024 * 1024),
             public_url=os.environ.get("SHIPYARD_WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+            spool_dir=Path(os.environ.get("SHIPYARD_WEBHOOK_SPOOL_DIR", tempfile.gettempdir())),
+            max_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_UPLOADS", "4")),
         )
 
 
@@ -68,22 +80,37 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _raw_path(request: Request) -> str:
+    """The path as the client sent it (what it signed), not as routing decoded it."""
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    return raw.decode("latin-1")
+
+
+def _refused_headers(request: Request) -> JSONResponse | None:
+    problem = header_problem(
+        request.headers.get("x-shipyard-timestamp"), request.headers.get("x-shipyard-signature")
+    )
+    return _error(401, f"bad signature: {problem}") if problem else None
+
+
+def _too_large(settings: WebhookSettings) -> JSONResponse:
+    return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
+
+
 async def _spool_signed_body(request: Request, settings: WebhookSettings, spool: Any) -> JSONResponse | None:
     """Stream the body to disk with a size cap, checking the signature over the raw bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_bytes:
-        return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
-    signer = BodySigner(settings.secret, request.headers.get("x-shipyard-timestamp", ""))
+    signer = RequestSigner(
+        settings.secret, request.headers["x-shipyard-timestamp"], request.method, _raw_path(request)
+    )
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > settings.max_bytes:
-            return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
+            return _too_large(settings)
         signer.update(chunk)
         spool.write(chunk)
-    problem = signer.problem(request.headers.get("x-shipyard-signature"))
-    if problem:
-        return _error(401, f"bad signature: {problem}")
+    if not signer.matches(request.headers["x-shipyard-signature"]):
+        return _error(401, "bad signature: signature does not match")
     spool.seek(0)
     return None
 
@@ -109,24 +136,42 @@ def _save_upload(upload: UploadFile, folder: Path) -> Path:
 async def submit_model(request: Request) -> JSONResponse:
     settings: WebhookSettings = request.app.state.settings
     name = request.path_params["name"]
-    if not MODEL_NAME_RE.match(name):
+    if not MODEL_NAME_RE.fullmatch(name):
         return _error(400, "model name must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
-    folder = Path(tempfile.mkdtemp(prefix="shipyard-upload-", dir=settings.spool_dir))
-    try:
-        with (folder / "body").open("w+b") as spool:
-            refused = await _spool_signed_body(request, settings, spool)
-            if refused:
-                return refused
-            form = await _form_from(request, spool)
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                return _error(422, "missing multipart field 'file' (the model)")
-            try:
-                return await _accept(settings, name, form, upload, folder)
-            except ShipyardError as exc:
-                return _error(422, str(exc))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    refused = _refused_headers(request)
+    if refused:
+        return refused
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_bytes:
+        return _too_large(settings)
+    slots: asyncio.Semaphore = request.app.state.upload_slots
+    if slots.locked():
+        busy = _error(503, f"{settings.max_uploads} uploads are being received; try again shortly")
+        busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return busy
+    async with slots:
+        folder = Path(tempfile.mkdtemp(prefix="shipyard-upload-", dir=settings.spool_dir))
+        try:
+            return await _receive(request, settings, name, folder)
+        except ClientDisconnect:
+            return _error(400, "the client went away before the upload was complete")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _receive(request: Request, settings: WebhookSettings, name: str, folder: Path) -> JSONResponse:
+    with (folder / "body").open("w+b") as spool:
+        refused = await _spool_signed_body(request, settings, spool)
+        if refused:
+            return refused
+        form = await _form_from(request, spool)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            return _error(422, "missing multipart field 'file' (the model)")
+        try:
+            return await _accept(settings, name, form, upload, folder)
+        except ShipyardError as exc:  # say what is wrong, not where the server keeps the upload
+            return _error(422, str(exc).replace(str(folder.resolve() / "source"), "the uploaded file"))
 
 
 async def _accept(
@@ -164,16 +209,32 @@ async def _accept(
 
 
 async def _start_run(settings: WebhookSettings, parameters: dict[str, Any]) -> str:
-    from prefect.client.orchestration import get_client
+    """The run for these parameters: an existing one, unless it failed, crashed or was cancelled.
 
-    # The same upload with the same spec and targets, delivered twice, starts one run.
-    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+    The same upload with the same spec and targets, delivered twice, starts one run; delivered
+    again after that run failed, it starts a new one (the next idempotency key of the series).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    base = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(settings.deployment)
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters, idempotency_key=key, tags=["webhook"]
-        )
-    return str(flow_run.id)
+        for attempt in range(MAX_RUN_ATTEMPTS):
+            key = base if attempt == 0 else f"{base}.{attempt}"
+            found = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])),
+                limit=1,
+            )
+            if found and found[0].state and found[0].state.type.value in RUN_AGAIN_STATES:
+                continue
+            if found:
+                return str(found[0].id)
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment.id, parameters=parameters, idempotency_key=key, tags=["webhook"]
+            )
+            return str(flow_run.id)
+    raise ShipyardError(f"this upload has failed {MAX_RUN_ATTEMPTS} times; not starting it again")
 
 
 async def run_status(request: Request) -> JSONResponse:
@@ -182,6 +243,15 @@ async def run_status(request: Request) -> JSONResponse:
 
     from registry import open_registry
 
+    settings: WebhookSettings = request.app.state.settings
+    refused = _refused_headers(request)
+    if refused:
+        return refused
+    signer = RequestSigner(
+        settings.secret, request.headers["x-shipyard-timestamp"], request.method, _raw_path(request)
+    )
+    if not signer.matches(request.headers["x-shipyard-signature"]):
+        return _error(401, "bad signature: signature does not match")
     try:
         run_id = uuid.UUID(request.path_params["run_id"])
     except ValueError:
@@ -198,12 +268,11 @@ async def run_status(request: Request) -> JSONResponse:
         "state_name": flow_run.state.name if flow_run.state else None,
     }
     if state in FINAL_STATES:
-        settings: WebhookSettings = request.app.state.settings
         report = await run_in_threadpool(open_registry(settings.registry).run_report, str(run_id))
         if report:
             body.update({k: report[k] for k in ("model", "version", "source_sha256", "toolchain", "targets")})
-        elif flow_run.state and flow_run.state.message:
-            body["error"] = flow_run.state.message
+        elif state != "COMPLETED":  # the details stay in the service's logs
+            body["error"] = f"the run ended {state.lower()} without a report; the service logs say why"
     return JSONResponse(body)
 
 
@@ -220,6 +289,7 @@ def create_app(settings: WebhookSettings) -> Starlette:
         ]
     )
     app.state.settings = settings
+    app.state.upload_slots = asyncio.Semaphore(settings.max_uploads)
     return app
 
 

@@ -99,12 +99,17 @@ def random_inputs(
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Read an .npz without allowing pickled objects."""
+    """Read an .npz (one array per name) without allowing pickled objects."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise SpecError(f"samples: cannot read {path}: {exc}") from None
+        raise SpecError(f"samples: cannot read {path.name}: {exc}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise SpecError(
+            f"samples: {path.name} holds one bare array; save an .npz with one array per input name"
+        )
+    with loaded as data:
+        return {k: data[k] for k in data.files}
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

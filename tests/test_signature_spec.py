@@ -100,3 +100,11 @@ def test_samples_with_wrong_shape_are_refused(models: dict[str, Path], tmp_path:
     np.savez(samples, other=np.ones((1, 3, 32, 32), dtype=np.float32))
     with pytest.raises(SpecError, match="missing input"):
         build_variants(sig, parse_spec({"samples": str(samples)}))
+
+
+def test_samples_that_are_not_an_npz_are_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    sig, _ = read_signature(models["convnet"], Spec())
+    npy = tmp_path / "samples.npy"
+    np.save(npy, np.ones((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(SpecError, match=r"one bare array; save an \.npz"):
+        build_variants(sig, parse_spec({"samples": str(npy)}))

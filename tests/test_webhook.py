@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -59,8 +61,11 @@ def service(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "SHIPYARD_WEBHOOK_SECRET": SECRET,
         "SHIPYARD_WEBHOOK_PORT": str(port),
         "SHIPYARD_WEBHOOK_MAX_MB": "4",
+        "SHIPYARD_WEBHOOK_MAX_UPLOADS": "2",
+        "SHIPYARD_WEBHOOK_SPOOL_DIR": str(root / "spool"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    (root / "spool").mkdir()
     webhook = _start(["flows.webhook"], env, root / "webhook.log")
     server = _start(["flows.serve"], env, root / "serve.log")
     try:
@@ -71,7 +76,13 @@ def service(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             root / "serve.log",
             timeout=180,
         )
-        yield {"url": f"http://127.0.0.1:{port}", "registry": root / "registry", "root": root}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "port": port,
+            "registry": root / "registry",
+            "root": root,
+            "spool": root / "spool",
+        }
     finally:
         _stop(webhook)
         _stop(server)
@@ -85,6 +96,7 @@ def _post(
     secret: str = SECRET,
     timestamp: int | None = None,
     signed: bool = True,
+    signed_path: str | None = None,
 ) -> httpx.Response:
     request = httpx.Request(
         "POST", f"{url}/v1/models/{name}", files={"file": ("model.pt2", model)}, data=fields or {}
@@ -93,8 +105,19 @@ def _post(
     headers = dict(request.headers)
     if signed:
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        headers.update({"X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(secret, ts, body)})
+        path = signed_path or f"/v1/models/{name}"
+        headers.update(
+            {"X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(secret, ts, "POST", path, body)}
+        )
     return httpx.post(request.url, content=body, headers=headers, timeout=60)
+
+
+def _get(url: str, path: str, signed: bool = True) -> httpx.Response:
+    ts = str(int(time.time()))
+    headers = (
+        {"X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(SECRET, ts, "GET", path)} if signed else {}
+    )
+    return httpx.get(f"{url}{path}", headers=headers, timeout=30)
 
 
 def _incoming(service: dict) -> list[Path]:
@@ -113,10 +136,12 @@ def test_signed_upload_runs_the_deployment(service: dict, models: dict[str, Path
     again = _post(service["url"], "hooked", model, fields)
     assert again.json()["run_id"] == body["run_id"]  # a redelivered request starts no second run
 
+    path = urlparse(body["status_url"]).path
+    assert _get(service["url"], path, signed=False).status_code == 401  # status reads are signed too
     deadline = time.monotonic() + 600
     status: dict = {}
     while time.monotonic() < deadline:
-        status = httpx.get(body["status_url"], timeout=30).json()
+        status = _get(service["url"], path).json()
         if status["state"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             break
         time.sleep(2)
@@ -137,6 +162,7 @@ def test_signed_upload_runs_the_deployment(service: dict, models: dict[str, Path
         ({"signed": False}, "missing X-Shipyard"),
         ({"secret": "some-other-secret-123456"}, "signature does not match"),
         ({"timestamp": int(time.time()) - 3600}, "replay or clock skew"),
+        ({"signed_path": "/v1/models/other"}, "signature does not match"),  # replayed to another name
     ],
 )
 def test_unsigned_or_forged_requests_are_refused(
@@ -153,7 +179,8 @@ def test_tampered_body_is_refused(service: dict, models: dict[str, Path]) -> Non
     request = httpx.Request("POST", f"{service['url']}/v1/models/x", files={"file": ("m.pt2", b"abc")})
     body = request.read()
     ts = str(int(time.time()))
-    headers = {**request.headers, "X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(SECRET, ts, body)}
+    signature = sign(SECRET, ts, "POST", "/v1/models/x", body)
+    headers = {**request.headers, "X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": signature}
     answer = httpx.post(request.url, content=body.replace(b"abc", b"abd"), headers=headers)
     assert answer.status_code == 401
 
@@ -177,6 +204,7 @@ def test_bad_uploads_get_a_one_line_reason(
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in error
+    assert str(service["spool"]) not in error and "/tmp" not in error  # no server paths in answers
     assert _incoming(service) == before
 
 
@@ -194,6 +222,110 @@ def test_model_names_with_tricks_are_refused(service: dict, models: dict[str, Pa
 
 
 def test_status_of_unknown_runs(service: dict) -> None:
-    assert httpx.get(f"{service['url']}/v1/runs/not-a-uuid").status_code == 400
-    missing = httpx.get(f"{service['url']}/v1/runs/00000000-0000-4000-8000-000000000000")
-    assert missing.status_code == 404
+    assert _get(service["url"], "/v1/runs/not-a-uuid").status_code == 400
+    assert _get(service["url"], "/v1/runs/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+def _raw(port: int, head: str, body: bytes = b"", wait_s: float = 10) -> bytes:
+    """Send raw bytes over one HTTP/1.1 connection (a client that may not finish); the first answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as conn:
+        conn.sendall(head.encode("latin-1") + body)
+        return conn.recv(65536)
+
+
+def _signed_head(name: str, length: int | str, extra: str = "") -> str:
+    ts = str(int(time.time()))
+    signature = "sha256=" + "0" * 64  # well formed: the body is what would prove it
+    size = f"Content-Length: {length}\r\n" if isinstance(length, int) else "Transfer-Encoding: chunked\r\n"
+    return (
+        f"POST /v1/models/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n{size}"
+        f"X-Shipyard-Timestamp: {ts}\r\nX-Shipyard-Signature: {signature}\r\n{extra}\r\n"
+    )
+
+
+def test_unsigned_upload_is_refused_before_its_body_is_read(service: dict) -> None:
+    """The answer comes while the client has sent none of its 3 MB body."""
+    head = "POST /v1/models/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3000000\r\n\r\n"
+    assert _raw(service["port"], head).startswith(b"HTTP/1.1 401")
+    assert list(service["spool"].iterdir()) == []
+
+
+def test_malformed_signature_headers_are_401(service: dict) -> None:
+    ts = str(int(time.time()))
+    for value in ("sha256=\u00e9" + "0" * 63, "md5=abc", "sha256=" + "A" * 64):
+        head = (
+            "POST /v1/models/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+            f"X-Shipyard-Timestamp: {ts}\r\nX-Shipyard-Signature: {value}\r\n\r\n"
+        )
+        assert _raw(service["port"], head, b"{}").startswith(b"HTTP/1.1 401"), value
+    status = _get(service["url"], "/v1/runs/00000000-0000-4000-8000-000000000000", signed=False)
+    assert status.status_code == 401
+
+
+def test_uploads_beyond_the_limit_wait_and_spools_never_outlive_them(service: dict) -> None:
+    """Two slow uploads hold both slots: a third gets 503; when they disconnect, nothing is left."""
+    slow = []
+    for _ in range(2):
+        conn = socket.create_connection(("127.0.0.1", service["port"]), timeout=10)
+        conn.sendall(_signed_head("slow", 1_000_000).encode() + b"x" * 1000)
+        slow.append(conn)
+    deadline = time.monotonic() + 10
+    while len(list(service["spool"].iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    busy = _post(service["url"], "third", b"abc")
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+    for conn in slow:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while list(service["spool"].iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(service["spool"].iterdir()) == []
+
+
+def test_chunked_upload_over_the_cap_is_413_and_leaves_nothing(service: dict) -> None:
+    chunk = b"x" * (1 << 20)
+    body = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(6)) + b"0\r\n\r\n"
+    assert _raw(service["port"], _signed_head("chunky", "chunked"), body, wait_s=30).startswith(
+        b"HTTP/1.1 413"
+    )
+    time.sleep(0.5)
+    assert list(service["spool"].iterdir()) == []
+
+
+def test_a_redelivery_after_a_cancelled_run_starts_a_new_one(
+    service: dict, prefect_api: str, models: dict[str, Path]
+) -> None:
+    model = models["multi_io"].read_bytes()
+    fields = {"targets": "triton", "spec": json.dumps({"seed": 7})}
+    first = _post(service["url"], "retried", model, fields).json()["run_id"]
+    cancelled = httpx.post(
+        f"{prefect_api}/flow_runs/{first}/set_state",
+        json={"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True},
+        timeout=30,
+    )
+    assert cancelled.status_code in (200, 201), cancelled.text
+    second = _post(service["url"], "retried", model, fields).json()["run_id"]
+    assert second != first
+    assert _post(service["url"], "retried", model, fields).json()["run_id"] == second  # still one per try
+
+
+def test_shipyard_submit_signs_for_the_user(service: dict, models: dict[str, Path], tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SHIPYARD_WEBHOOK_SECRET": SECRET,
+        "SHIPYARD_WEBHOOK_URL": service["url"],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "submit", str(models["multi_io"]), "--name", "submitted",
+         "--targets", "triton", "--wait"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["state"] == "COMPLETED" and answer["targets"]["triton"]["status"] == "passed"
+    forged = {**env, "SHIPYARD_WEBHOOK_SECRET": "x" * 20}
+    wrong = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "submit", str(models["multi_io"]), "--name", "submitted"],
+        capture_output=True, text=True, env=forged, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "401" in wrong.stderr and "Traceback" not in wrong.stderr

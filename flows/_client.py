@@ -1,0 +1,88 @@
+"""A client for the webhook: signs each request the way flows/_signing.py checks it."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from flows._signing import RequestSigner, sign
+
+__all__ = ["WebhookClient", "WebhookRefused"]
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class WebhookRefused(Exception):
+    """The webhook answered with an error status; the message is its one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class WebhookClient:
+    def __init__(self, url: str, secret: str, timeout_s: float = 600) -> None:
+        self.url = url.rstrip("/")
+        self.secret = secret
+        self.timeout_s = timeout_s
+
+    def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        timestamp = str(int(time.time()))
+        signature = sign(self.secret, timestamp, method, path, body)
+        return {"X-Shipyard-Timestamp": timestamp, "X-Shipyard-Signature": signature}
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            body = {"error": response.text[:200]}
+        if response.status_code >= 400:
+            raise WebhookRefused(response.status_code, str(body.get("error", body)))
+        return body
+
+    def submit(
+        self, model: Path, name: str, spec: str | None = None, targets: str | None = None
+    ) -> dict[str, Any]:
+        """POST the model; returns {run_id, status_url, source_sha256}.
+
+        The multipart body is written once to a temporary file while its signature is computed,
+        then streamed from there: memory stays small whatever the model's size.
+        """
+        fields = {k: v for k, v in {"spec": spec, "targets": targets}.items() if v}
+        url = f"{self.url}/v1/models/{name}"
+        with model.open("rb") as fh, tempfile.TemporaryFile() as body:
+            request = httpx.Request("POST", url, files={"file": ("model", fh)}, data=fields)
+            timestamp = str(int(time.time()))
+            signer = RequestSigner(self.secret, timestamp, "POST", request.url.raw_path.decode())
+            for chunk in request.stream:  # type: ignore[union-attr]
+                signer.update(chunk)
+                body.write(chunk)
+            body.seek(0)
+            headers = {
+                **request.headers,
+                "X-Shipyard-Timestamp": timestamp,
+                "X-Shipyard-Signature": signer.signature(),
+            }
+            return self._answer(httpx.post(url, content=body, headers=headers, timeout=self.timeout_s))
+
+    def status(self, status_url: str) -> dict[str, Any]:
+        """The run's state, and its per-target results once it has ended (a signed GET)."""
+        path = urlparse(status_url).path
+        return self._answer(
+            httpx.get(f"{self.url}{path}", headers=self._headers("GET", path, b""), timeout=60)
+        )
+
+    def wait(self, status_url: str, poll_s: float = 2.0) -> dict[str, Any]:
+        """Poll until the run has ended (or timeout_s has passed; then the last answer)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            answer = self.status(status_url)
+            if answer.get("state") in FINAL_STATES or time.monotonic() > deadline:
+                return answer
+            time.sleep(poll_s)
