@@ -46,6 +46,41 @@ def _replayable_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _reexport(
+    old: VersionManifest, registry: str | None, folder: str
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Package one tracked version's source again; its drift rows and its summary."""
+    source = fetch_source_blob(registry, old, folder)
+    new = package_model(
+        source=source,
+        targets=sorted(old.targets),
+        spec=_replayable_spec(old.spec),
+        name=old.model,
+        registry=registry,
+    )
+    before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
+    changes = toolchain_changes(old.toolchain, new["toolchain"])
+    reran = [s["step"] for s in new["steps"] if not s["reused"]]
+    get_run_logger().info(
+        "%s: v%s -> v%s, toolchain changes %s, %d step(s) run again, %d reused",
+        old.model,
+        old.version,
+        new["version"],
+        changes or "none",
+        len(reran),
+        len(new["steps"]) - len(reran),
+    )
+    summary = {
+        "model": old.model,
+        "old_version": old.version,
+        "new_version": new["version"],
+        "toolchain_changes": changes,
+        "steps_run": reran,
+        "steps_reused": len(new["steps"]) - len(reran),
+    }
+    return drift_rows(old.model, before, new), summary
+
+
 @flow(name="nightly-reexport")
 def nightly_reexport(
     registry: str | None = None, alias: str = "latest", models: list[str] | None = None
@@ -57,40 +92,19 @@ def nightly_reexport(
     """
     logger = get_run_logger()
     rows: list[dict[str, str]] = []
-    summary = []
+    summary: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="shipyard-nightly-") as folder:
         for old in tracked_versions(registry, alias, models):
-            source = fetch_source_blob(registry, old, folder)
-            new = package_model(
-                source=source,
-                targets=sorted(old.targets),
-                spec=_replayable_spec(old.spec),
-                name=old.model,
-                registry=registry,
-            )
-            before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
-            rows += drift_rows(old.model, before, new)
-            changes = toolchain_changes(old.toolchain, new["toolchain"])
-            reran = [s["step"] for s in new["steps"] if not s["reused"]]
-            summary.append(
-                {
-                    "model": old.model,
-                    "old_version": old.version,
-                    "new_version": new["version"],
-                    "toolchain_changes": changes,
-                    "steps_run": reran,
-                    "steps_reused": len(new["steps"]) - len(reran),
-                }
-            )
-            logger.info(
-                "%s: v%s -> v%s, toolchain changes %s, %d step(s) run again, %d reused",
-                old.model,
-                old.version,
-                new["version"],
-                changes or "none",
-                len(reran),
-                len(new["steps"]) - len(reran),
-            )
+            try:
+                model_rows, model_summary = _reexport(old, registry, folder)
+            except Exception as exc:  # one model's failure must not stop the others
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                logger.error("%s: re-export failed: %s", old.model, reason)
+                failures.append({"model": old.model, "error": f"{type(exc).__name__}: {reason}"})
+                continue
+            rows += model_rows
+            summary.append(model_summary)
     if rows:
         create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")
-    return {"models": summary, "drift": rows}
+    return {"models": summary, "drift": rows, "failures": failures}

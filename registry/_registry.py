@@ -26,10 +26,10 @@ MAX_VERSION_TRIES = 1000
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
     """NAME, NAME:VERSION or NAME@ALIAS -> (name, version, alias); bare NAME means @latest."""
-    m = REF_RE.match(ref)
-    if not m or not MODEL_NAME_RE.match(m["name"]):
+    m = REF_RE.fullmatch(ref)
+    if not m or not MODEL_NAME_RE.fullmatch(m["name"]):
         raise InputError(f"bad model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
-    if m["alias"] and not ALIAS_RE.match(m["alias"]):
+    if m["alias"] and not ALIAS_RE.fullmatch(m["alias"]):
         raise InputError(f"bad alias {m['alias']!r}")
     version = int(m["version"]) if m["version"] else None
     alias = m["alias"] or (None if version is not None else "latest")
@@ -162,7 +162,7 @@ class Registry:
 
     def set_alias(self, model: str, alias: str, version: int) -> AliasRecord:
         """Point `alias` at `version`, retrying while another writer moves it concurrently."""
-        if not ALIAS_RE.match(alias):
+        if not ALIAS_RE.fullmatch(alias):
             raise InputError(f"bad alias {alias!r}")
         self.manifest(model, version)  # the version must exist
         key = self.alias_key(model, alias)

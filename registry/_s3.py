@@ -49,6 +49,10 @@ class S3Backend:
         )
         self.client = client or boto3.client("s3", config=config)
 
+    def _folder_prefix(self) -> str:
+        """The prefix as a folder: s3://b/reg never lists s3://b/reg2."""
+        return f"{self.prefix}/" if self.prefix else ""
+
     def _key(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise RegistryError(f"key {key!r} escapes the registry prefix")
@@ -80,7 +84,7 @@ class S3Backend:
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(key) from None
-            if _code(exc) == "PreconditionFailed":
+            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):  # 412, or 409 in a race
                 raise Conflict(key) from None
             raise self._fail(exc, key) from None
         except BotoCoreError as exc:
@@ -143,7 +147,7 @@ class S3Backend:
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix) if prefix else self.prefix
+                Bucket=self.bucket, Prefix=self._key(prefix) if prefix else self._folder_prefix()
             )
             for page in pages:
                 for item in page.get("Contents", []):
@@ -159,7 +163,7 @@ class S3Backend:
         swept = 0
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self.prefix
+                Bucket=self.bucket, Prefix=self._folder_prefix()
             )
             for page in pages:
                 for upload in page.get("Uploads", []):

@@ -21,7 +21,13 @@ class Gates(BaseModel):
     rel_eps: float = Field(default=1e-3, gt=0, description="epsilon in |a-b| / (|ref| + eps)")
 
     def merged(self, overrides: dict[str, float | None]) -> Gates:
-        return self.model_validate({**self.model_dump(), **overrides})
+        """These gates with a spec's changes; at least one numeric gate always stays on."""
+        gates = self.model_validate({**self.model_dump(), **overrides})
+        if all(value is None for name, value in gates.model_dump().items() if name != "rel_eps"):
+            raise ValueError(
+                "every gate would be off; keep at least one (a limit may be loosened, not removed)"
+            )
+        return gates
 
 
 # Strict defaults for float32 artifacts: kernels differ, math should not.

@@ -56,7 +56,7 @@ class TensorOverride(BaseModel):
     @field_validator("name")
     @classmethod
     def _tensor_name(cls, value: str | None) -> str | None:
-        if value is not None and not TENSOR_NAME_RE.match(value):
+        if value is not None and not TENSOR_NAME_RE.fullmatch(value):
             raise ValueError("must be a C-style identifier (letters, digits, _), at most 64 chars")
         return value
 
@@ -92,7 +92,7 @@ class Spec(BaseModel):
     @field_validator("name")
     @classmethod
     def _model_name(cls, value: str | None) -> str | None:
-        if value is not None and not MODEL_NAME_RE.match(value):
+        if value is not None and not MODEL_NAME_RE.fullmatch(value):
             raise ValueError(
                 "must be lowercase letters, digits, '.', '_' or '-', starting with a letter "
                 "or digit, at most 64 chars"

@@ -71,6 +71,8 @@ class Target:
             self.gates.merged(settings.gates)
         except ValidationError as exc:
             raise SpecError(f"spec field targets.{self.name}.gates.{first_error(exc)}") from None
+        except ValueError as exc:
+            raise SpecError(f"spec field targets.{self.name}.gates: {exc}") from None
 
 
 _TARGETS: dict[str, Target] = {}

@@ -86,6 +86,8 @@ def behave(job: Behave) -> Behaved:
         os._exit(3)
     if job.what == "hog":
         bytearray(3 * 1024**3)
+    if job.what == "orphan":  # returns normally, leaving a grandchild behind
+        subprocess.Popen(["sleep", HANG_SLEEP_S], start_new_session=False)
     return Behaved(pid=os.getpid(), preloaded_torch="torch" in sys.modules)
 
 

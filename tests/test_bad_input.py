@@ -126,6 +126,11 @@ def test_unknown_target(home: Path, models: dict[str, Path]) -> None:
         ("gatez: {}\n", "gatez"),
         ("targets:\n  ort-web:\n    gates: {max_abs_err: -1}\n", "targets.ort-web.gates.max_abs_err"),
         (
+            "targets:\n  triton:\n    gates: {max_abs_err: null, max_rel_err: null, min_cosine: null}\n",
+            "targets.triton.gates: every gate would be off",
+        ),
+        ('name: "convnet\\n"\n', "name"),
+        (
             "targets:\n  triton:\n    options: {max_queue_delay_us: soon}\n",
             "targets.triton.options.max_queue_delay_us",
         ),

@@ -48,6 +48,41 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
     ]
 
 
+def test_one_model_failing_does_not_stop_the_others(
+    models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
+) -> None:
+    registry = (tmp_path / "registry").as_uri()
+    sources = {}
+    for name in ("alpha", "beta"):
+        args = ["package", str(models["multi_io"]), "--name", name, "--targets", "triton"]
+        done = run_cli([*args, "--registry", registry, "--json"], home, prefect_api)
+        assert done.returncode == 0, done.stderr[-2000:]
+        sources[name] = parse_json(done.stdout)["source_sha256"]
+    # beta's stored version now names a source the registry does not hold
+    manifest = tmp_path / "registry/models/beta/versions/1.json"
+    doc = json.loads(manifest.read_text())
+    doc["source"]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(doc))
+    code = (
+        "import json; from flows.nightly import nightly_reexport; "
+        f"print(json.dumps(nightly_reexport(registry={registry!r})))"
+    )
+    env = {"PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [m["model"] for m in result["models"]] == ["alpha"]
+    assert [f["model"] for f in result["failures"]] == ["beta"]
+    assert "Traceback" not in result["failures"][0]["error"]
+
+
 def test_drift_rows_flag_regressions() -> None:
     old = {"targets": {"tfjs": {"status": "passed", "metrics": {"max_abs_err": 1e-7, "artifact_bytes": 10}}}}
     new = {"targets": {"tfjs": {"status": "failed", "metrics": {}, "error": "export failed: Erf"}}}

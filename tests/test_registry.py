@@ -146,7 +146,7 @@ def test_bad_refs() -> None:
     assert parse_ref("m") == ("m", None, "latest")
     assert parse_ref("m:3") == ("m", 3, None)
     assert parse_ref("m@prod") == ("m", None, "prod")
-    for ref in ("../m", "m:x", "m@../x", "M", "m:1@a"):
+    for ref in ("../m", "m:x", "m@../x", "M", "m:1@a", "m@prod\n", "m\n"):
         with pytest.raises(InputError):
             parse_ref(ref)
 

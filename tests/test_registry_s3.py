@@ -128,3 +128,18 @@ def test_a_file_changed_after_hashing_is_never_stored(
         registry.put_blob(path, digest)
     assert not registry.backend.exists(registry.blob_key(digest))
     assert not list(registry.backend.list("blobs/"))
+
+
+def test_a_prefix_is_a_folder(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """s3://b/reg must never list or collect what lives under s3://b/reg2."""
+    from datetime import timedelta
+
+    base = unique_prefix()
+    near, far = open_registry(f"s3://shipyard/{base}"), open_registry(f"s3://shipyard/{base}2")
+    source = tmp_path / "s.bin"
+    source.write_bytes(b"source")
+    folder, entry = _artifact(tmp_path, os.urandom(1000))
+    far.publish(_draft(source, entry), {"t": folder}, source)
+    assert near.models() == [] and far.models() == ["m"]
+    assert near.gc(timedelta(0)) == []
+    assert far.backend.exists(far.blob_key(entry.sha256))

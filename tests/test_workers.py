@@ -97,3 +97,12 @@ def test_a_dead_server_is_replaced_by_cold_steps(tmp_path: Path) -> None:
         server.process.wait()
         outcome = _run(warm, "ok", tmp_path)
     assert outcome.kind is ExitKind.OK, outcome.output  # ran cold instead of failing
+
+
+def test_grandchildren_of_a_finished_step_are_killed(processes: StepProcesses, tmp_path: Path) -> None:
+    outcome = _run(processes, "orphan", tmp_path)
+    assert outcome.kind is ExitKind.OK
+    deadline = time.monotonic() + 5
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sleepers() == []
