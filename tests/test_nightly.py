@@ -12,6 +12,20 @@ from shipyard.drift import drift_rows, toolchain_changes
 from tests.conftest import ROOT, parse_json, run_cli
 
 
+def _nightly(registry: str, prefect_api: str, home: Path) -> dict:
+    """Run the nightly-reexport flow against the test Prefect server, in a process of its own."""
+    code = (
+        "import json; from flows.nightly import nightly_reexport; "
+        f"print(json.dumps(nightly_reexport(registry={registry!r})))"
+    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_nightly_reexport_same_toolchain_keeps_the_version(
     models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
 ) -> None:
@@ -23,21 +37,7 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
     )
     assert first.returncode == 0, first.stderr[-2000:]
     old = parse_json(first.stdout)
-    code = (
-        "import json; from flows.nightly import nightly_reexport; "
-        f"print(json.dumps(nightly_reexport(registry={registry!r})))"
-    )
-    env = {"PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _nightly(registry, prefect_api, home)
     assert [m["model"] for m in result["models"]] == ["multi_io"]
     summary = result["models"][0]
     assert summary["old_version"] == summary["new_version"] == old["version"]  # same identity
@@ -63,21 +63,7 @@ def test_one_model_failing_does_not_stop_the_others(
     doc = json.loads(manifest.read_text())
     doc["source"]["sha256"] = "0" * 64
     manifest.write_text(json.dumps(doc))
-    code = (
-        "import json; from flows.nightly import nightly_reexport; "
-        f"print(json.dumps(nightly_reexport(registry={registry!r})))"
-    )
-    env = {"PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _nightly(registry, prefect_api, home)
     assert [m["model"] for m in result["models"]] == ["alpha"]
     assert [f["model"] for f in result["failures"]] == ["beta"]
     assert "Traceback" not in result["failures"][0]["error"]
