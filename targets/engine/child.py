@@ -8,9 +8,11 @@ raised and RESULT holds a StepError. Anything else (a signal, another code) is a
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import inspect
 import resource
+import signal
 import sys
 import traceback
 import typing
@@ -23,9 +25,20 @@ from pydantic import BaseModel
 from shipyard.errors import InputError
 from targets._errors import short_error
 
-__all__ = ["EXIT_OK", "EXIT_STEP_ERROR", "StepError", "cap_address_space", "execute_step", "load_function"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_STEP_ERROR",
+    "StepError",
+    "cap_address_space",
+    "die_with_parent",
+    "execute_step",
+    "load_function",
+]
 
 EXIT_OK, EXIT_STEP_ERROR = 0, 1
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a fresh child may not import safely
 
 # Raised because of the machine, not the inputs: the same step may well pass next time.
 _CIRCUMSTANTIAL = (MemoryError, OSError, TimeoutError)
@@ -55,6 +68,11 @@ def _job_type(function: Callable[..., Any]) -> type[BaseModel]:
     if not (isinstance(job_type, type) and issubclass(job_type, BaseModel)):
         raise TypeError(f"step function {function.__qualname__} must take a pydantic job model")
     return job_type
+
+
+def die_with_parent() -> None:
+    """In a new child process: SIGKILL it when its parent (the thread that started it) goes away."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def cap_address_space(memory_mb: int) -> None:

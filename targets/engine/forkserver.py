@@ -21,7 +21,6 @@ the server (PR_SET_PDEATHSIG), writes stdout/stderr to its log, then runs
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -34,7 +33,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FAMILIES", "PRELOAD", "main"]
+__all__ = ["PRELOAD", "main"]
 
 # What each family's server imports while it is idle, in the order steps usually need them
 # ("module:function" also calls a warm-up function that runs no model). A request names what its
@@ -89,20 +88,15 @@ PRELOAD = {
     ),
 }
 
-FAMILIES = tuple(PRELOAD)
-PR_SET_PDEATHSIG = 1
 _children: dict[int, socket.socket] = {}
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
     """Everything a step process does between fork and exit; returns the exit code."""
+    from targets.engine.child import die_with_parent, execute_step
+
     os.setsid()
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != server_pid:  # the server died between fork and prctl
         return 70
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -114,8 +108,6 @@ def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash should fail fast, not dump gigabytes
-    from targets.engine.child import execute_step
-
     memory_mb = request.get("memory_mb")
     return execute_step(request["function"], Path(request["job"]), Path(request["result"]), memory_mb)
 

@@ -10,7 +10,6 @@ the server cannot start) pay those imports per step, as `reproduce.sh` does.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -27,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from targets._formats import Family
-from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError
+from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
 
 __all__ = ["ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
 
@@ -81,14 +80,6 @@ def step_environment() -> dict[str, str]:
     return env
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: nothing may be imported after a fork
-
-
-def _die_with_parent() -> None:
-    """In a new child before exec: SIGKILL when the thread that started it goes away."""
-    _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class ExitKind(StrEnum):
     OK = "ok"
     ERROR = "error"  # the step raised: the same inputs fail the same way
@@ -110,7 +101,7 @@ class ProcessOutcome:
 
 @dataclass(frozen=True)
 class StepCall:
-    """One step to run: the function, its files, its limits and any extra environment."""
+    """One step to run: the function, its files, its limits and what its server loads first."""
 
     name: str
     function: str  # "module:function" taking a pydantic job
@@ -351,7 +342,7 @@ class StepProcesses:
                 start_new_session=True,
                 env=step_environment(),
                 cwd=call.job.parent,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             self._running.add(proc.pid)
             try:
