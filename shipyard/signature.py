@@ -74,9 +74,6 @@ class Signature(BaseModel):
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    def declared_envelope(self) -> Envelope:
-        return {name: dim.range for name, dim in self.dims.items()}
-
     def batch_dim(self) -> DynamicDim | None:
         """The dim at axis 0 of every input and output, if there is one."""
         tensors = [*self.inputs, *self.outputs]

@@ -6,10 +6,9 @@ import zipfile
 from enum import StrEnum
 from pathlib import Path
 
-from shipyard.digests import sha256_file
 from shipyard.errors import SourceError
 
-__all__ = ["SourceKind", "detect_kind", "sha256_file"]
+__all__ = ["SourceKind", "detect_kind"]
 
 
 class SourceKind(StrEnum):

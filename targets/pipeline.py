@@ -21,11 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shipyard.digests import sha256_file
 from shipyard.errors import InputError, ShipyardError, SourceError, SpecError
 from shipyard.prepare import check_source, choose_model_name
 from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, TargetReport
 from shipyard.signature import Signature
-from shipyard.source import SourceKind, sha256_file
+from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings, parse_spec
 from targets._catalog import Target, get_target, resolve_targets
 from targets._jobs import ExportResult, RuntimeResult

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from registry import RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry, parse_ref
+from shipyard.digests import sha256_file
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import FileEntry, Status, TargetReport
 from shipyard.signature import Signature, TensorSpec
-from shipyard.source import sha256_file
 from tests.conftest import unique_prefix
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shipyard.digests import sha256_file
+
 __all__ = ["CacheEntry", "CacheHit", "StepCache", "cache_key", "tree_digest"]
 
 DEFAULT_MAX_AGE_DAYS = 30
@@ -42,8 +44,6 @@ def cache_key(material: dict[str, Any]) -> str:
 
 def tree_digest(folder: Path) -> str:
     """sha256 over every file's relative path and content digest: the identity of a step's output."""
-    from shipyard.source import sha256_file
-
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
