@@ -46,3 +46,18 @@ def test_gates_pass_fail_and_overrides() -> None:
     assert all(g.passed for g in apply_gates(relaxed, metrics))
     unmeasured = apply_gates(Gates(min_cosine=0.9), Metrics())
     assert [g.passed for g in unmeasured] == [False]
+
+
+def test_the_edge_of_a_narrowed_envelope_keeps_the_other_dims_typical() -> None:
+    from shipyard.signature import DimRange, DynamicDim, Signature, TensorSpec
+    from targets.engine.judge import edge_dims
+
+    tensor = TensorSpec(name="x", dtype="float32", shape=["batch", "seq"])
+    dims = {
+        "batch": DynamicDim(name="batch", min=1, max=8, typical=3),
+        "seq": DynamicDim(name="seq", min=2, max=64, typical=11),
+    }
+    signature = Signature(inputs=[tensor], outputs=[tensor], dims=dims)
+    assert edge_dims(signature, {"batch": DimRange(min=1, max=5)}) == {"batch": 5, "seq": 11}
+    assert edge_dims(signature, {"seq": DimRange(min=2, max=8)}) == {"batch": 3, "seq": 8}
+    assert edge_dims(signature, {}) is None

@@ -127,15 +127,19 @@ def judge(
     return report
 
 
-def edge_dims(signature: Signature, envelope: Envelope) -> dict[str, int] | None:
-    """The variant at the top of a narrowed envelope, or None when the export serves the declared range."""
-    narrowed = {d: r for d, r in envelope.items() if r.max < signature.dims[d].max}
-    if not narrowed:
+def edge_dims(signature: Signature, narrowed: Envelope) -> dict[str, int] | None:
+    """The variant at the top of a narrowed envelope, or None when the export serves the declared range.
+
+    Each narrowed dim at its served max; every other dim at its typical size (within what is served).
+    """
+    served, _ = served_envelope(signature, narrowed)
+    lowered = {d for d, r in served.items() if r.max < signature.dims[d].max}
+    if not lowered:
         return None
     return {
-        name: envelope[name].max
-        if name in narrowed
-        else min(max(dim.typical, envelope[name].min), envelope[name].max)
+        name: served[name].max
+        if name in lowered
+        else min(max(dim.typical, served[name].min), served[name].max)
         for name, dim in signature.dims.items()
     }
 
