@@ -190,7 +190,7 @@ def _judged(
     report.metrics = Metrics.model_validate({**report.metrics.model_dump(exclude_none=True), **runtime.facts})
     gates = target.gates.merged(spec.targets.get(target.name, TargetSettings()).gates)
     variants = located_variants(outcomes, target.name)
-    return judge(report, signature, variants, runtime, validate.out_dir, gates)
+    return judge(report, variants, runtime, validate.out_dir, gates)
 
 
 class Engine:

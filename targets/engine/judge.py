@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import FP32_GATES, Gates, apply_gates
 from shipyard.prepare import PreparedVariant
@@ -50,14 +52,17 @@ def _compare(
     variants: dict[str, LocatedVariant], result: RuntimeResult, out_dir: Path, rel_eps: float
 ) -> list[VariantMetrics]:
     compared = []
+    references: dict[str, dict[str, np.ndarray]] = {}  # read once, however many runs share them
     for run in result.runs:
         for variant_name, outputs in run.outputs.items():
             v = variants[variant_name]
+            if variant_name not in references:
+                references[variant_name] = load_arrays(Path(v.reference))
             metrics = compare_outputs(
                 variant_name,
                 run.file,
                 v.dims,
-                load_arrays(Path(v.reference)),
+                references[variant_name],
                 load_arrays(out_dir / outputs),
                 rel_eps,
             )
@@ -83,7 +88,6 @@ def _check_gate(check: Check) -> GateResult:
 
 def judge(
     report: TargetReport,
-    signature: Signature,
     variants: dict[str, LocatedVariant],
     result: RuntimeResult,
     out_dir: Path,
