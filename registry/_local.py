@@ -10,11 +10,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from registry._backend import Progress
 from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
 
 __all__ = ["LocalBackend"]
+
+
+def _copy_hashed(src: BinaryIO, out: BinaryIO, progress: Progress | None = None) -> str:
+    """Copy src to out in one pass; returns the sha256 of the bytes copied."""
+    digest = hashlib.sha256()
+    copied = 0
+    while chunk := src.read(1 << 20):
+        digest.update(chunk)
+        out.write(chunk)
+        copied += len(chunk)
+        if progress:
+            progress(copied)
+    return digest.hexdigest()
 
 
 def _etag(data: bytes) -> str:
@@ -89,33 +103,22 @@ class LocalBackend:
         dest = self._path(key)
         tmp = self._temp_beside(dest)
         try:
-            digest = hashlib.sha256()
             with path.open("rb") as src, tmp.open("wb") as out:
-                sent = 0
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    sent += len(chunk)
-                    if progress:
-                        progress(sent)
+                digest = _copy_hashed(src, out, progress)
                 out.flush()
                 os.fsync(out.fileno())
-            if digest.hexdigest() != sha256:
-                raise IntegrityError(f"{path} changed while uploading (sha256 {digest.hexdigest()})")
+            if digest != sha256:
+                raise IntegrityError(f"{path} changed while uploading (sha256 {digest})")
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
 
     def download_file(self, key: str, path: Path) -> str:
-        digest = hashlib.sha256()
         try:
             with self._path(key).open("rb") as src, path.open("wb") as out:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+                return _copy_hashed(src, out)
         except FileNotFoundError:
             raise NotFound(key) from None
-        return digest.hexdigest()
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         base = self._path(prefix) if prefix else self.root
