@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shipyard.errors import SpecError, UnknownTarget
 from shipyard.gates import Gates
 from shipyard.source import SourceKind
 from shipyard.spec import TargetSettings, first_error
-from targets._formats import Family, Format, conversion_path, source_format
+from targets._formats import Family, Format, NoOptions, conversion_path, source_format
 
 __all__ = [
     "NoOptions",
@@ -27,10 +27,6 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 900
-
-
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ __all__ = [
     "Conversion",
     "Family",
     "Format",
-    "NoConversionOptions",
+    "NoOptions",
     "conversion_path",
     "get_conversion",
     "register_conversion",
@@ -55,7 +55,9 @@ def source_format(kind: SourceKind) -> Format | None:
     return _SOURCE_FORMATS.get(kind)
 
 
-class NoConversionOptions(BaseModel):
+class NoOptions(BaseModel):
+    """The options of a conversion or target that has none (anything given is an error)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -66,7 +68,7 @@ class Conversion:
     consumes: Format
     produces: Format
     converter: str  # "module:function" taking an ExportJob
-    options: type[BaseModel] = NoConversionOptions
+    options: type[BaseModel] = NoOptions
     toolchain: tuple[str, ...] = ()  # distributions whose versions shape its output
     cost_s: float = 5.0  # rough seconds, so long chains start first
     timeout_s: int = 900
