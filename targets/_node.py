@@ -10,20 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from shipyard.variants import load_arrays, save_arrays
 from targets._harness import timed_variant
-from targets._jobs import ArtifactRun, Check, RuntimeJob
+from targets._jobs import ArtifactRun, Check, RuntimeJob, RuntimeResult
 
-__all__ = ["JS_DIR", "JsResult", "node_binary", "run_js_harness"]
+__all__ = ["JS_DIR", "node_binary", "run_js_harness"]
 
 JS_DIR = Path(__file__).parent / "js"
-
-
-class JsResult(BaseModel):
-    runs: list[ArtifactRun]
-    checks: list[Check] = []
 
 
 def node_binary() -> str:
@@ -75,7 +69,7 @@ def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], labe
 
 def run_js_harness(
     script: str, job: RuntimeJob, models: list[dict[str, str]], extra: dict[str, Any] | None = None
-) -> JsResult:
+) -> RuntimeResult:
     """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz."""
     folder = Path(job.work_dir) / "js"
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,4 +104,4 @@ def run_js_harness(
         )
         for r in result["runs"]
     ]
-    return JsResult(runs=runs, checks=[Check.model_validate(c) for c in result.get("checks", [])])
+    return RuntimeResult(runs=runs, checks=[Check.model_validate(c) for c in result.get("checks", [])])

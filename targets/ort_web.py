@@ -38,8 +38,7 @@ def export(job: ExportJob) -> ExportResult:
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
     models = [{"file": f, "path": str(job.artifact(f))} for f in job.files]
-    result = run_js_harness("ort_web_run.mjs", job, models)
-    return RuntimeResult(runs=result.runs, checks=result.checks)
+    return run_js_harness("ort_web_run.mjs", job, models)
 
 
 register_target(

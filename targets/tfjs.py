@@ -47,8 +47,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     options = TfjsOptions.model_validate(job.options)
     models = [{"file": "model.json", "path": str(job.artifact("model.json"))}]
     extra = {"output_names": job.signature.output_names(), "backends": options.backends}
-    result = run_js_harness("tfjs_run.mjs", job, models, extra=extra)
-    return RuntimeResult(runs=result.runs, checks=result.checks)
+    return run_js_harness("tfjs_run.mjs", job, models, extra=extra)
 
 
 register_target(

@@ -17,12 +17,12 @@ from importlib import metadata
 from pathlib import Path
 
 from shipyard import __version__
+from targets._node import JS_DIR, node_binary
 
 __all__ = ["code_digest", "host_class", "tool_version", "toolchain_versions"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_FOLDERS = ("shipyard", "exporters", "targets")
-JS_DIR = ROOT / "targets" / "js"
 
 
 def _npm_version(package: str) -> str:
@@ -47,8 +47,6 @@ def tool_version(name: str) -> str:
     if name.startswith("npm:"):
         return _npm_version(name.removeprefix("npm:"))
     if name == "node":
-        from targets._node import node_binary
-
         try:
             return _command_version([node_binary(), "--version"])
         except RuntimeError:
