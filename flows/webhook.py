@@ -86,6 +86,12 @@ def _raw_path(request: Request) -> str:
     return raw.decode("latin-1")
 
 
+def _signer(request: Request, settings: WebhookSettings) -> RequestSigner:
+    """The signature this request must carry, computed as its body arrives (after _refused_headers)."""
+    timestamp = request.headers["x-shipyard-timestamp"]
+    return RequestSigner(settings.secret, timestamp, request.method, _raw_path(request))
+
+
 def _refused_headers(request: Request) -> JSONResponse | None:
     problem = header_problem(
         request.headers.get("x-shipyard-timestamp"), request.headers.get("x-shipyard-signature")
@@ -99,9 +105,7 @@ def _too_large(settings: WebhookSettings) -> JSONResponse:
 
 async def _spool_signed_body(request: Request, settings: WebhookSettings, spool: Any) -> JSONResponse | None:
     """Stream the body to disk with a size cap, checking the signature over the raw bytes."""
-    signer = RequestSigner(
-        settings.secret, request.headers["x-shipyard-timestamp"], request.method, _raw_path(request)
-    )
+    signer = _signer(request, settings)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -247,9 +251,7 @@ async def run_status(request: Request) -> JSONResponse:
     refused = _refused_headers(request)
     if refused:
         return refused
-    signer = RequestSigner(
-        settings.secret, request.headers["x-shipyard-timestamp"], request.method, _raw_path(request)
-    )
+    signer = _signer(request, settings)
     if not signer.matches(request.headers["x-shipyard-signature"]):
         return _error(401, "bad signature: signature does not match")
     try:
