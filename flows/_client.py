@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -47,17 +48,25 @@ class WebhookClient:
         return body
 
     def submit(
-        self, model: Path, name: str, spec: str | None = None, targets: str | None = None
+        self,
+        model: Path,
+        name: str,
+        spec: str | None = None,
+        targets: str | None = None,
+        samples: Path | None = None,
     ) -> dict[str, Any]:
-        """POST the model; returns {run_id, status_url, source_sha256}.
+        """POST the model (and validation samples, an .npz); returns {run_id, status_url, source_sha256}.
 
         The multipart body is written once to a temporary file while its signature is computed,
         then streamed from there: memory stays small whatever the model's size.
         """
         fields = {k: v for k, v in {"spec": spec, "targets": targets}.items() if v}
         url = f"{self.url}/v1/models/{name}"
-        with model.open("rb") as fh, tempfile.TemporaryFile() as body:
-            request = httpx.Request("POST", url, files={"file": ("model", fh)}, data=fields)
+        with contextlib.ExitStack() as files, tempfile.TemporaryFile() as body:
+            upload = {"file": ("model", files.enter_context(model.open("rb")))}
+            if samples is not None:
+                upload["samples"] = ("samples.npz", files.enter_context(samples.open("rb")))
+            request = httpx.Request("POST", url, files=upload, data=fields)
             timestamp = str(int(time.time()))
             signer = RequestSigner(self.secret, timestamp, "POST", request.url.raw_path.decode())
             for chunk in request.stream:  # type: ignore[union-attr]

@@ -8,7 +8,9 @@ artifacts in the UI.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,9 @@ from shipyard.errors import InputError
 from shipyard.report import RunReport, Status
 from targets.pipeline import Engine, PackagingRequest, PipelineResult, StepHooks, shipyard_home
 
-__all__ = ["Publish", "package", "publish_version", "runs_home"]
+__all__ = ["Publish", "package", "prune_run_folders", "publish_version", "runs_home"]
+
+DEFAULT_KEEP_RUNS_DAYS = 14.0
 
 # (result, registry URL, run info) -> the published version, or None when nothing passed
 Publish = Callable[[PipelineResult, str | None, RunInfo], int | None]
@@ -27,6 +31,20 @@ Publish = Callable[[PipelineResult, str | None, RunInfo], int | None]
 
 def runs_home() -> Path:
     return shipyard_home() / "runs"
+
+
+def prune_run_folders() -> list[Path]:
+    """Remove kept run folders (failed runs, --keep-workdir) older than $SHIPYARD_KEEP_RUNS_DAYS."""
+    days = float(os.environ.get("SHIPYARD_KEEP_RUNS_DAYS", DEFAULT_KEEP_RUNS_DAYS))
+    cutoff = time.time() - days * 86400
+    removed = []
+    with contextlib.suppress(OSError):
+        for folder in runs_home().iterdir():
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder)
+                    removed.append(folder)
+    return removed
 
 
 def publish_version(result: PipelineResult, registry_url: str | None, run: RunInfo) -> int | None:
@@ -71,9 +89,11 @@ def package(
     """Run every step, publish the targets that passed, return the report.
 
     The run folder ($SHIPYARD_HOME/runs/<id>) keeps each step's job, log and reproduce.sh; it is
-    removed after a fully passing run and kept when a target failed. InputError (a source that
+    removed after a fully passing run and kept when a target failed, for $SHIPYARD_KEEP_RUNS_DAYS
+    days (default 14: every run removes older ones). InputError (a source that
     does not load, a spec that does not fit it) leaves nothing behind.
     """
+    prune_run_folders()
     run_id = uuid.uuid4().hex[:12]
     workdir = runs_home() / run_id
     try:

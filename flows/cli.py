@@ -83,15 +83,23 @@ def _parser() -> argparse.ArgumentParser:
 
     rg = sub.add_parser("registry", help="registry maintenance")
     rg_sub = rg.add_subparsers(dest="registry_command", required=True, parser_class=_Parser)
-    gc = rg_sub.add_parser("gc", help="delete blobs no version references, older than a grace period")
+    gc = rg_sub.add_parser(
+        "gc",
+        help="collect blobs and uploaded sources no version references",
+        description="Unreferenced blobs older than the grace period move to trash/; trash entries "
+        "older than it are deleted for good unless a version references them again (then they are "
+        "restored). Unreferenced uploaded sources (incoming/) and unfinished uploads older than "
+        "the grace period are deleted.",
+    )
     gc.add_argument(
         "--grace-hours",
         type=float,
         default=24.0,
         help="keep unreferenced blobs younger than this (a publish may be in progress); default 24",
     )
-    gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be done")
     gc.add_argument("--registry", help=REGISTRY_HELP)
+    gc.add_argument("--json", action="store_true", help="print what was done as JSON")
 
     sm = sub.add_parser(
         "submit",
@@ -105,11 +113,24 @@ def _parser() -> argparse.ArgumentParser:
         "--url",
         help="webhook URL (default: $SHIPYARD_WEBHOOK_URL, else http://127.0.0.1:$SHIPYARD_WEBHOOK_PORT)",
     )
-    sm.add_argument("--spec", type=Path, help="YAML/JSON spec file, sent as text")
+    sm.add_argument("--spec", type=Path, help="YAML/JSON spec file, sent as text (without samples:)")
+    sm.add_argument("--samples", type=Path, help="validation inputs (.npz, one array per input name)")
     sm.add_argument("--targets", help="comma-separated target names (default: all)")
     sm.add_argument("--wait", action="store_true", help="wait for the run to end and print its result")
 
     sub.add_parser("targets", help="list the target catalog")
+
+    wk = sub.add_parser(
+        "workers",
+        help="list or stop this user's warm step servers",
+        description="Steps fork from warm servers that have imported the toolchains. They are "
+        "shared by every run of this user with the same code and packages, and exit after "
+        "$SHIPYARD_WARM_IDLE_S seconds without work (default 900; 0: each run starts and stops "
+        "its own). Sockets live in $SHIPYARD_RUNTIME_DIR (default $XDG_RUNTIME_DIR/shipyard or "
+        "<tmp>/shipyard-<uid>).",
+    )
+    wk.add_argument("--stop", action="store_true", help="stop them (steps they are running are killed)")
+    wk.add_argument("--json", action="store_true")
     return p
 
 
@@ -241,11 +262,21 @@ def _registry(args: argparse.Namespace) -> int:
 
     from registry import open_registry
 
-    removed = open_registry(args.registry).gc(timedelta(hours=args.grace_hours), dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
-    for digest, age in removed:
-        print(f"{verb} blobs/sha256/{digest} (unreferenced, {age // 3600}h old)")
-    print(f"{verb} {len(removed)} unreferenced blob(s)")
+    report = open_registry(args.registry).gc(timedelta(hours=args.grace_hours), dry_run=args.dry_run)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return EXIT_OK
+    would = "would " if args.dry_run else ""
+    for item in report.trashed:
+        print(f"{would}move {item.key} to the trash (unreferenced, {item.age_s // 3600}h old)")
+    for item in report.deleted:
+        print(f"{would}delete {item.key} (unreferenced, {item.age_s // 3600}h old)")
+    for digest in report.restored:
+        print(f"{would}restore blobs/sha256/{digest} from the trash (a version references it)")
+    print(
+        f"{would}trash {len(report.trashed)}, delete {len(report.deleted)}, "
+        f"restore {len(report.restored)}; {report.partial_uploads} unfinished upload(s) removed"
+    )
     return EXIT_OK
 
 
@@ -274,14 +305,15 @@ def _submit(args: argparse.Namespace) -> int:
         raise InputError(
             "set SHIPYARD_WEBHOOK_SECRET to the service's webhook secret (at least 16 characters)"
         )
-    if not args.source.is_file():
-        raise InputError(f"{args.source}: no such file")
+    for path in (args.source, args.samples):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such file")
     port = os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000")
     url = args.url or os.environ.get("SHIPYARD_WEBHOOK_URL") or f"http://127.0.0.1:{port}"
     client = WebhookClient(url, secret)
     try:
         spec = args.spec.read_text() if args.spec else None
-        answer = client.submit(args.source, args.name, spec, args.targets)
+        answer = client.submit(args.source, args.name, spec, args.targets, args.samples)
         if args.wait:
             answer = client.wait(answer["status_url"])
     except (OSError, httpx.HTTPError) as exc:
@@ -305,6 +337,33 @@ def _targets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _workers(args: argparse.Namespace) -> int:
+    import time
+
+    from targets.engine.servers import running_servers, stop_servers
+
+    found = stop_servers() if args.stop else running_servers()
+    rows = [
+        {
+            "name": s.name,
+            "pid": s.pid,
+            "rss_mb": None if args.stop else s.rss_mb(),
+            "age_s": round(time.time() - s.started_at),
+        }
+        for s in found
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no warm servers running")
+    else:
+        verb = "stopped " if args.stop else ""
+        for r in rows:
+            memory = f"  {r['rss_mb']} MB" if r["rss_mb"] is not None else ""
+            print(f"{verb}{r['name']}  pid {r['pid']}  up {r['age_s']} s{memory}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "package": _package,
     "pull": _pull,
@@ -315,6 +374,7 @@ COMMANDS = {
     "registry": _registry,
     "submit": _submit,
     "targets": _targets,
+    "workers": _workers,
 }
 
 

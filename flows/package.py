@@ -78,10 +78,18 @@ def package_model(
     name: str | None = None,
     registry: str | None = None,
     keep_workdir: bool = False,
+    samples: str | None = None,
 ) -> dict[str, Any]:
-    """Package SOURCE for every requested target (all when none) and publish what passed."""
+    """Package SOURCE for every requested target (all when none) and publish what passed.
+
+    `samples`: validation inputs (.npz) as a path or URI, in place of the spec's `samples` (the
+    webhook stores an uploaded samples file under incoming/ and passes it here).
+    """
     flow_run_id = str(prefect_flow_run.id) if prefect_flow_run.id else None
     with tempfile.TemporaryDirectory(prefix="shipyard-source-") as downloads:
+        if samples:
+            fetched = fetch_source(samples, Path(downloads) / "samples")
+            spec = {**(spec or {}), "samples": str(fetched)}
         request = check_request(fetch_source(source, Path(downloads)), spec, targets, name)
         report = package(
             request,

@@ -1,7 +1,7 @@
 """The REST webhook: a signed model upload starts a package-model run; runs can be polled.
 
-POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON), targets (a,b)
-                         -> 202 {run_id, status_url, source_sha256}
+POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON), targets (a,b),
+                         samples (an .npz of validation inputs) -> 202 {run_id, status_url, source_sha256}
 GET  /v1/runs/{run_id}   -> {run_id, state, ...}; when the run is done, `targets` as in the CLI's --json
 GET  /healthz            -> {"ok": true}
 
@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flows._signing import RequestSigner, header_problem
+from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError
 from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text
 
@@ -125,12 +126,11 @@ async def _form_from(request: Request, spool: Any) -> Any:
         return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
 
     replay = Request(request.scope, receive)
-    return await replay.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
+    return await replay.form(max_files=2, max_fields=4, max_part_size=1024 * 1024)
 
 
-def _save_upload(upload: UploadFile, folder: Path) -> Path:
-    """Copy the uploaded model out of the form (its name is never used: content decides)."""
-    path = folder / "source"
+def _save_upload(upload: UploadFile, path: Path) -> Path:
+    """Copy an uploaded file out of the form (its name is never used: content decides)."""
     upload.file.seek(0)
     with path.open("wb") as out:
         shutil.copyfileobj(upload.file, out, 1 << 20)
@@ -175,7 +175,8 @@ async def _receive(request: Request, settings: WebhookSettings, name: str, folde
         try:
             return await _accept(settings, name, form, upload, folder)
         except ShipyardError as exc:  # say what is wrong, not where the server keeps the upload
-            return _error(422, str(exc).replace(str(folder.resolve() / "source"), "the uploaded file"))
+            message = str(exc).replace(str(folder.resolve() / "source"), "the uploaded file")
+            return _error(422, message.replace(str(folder.resolve() / "samples"), "the uploaded samples"))
 
 
 async def _accept(
@@ -188,10 +189,16 @@ async def _accept(
     spec = parse_spec(parse_spec_text(spec_text, "spec") if str(spec_text).strip() else None)
     if spec.samples:
         raise SpecError(
-            "spec field samples: not accepted over the webhook (it would name a file on the server)"
+            "spec field samples: not accepted over the webhook (it would name a file on the server); "
+            "upload the .npz as the multipart field 'samples'"
         )
-    path = await run_in_threadpool(_save_upload, upload, folder)
-    request = await run_in_threadpool(check_request, path, spec, str(form.get("targets") or ""), name)
+    path = await run_in_threadpool(_save_upload, upload, folder / "source")
+    samples = form.get("samples")
+    if samples is not None and not isinstance(samples, UploadFile):
+        raise SpecError("samples: send the .npz as a file field")
+    samples_path = await run_in_threadpool(_save_upload, samples, folder / "samples") if samples else None
+    checked = spec.model_copy(update={"samples": str(samples_path)}) if samples_path else spec
+    request = await run_in_threadpool(check_request, path, checked, str(form.get("targets") or ""), name)
     registry = open_registry(settings.registry)
     source_uri = await run_in_threadpool(store_incoming, registry, path, request.source_sha256)
     parameters = {
@@ -201,6 +208,9 @@ async def _accept(
         "registry": settings.registry,
         "spec": spec.model_dump(mode="json", exclude_defaults=True),
     }
+    if samples_path:
+        digest = await run_in_threadpool(sha256_file, samples_path)
+        parameters["samples"] = await run_in_threadpool(store_incoming, registry, samples_path, digest)
     run_id = await _start_run(settings, parameters)
     return JSONResponse(
         {

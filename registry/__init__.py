@@ -9,13 +9,14 @@ from urllib.parse import unquote, urlparse
 from registry._backend import Backend
 from registry._incoming import fetch_source, store_incoming
 from registry._local import LocalBackend
-from registry._manifest import AliasRecord, RunInfo, SourceInfo, VersionDraft, VersionManifest
+from registry._manifest import AliasRecord, GcReport, RunInfo, SourceInfo, VersionDraft, VersionManifest
 from registry._registry import Registry, parse_ref
 from shipyard.errors import InputError
 
 __all__ = [
     "AliasRecord",
     "Backend",
+    "GcReport",
     "LocalBackend",
     "Registry",
     "RunInfo",

@@ -51,6 +51,10 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def move(self, key: str, dest: str) -> None:
+        """Move `key` to `dest` (replacing it); its last-modified time becomes now. NotFound if absent."""
+        ...
+
     def sweep_partial_uploads(self, older_than: timedelta) -> int:
         """Remove uploads a crashed writer left unfinished; returns how many."""
         ...

@@ -140,3 +140,12 @@ class LocalBackend:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def move(self, key: str, dest: str) -> None:
+        source, target = self._path(key), self._path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(source, target)  # atomic
+        except FileNotFoundError:
+            raise NotFound(key) from None
+        os.utime(target)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from shipyard.report import TargetReport
 from shipyard.signature import Signature
 
-__all__ = ["AliasRecord", "RunInfo", "SourceInfo", "VersionDraft", "VersionManifest"]
+__all__ = ["AliasRecord", "GcItem", "GcReport", "RunInfo", "SourceInfo", "VersionDraft", "VersionManifest"]
 
 MANIFEST_FORMAT = 2  # 2: report format 2 (steps, check gates, typed envelopes)
 
@@ -65,3 +65,18 @@ class AliasRecord(BaseModel):
     alias: str
     version: int
     updated_at: str
+
+
+class GcItem(BaseModel):
+    key: str
+    age_s: int
+
+
+class GcReport(BaseModel):
+    """What one `gc` moved to the trash, deleted for good, and brought back."""
+
+    dry_run: bool
+    trashed: list[GcItem] = []  # unreferenced blobs, moved to trash/
+    deleted: list[GcItem] = []  # trash entries past the grace period, unreferenced sources
+    restored: list[str] = []  # trash entries a version references again (digests)
+    partial_uploads: int = 0  # unfinished uploads removed

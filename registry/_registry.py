@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from registry._backend import Backend, Progress
-from registry._manifest import AliasRecord, VersionDraft, VersionManifest
+from registry._manifest import AliasRecord, GcItem, GcReport, VersionDraft, VersionManifest
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
 from shipyard.spec import MODEL_NAME_RE
@@ -72,20 +72,24 @@ class Registry:
     def identity_key(model: str, identity: str) -> str:
         return f"models/{model}/identities/{identity}.json"
 
+    @staticmethod
+    def trash_key(digest: str) -> str:
+        return f"trash/sha256/{digest}"
+
     # writing --------------------------------------------------------------
-    def put_blob(self, path: Path, digest: str, progress: Progress | None = None) -> None:
-        """Upload a file under its digest unless it is already there."""
+    def put_blob(self, path: Path, digest: str, progress: Progress | None = None) -> bool:
+        """Upload a file under its digest unless it is already there; True if it was already there."""
         key = self.blob_key(digest)
-        if not self.backend.exists(key):
-            self.backend.upload_file(key, path, digest, progress)
+        if self.backend.exists(key):
+            return True
+        self.backend.upload_file(key, path, digest, progress)
+        return False
 
     def published(self, model: str, identity: str) -> VersionManifest | None:
         """The version already published with this identity, if any."""
-        try:
-            data, _ = self.backend.read(self.identity_key(model, identity))
-        except NotFound:
-            return None
-        return self.manifest(model, int(json.loads(data)["version"]))
+        claimed = self._identity_claim(model, identity)[0]
+        found = self._manifest_if_any(model, claimed) if claimed is not None else None
+        return found if found is not None and found.identity == identity else None
 
     def publish(
         self,
@@ -96,40 +100,78 @@ class Registry:
     ) -> VersionManifest:
         """Upload blobs, then write the manifest as the next free version, then move `latest`.
 
-        Publishing the same source, spec, toolchain and targets again returns the existing
-        version. A crash before the manifest is written leaves only unreferenced blobs
-        (removed by `gc`); readers never see a partial version.
+        Every step can be repeated: after a failure at any point, the same publish again ends in
+        exactly one version with `latest` moved (and publishing the same source, spec, toolchain
+        and targets again returns that version). A crash before the manifest is written leaves
+        only unreferenced blobs (removed by `gc`); readers never see a partial version.
         """
         identity = draft.identity_digest()
-        existing = self.published(draft.model, identity)
-        if existing is not None:
-            return existing
-        self.put_blob(source, draft.source.sha256)
-        for name, report in draft.targets.items():
-            if report.status is not Status.PASSED:
-                continue
-            for entry in report.files:
-                self.put_blob(artifact_dirs[name] / _safe_relpath(entry.path), entry.sha256, progress)
-        version = max(self.versions(draft.model), default=0) + 1
+        manifest = self.published(draft.model, identity)
+        if manifest is None:
+            reused = [draft.source.sha256] if self.put_blob(source, draft.source.sha256) else []
+            for name, report in draft.targets.items():
+                if report.status is not Status.PASSED:
+                    continue
+                for entry in report.files:
+                    path = artifact_dirs[name] / _safe_relpath(entry.path)
+                    if self.put_blob(path, entry.sha256, progress):
+                        reused.append(entry.sha256)
+            manifest = self._version_for(draft, identity)
+            for digest in reused:  # gc may have moved one to the trash after we found it
+                self._restore(digest)
+        self.set_alias(draft.model, "latest", manifest.version)
+        return manifest
+
+    def _identity_claim(self, model: str, identity: str) -> tuple[int | None, str | None]:
+        """The version number a publish of this identity took or is about to take, and the record's ETag."""
+        try:
+            data, etag = self.backend.read(self.identity_key(model, identity))
+        except NotFound:
+            return None, None
+        return int(json.loads(data)["version"]), etag
+
+    def _manifest_if_any(self, model: str, version: int) -> VersionManifest | None:
+        try:
+            return self.manifest(model, version)
+        except NotFound:
+            return None
+
+    def _version_for(self, draft: VersionDraft, identity: str) -> VersionManifest:
+        """The manifest of this identity: the one an earlier attempt or a twin wrote, else a new one.
+
+        Before it creates manifest n, a publish records "identity -> n"; a retry after a crash
+        between the two finds that manifest instead of making a second version. A number that
+        another identity took, or that newer versions have passed, is not reused.
+        """
+        model = draft.model
+        record = self.identity_key(model, identity)
         for _ in range(MAX_VERSION_TRIES):
+            claimed, etag = self._identity_claim(model, identity)
+            newest = max(self.versions(model), default=0)
+            version = None
+            if claimed is not None:
+                found = self._manifest_if_any(model, claimed)
+                if found is not None and found.identity == identity:
+                    return found
+                if found is None and claimed == newest + 1:  # an attempt that crashed, or a twin
+                    version = claimed
+            if version is None:
+                version = newest + 1
+                try:
+                    self.backend.replace(record, json.dumps({"version": version}).encode(), etag)
+                except Conflict:
+                    continue  # another attempt claimed a number meanwhile: look again
             manifest = VersionManifest(
                 **draft.model_dump(), version=version, created_at=_now(), identity=identity
             )
             try:
                 self.backend.create(
-                    self.version_key(draft.model, version), manifest.model_dump_json(indent=2).encode()
+                    self.version_key(model, version), manifest.model_dump_json(indent=2).encode()
                 )
-                break
+                return manifest
             except AlreadyExists:
-                version += 1
-        else:
-            raise RegistryError(f"could not find a free version for {draft.model}")
-        with contextlib.suppress(AlreadyExists):  # a concurrent twin got there first
-            self.backend.create(
-                self.identity_key(draft.model, identity), json.dumps({"version": version}).encode()
-            )
-        self.set_alias(draft.model, "latest", version)
-        return manifest
+                continue  # taken, by a twin of this publish (found next time round) or by another
+        raise RegistryError(f"could not find a free version for {model}")
 
     def referenced_blobs(self) -> set[str]:
         """Every digest a version manifest points at (sources and target files)."""
@@ -141,24 +183,52 @@ class Registry:
                 digests.update(f.sha256 for t in manifest.targets.values() for f in t.files)
         return digests
 
-    def gc(self, grace: timedelta, dry_run: bool = False) -> list[tuple[str, int]]:
-        """Delete blobs no manifest references that are older than `grace`; returns (digest, age_s).
+    def gc(self, grace: timedelta, dry_run: bool = False) -> GcReport:
+        """Collect what no version references, in two steps, so that no publish loses a blob.
 
-        The grace period protects the blobs of a publish in progress, whose manifest is not written yet.
+        An unreferenced blob older than `grace` is moved to trash/; a trash entry is deleted for
+        good once it has been there longer than `grace` and still no version references it. A
+        publish that chose to reuse a blob just before gc moved it brings it back, and so do
+        readers and the next gc. Uploaded sources (incoming/) that no version references and
+        unfinished uploads are deleted once older than `grace`. This holds as long as no
+        publish takes longer than `grace` (default 24 h).
         """
         referenced = self.referenced_blobs()
         now = datetime.now(UTC)
-        removed = []
-        for key, modified in self.backend.list("blobs/sha256/"):
-            digest = key.rsplit("/", 1)[-1]
-            age = now - modified
-            if digest not in referenced and age > grace:
+        report = GcReport(dry_run=dry_run)
+        for key, modified in self.backend.list("trash/sha256/"):
+            digest, age = key.rsplit("/", 1)[-1], now - modified
+            if digest in referenced:
+                report.restored.append(digest)
+                if not dry_run:
+                    self._restore(digest)
+            elif age > grace:
+                report.deleted.append(GcItem(key=key, age_s=int(age.total_seconds())))
                 if not dry_run:
                     self.backend.delete(key)
-                removed.append((digest, int(age.total_seconds())))
+        for prefix, moved in (("blobs/sha256/", report.trashed), ("incoming/", report.deleted)):
+            for key, modified in self.backend.list(prefix):
+                digest, age = key.rsplit("/", 1)[-1], now - modified
+                if digest in referenced or age <= grace:
+                    continue
+                moved.append(GcItem(key=key, age_s=int(age.total_seconds())))
+                if dry_run:
+                    continue
+                if prefix == "incoming/":
+                    self.backend.delete(key)
+                else:
+                    self.backend.move(key, self.trash_key(digest))
         if not dry_run:
-            self.backend.sweep_partial_uploads(grace)
-        return removed
+            report.partial_uploads = self.backend.sweep_partial_uploads(grace)
+        return report
+
+    def _restore(self, digest: str) -> bool:
+        """Put a blob gc moved to the trash back into blobs/; False if it is in neither place."""
+        try:
+            self.backend.move(self.trash_key(digest), self.blob_key(digest))
+        except NotFound:
+            return self.backend.exists(self.blob_key(digest))
+        return True
 
     def set_alias(self, model: str, alias: str, version: int) -> AliasRecord:
         """Point `alias` at `version`, retrying while another writer moves it concurrently."""
@@ -268,7 +338,12 @@ class Registry:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            got = self.backend.download_file(self.blob_key(digest), tmp)
+            try:
+                got = self.backend.download_file(self.blob_key(digest), tmp)
+            except NotFound:  # gc moved it after a publish chose to reuse it: bring it back
+                if not self._restore(digest):
+                    raise NotFound(f"{label or digest}: blob {digest[:12]}... is missing") from None
+                got = self.backend.download_file(self.blob_key(digest), tmp)
             if got != digest:
                 raise IntegrityError(
                     f"{label or digest}: stored blob has sha256 {got[:12]}..., "

@@ -178,3 +178,17 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object)
+
+    def move(self, key: str, dest: str) -> None:
+        """A server-side copy (multipart for large objects), then the delete."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(key)}, self.bucket, self._key(dest))
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(key) from None
+            raise self._fail(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, key) from None
+        self.delete(key)

@@ -16,7 +16,14 @@ from shipyard.errors import SourceError, SpecError
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SourceKind, detect_kind
 from shipyard.spec import MODEL_NAME_RE, Spec
-from shipyard.variants import Variant, build_variants, random_inputs, save_arrays
+from shipyard.variants import (
+    DEFAULT_MAX_VARIANT_ELEMENTS,
+    Variant,
+    bound_dims,
+    build_variants,
+    random_inputs,
+    save_arrays,
+)
 
 __all__ = [
     "PreparedVariant",
@@ -117,12 +124,15 @@ def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
     return chosen
 
 
-def read_signature(source: Path, spec: Spec) -> tuple[Signature, Any]:
-    """Load the program (never unpickling code) and read its signature with the spec applied."""
+def read_signature(
+    source: Path, spec: Spec, max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS
+) -> tuple[Signature, Any]:
+    """Load the program (never unpickling code) and read its signature with the spec applied and
+    every dim's max bounded so that one variant's inputs hold at most `max_elements`."""
     from shipyard.torch_program import load_program, program_signature
 
     program = load_program(source)
-    return apply_spec(program_signature(program), spec), program
+    return bound_dims(apply_spec(program_signature(program), spec), max_elements), program
 
 
 def save_variant(
@@ -137,13 +147,19 @@ def save_variant(
     )
 
 
-def validation_inputs(program: Any, signature: Signature, spec: Spec, folder: Path) -> list[PreparedVariant]:
+def validation_inputs(
+    program: Any,
+    signature: Signature,
+    spec: Spec,
+    folder: Path,
+    max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS,
+) -> list[PreparedVariant]:
     """Every variant's inputs and the program's outputs on them, saved under `folder`."""
     from shipyard.torch_program import run_program
 
     return [
         save_variant(folder, variant, inputs, run_program(program, signature, inputs))
-        for variant, inputs in build_variants(signature, spec)
+        for variant, inputs in build_variants(signature, spec, max_elements)
     ]
 
 

@@ -35,7 +35,8 @@ class DynamicDim(BaseModel):
     min: int = Field(ge=0)
     max: int = Field(ge=1)
     typical: int
-    source: str = "program"  # where max came from: program | spec | default
+    source: str = "program"  # where max came from: program | spec | default | capped
+    declared_max: int | None = None  # capped: the max the program or spec declared
 
     @model_validator(mode="after")
     def _ordered(self) -> DynamicDim:

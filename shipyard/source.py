@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from enum import StrEnum
 from pathlib import Path
 
@@ -37,6 +38,31 @@ def _zip_kind(names: list[str]) -> SourceKind:
     raise SourceError("zip archive is not a torch.export, AOTInductor or Keras model")
 
 
+def _unsafe_name(name: str) -> bool:
+    """An absolute path, a drive, a `..` step or a NUL: a name that could leave the archive."""
+    parts = name.replace("\\", "/").split("/")
+    drive = len(parts[0]) == 2 and parts[0][1] == ":"
+    return name.startswith("/") or drive or ".." in parts or "\0" in name
+
+
+def _checked_entries(path: Path) -> list[str]:
+    """The entry names of a zip archive whose every entry matches its checksum and stays inside it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            unsafe = next((n for n in names if _unsafe_name(n)), None)
+            if unsafe is not None:
+                raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
+            damaged = zf.testzip()  # reads every entry once, checking its CRC-32
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        raise SourceError(f"{path} is a damaged zip archive ({exc})") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"{path} is a damaged zip archive (an entry name is not valid UTF-8)") from None
+    if damaged is not None:
+        raise SourceError(f"{path} is a damaged zip archive (entry {damaged[:80]!r} fails its checksum)")
+    return names
+
+
 def detect_kind(path: Path) -> SourceKind:
     """Say what kind of model `path` holds, reading only headers and archive listings."""
     if path.is_dir():
@@ -48,11 +74,7 @@ def detect_kind(path: Path) -> SourceKind:
     if not head:
         raise SourceError(f"{path} is empty")
     if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return _zip_kind(zf.namelist())
-        except zipfile.BadZipFile as exc:
-            raise SourceError(f"{path} is a damaged zip archive ({exc})") from None
+        return _zip_kind(_checked_entries(path))
     if head[:1] == b"\x80" and head[1:2] in {bytes([p]) for p in range(2, 6)}:
         raise SourceError(
             f"{path} is a Python pickle, which can run code when loaded and is refused; "

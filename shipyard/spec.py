@@ -16,7 +16,7 @@ Example (YAML or JSON):
         gates: {max_abs_err: 1.0e-4, min_cosine: 0.99999}
         options: {opset: 18}
         timeout_s: 900
-        memory_mb: 16000              # address-space cap of each child process
+        memory_mb: 16000              # memory cap of each step process (default: a share of the machine)
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shipyard.errors import SpecError
@@ -75,7 +74,9 @@ class TargetSettings(BaseModel):
     options: dict[str, Any] = {}
     gates: dict[str, float | None] = {}
     timeout_s: int | None = Field(default=None, gt=0)
-    memory_mb: int | None = Field(default=None, ge=512, description="address-space cap per child process")
+    memory_mb: int | None = Field(
+        default=None, ge=512, description="memory cap (MB) per step process; default: a share of the machine"
+    )
 
 
 class Spec(BaseModel):
@@ -134,6 +135,8 @@ def load_spec(path: Path | None) -> Spec:
 
 
 def parse_spec_text(text: str, where: str = "spec") -> Any:
+    import yaml
+
     try:
         return json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

@@ -1,17 +1,87 @@
-"""Validation inputs: user samples, then seeded random data at each dim's min, typical and max."""
+"""Validation inputs: user samples, then seeded random data at each dim's min, typical and max.
+
+What a source declares is untrusted: a program may accept a batch of 200,000 images, and a
+samples file may hold a compressed gigabyte of zeros. One variant's inputs hold at most
+`max_variant_elements()` elements: a dim whose max would exceed that is validated up to the
+largest size that fits (its `declared_max` keeps what was declared, and the report says so);
+inputs that do not fit even at their smallest, or samples that hold more, are refused.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
-from shipyard.errors import SpecError
-from shipyard.signature import Signature, TensorSpec
+from shipyard.errors import SourceError, SpecError
+from shipyard.signature import Signature, TensorSpec, default_typical
 from shipyard.spec import Spec
 
-__all__ = ["Variant", "build_variants", "load_arrays", "random_inputs", "save_arrays"]
+__all__ = [
+    "DEFAULT_MAX_VARIANT_ELEMENTS",
+    "Variant",
+    "bound_dims",
+    "build_variants",
+    "check_samples",
+    "input_elements",
+    "load_arrays",
+    "max_variant_elements",
+    "random_inputs",
+    "save_arrays",
+]
+
+DEFAULT_MAX_VARIANT_ELEMENTS = 1 << 24  # 16.8 M input elements (64 MB of float32) per variant
+
+
+def max_variant_elements() -> int:
+    """$SHIPYARD_MAX_VARIANT_ELEMENTS, else 16,777,216."""
+    return int(os.environ.get("SHIPYARD_MAX_VARIANT_ELEMENTS") or DEFAULT_MAX_VARIANT_ELEMENTS)
+
+
+def input_elements(signature: Signature, dims: dict[str, int]) -> int:
+    """How many elements the inputs hold at these dim values."""
+    return sum(math.prod(t.concrete_shape(dims)) for t in signature.inputs)
+
+
+def _largest_fitting(signature: Signature, at: dict[str, int], name: str, budget: int) -> int:
+    """The largest value of dim `name` (others as in `at`) whose inputs fit the budget, or its min."""
+    lo, hi = signature.dims[name].min, at[name]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if input_elements(signature, {**at, name: mid}) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def bound_dims(signature: Signature, budget: int) -> Signature:
+    """The signature with dim maxima lowered, largest first, until one variant's inputs fit `budget`."""
+    at = {name: d.max for name, d in signature.dims.items()}
+    smallest = input_elements(signature, {name: d.min for name, d in signature.dims.items()})
+    if smallest > budget:
+        raise SourceError(
+            f"the model's inputs hold {smallest:,} elements even at their smallest sizes; "
+            f"at most {budget:,} are validated (SHIPYARD_MAX_VARIANT_ELEMENTS)"
+        )
+    for name in sorted(at, key=lambda n: (-at[n], n)):
+        if input_elements(signature, at) <= budget:
+            break
+        at[name] = _largest_fitting(signature, at, name, budget)
+    dims = {}
+    for name, dim in signature.dims.items():
+        if at[name] == dim.max:
+            dims[name] = dim
+            continue
+        typical = dim.typical if dim.typical <= at[name] else default_typical(dim.min, at[name])
+        dims[name] = dim.model_copy(
+            update={"max": at[name], "typical": typical, "source": "capped", "declared_max": dim.max}
+        )
+    return signature.model_copy(update={"dims": dims})
 
 
 class Variant(BaseModel):
@@ -74,11 +144,13 @@ def _sample_variant(signature: Signature, samples: dict[str, np.ndarray]) -> Var
     return Variant(name="samples", dims=dims)
 
 
-def build_variants(signature: Signature, spec: Spec) -> list[tuple[Variant, dict[str, np.ndarray]]]:
+def build_variants(
+    signature: Signature, spec: Spec, max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS
+) -> list[tuple[Variant, dict[str, np.ndarray]]]:
     """Every variant with its inputs, in a stable order."""
     out: list[tuple[Variant, dict[str, np.ndarray]]] = []
     if spec.samples:
-        samples = load_arrays(Path(spec.samples))
+        samples = load_arrays(Path(spec.samples), max_elements)
         out.append((_sample_variant(signature, samples), {n: samples[n] for n in signature.input_names()}))
     rng = np.random.default_rng(spec.seed)
     for variant in _shape_variants(signature):
@@ -98,8 +170,41 @@ def random_inputs(
     return inputs
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Read an .npz (one array per name) without allowing pickled objects."""
+def check_samples(path: Path, max_elements: int) -> None:
+    """Refuse anything but an .npz of plain arrays holding at most `max_elements` in all, reading
+    only each array's header (nothing is decompressed beyond it, no object is unpickled)."""
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as fh:
+            what = "holds one bare array" if fh.read(6) == b"\x93NUMPY" else "is not an .npz"
+        raise SpecError(f"samples: {path.name} {what}; save an .npz with one array per input name")
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                with archive.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    reader = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = reader(fh)
+                if dtype.hasobject:
+                    raise SpecError(f"samples: {member} holds Python objects, which are refused")
+                total += math.prod(shape)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+        raise SpecError(f"samples: cannot read {path.name}: {exc}") from None
+    if total > max_elements:
+        raise SpecError(
+            f"samples: {path.name} holds {total:,} elements; at most {max_elements:,} are accepted"
+        )
+
+
+def load_arrays(path: Path, max_elements: int | None = None) -> dict[str, np.ndarray]:
+    """Read an .npz (one array per name) without allowing pickled objects; with `max_elements`,
+    only after check_samples."""
+    if max_elements is not None:
+        check_samples(path, max_elements)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -28,6 +28,7 @@ from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, 
 from shipyard.signature import Signature
 from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings, parse_spec
+from shipyard.variants import check_samples, max_variant_elements
 from targets._catalog import Target, get_target, resolve_targets
 from targets._jobs import ExportResult, RuntimeResult
 from targets.engine.cache import StepCache
@@ -35,6 +36,7 @@ from targets.engine.execute import RunContext, StepExecutor, located_variants
 from targets.engine.fingerprint import toolchain_versions
 from targets.engine.graph import PREPARE, Plan, Step, export_id, plan_steps, validate_id
 from targets.engine.judge import judge, served_envelope
+from targets.engine.limits import max_parallel_steps
 from targets.engine.scheduler import StepHooks, StepOutcome, run_plan
 from targets.engine.steps import PreparedSource
 from targets.engine.workers import StepProcesses
@@ -90,6 +92,7 @@ def check_request(
         samples = Path(spec.samples).resolve()  # step processes run in folders of their own
         if not samples.is_file():
             raise SpecError(f"spec field samples: {spec.samples} is not a file")
+        check_samples(samples, max_variant_elements())
         spec = spec.model_copy(update={"samples": str(samples)})
     source = source.resolve()
     kind = check_source(source)
@@ -209,8 +212,7 @@ class Engine:
         """`cache`: by default the one in $SHIPYARD_HOME (none when SHIPYARD_CACHE=off);
         `StepCache(None)` keeps nothing."""
         self.cache = cache if cache is not None else StepCache(default_cache_dir())
-        default_parallel = os.environ.get("SHIPYARD_MAX_PARALLEL_STEPS") or os.cpu_count() or 2
-        self.max_parallel = max_parallel or int(default_parallel)
+        self.max_parallel = max_parallel or max_parallel_steps()
         logs = log_dir or shipyard_home() / "logs"
         self.processes = StepProcesses(warm=warm, log=logs / "workers.log")
 

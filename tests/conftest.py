@@ -30,6 +30,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own shared warm servers (not the developer's), stopped at the end."""
+    from targets.engine.servers import stop_servers
+
+    folder = tmp_path_factory.mktemp("rt")
+    folder.chmod(0o700)
+    saved = os.environ.get("SHIPYARD_RUNTIME_DIR")
+    os.environ["SHIPYARD_RUNTIME_DIR"] = str(folder)
+    yield folder
+    stop_servers()
+    if saved is None:
+        os.environ.pop("SHIPYARD_RUNTIME_DIR", None)
+    else:
+        os.environ["SHIPYARD_RUNTIME_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")

@@ -65,6 +65,7 @@ class Behave(BaseModel):
 
 class Behaved(BaseModel):
     pid: int
+    parent: int  # the server it was forked from (warm), or the engine (cold)
     preloaded_torch: bool
 
 
@@ -88,7 +89,7 @@ def behave(job: Behave) -> Behaved:
         bytearray(3 * 1024**3)
     if job.what == "orphan":  # returns normally, leaving a grandchild behind
         subprocess.Popen(["sleep", HANG_SLEEP_S], start_new_session=False)
-    return Behaved(pid=os.getpid(), preloaded_torch="torch" in sys.modules)
+    return Behaved(pid=os.getpid(), parent=os.getppid(), preloaded_torch="torch" in sys.modules)
 
 
 def fails(job: ExportJob) -> ExportResult:
@@ -111,3 +112,13 @@ def scribbles(job: ExportJob) -> ExportResult:
     with job.input(Format.ONNX).open("ab") as fh:
         fh.write(b"scribble")
     return result
+
+
+def snoops(job: ExportJob) -> ExportResult:
+    """The real Triton export, after looking for credentials in the step's environment."""
+    from targets.triton import export
+
+    leaked = sorted(k for k in os.environ if any(w in k for w in ("SECRET", "KEY", "TOKEN", "PASSWORD")))
+    if leaked:
+        raise ValueError(f"credentials reached a step process: {leaked}")
+    return export(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -12,16 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, registry_files, run_cli
-
-
-class RunsShell:
-    """Unpickling this runs a shell command (the classic pickle exploit)."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (self.command,))
+from tests.corrupt import RunsShell
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], home: Path, *needles: str) -> None:
@@ -112,6 +104,45 @@ def test_code_in_pt2_archive_does_not_run(home: Path, tmp_path: Path, models: di
 
     assert_refused(run_cli(["package", str(poisoned)], home), home, "poisoned.pt2")
     assert not marker.exists()
+
+
+def _huge_batch_program(path: Path) -> Path:
+    """A program that claims to take a batch of up to 200,000 images of 3x224x224 (~120 GB)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=200_000)
+    program = torch.export.export(
+        torch.nn.Conv2d(3, 4, 1).eval(), (torch.randn(2, 3, 224, 224),), dynamic_shapes=({0: batch},)
+    )
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_a_huge_declared_dim_is_validated_up_to_a_cap(home: Path, tmp_path: Path) -> None:
+    source = _huge_batch_program(tmp_path / "huge.pt2")
+    inspected = run_cli(["inspect", str(source)], home)
+    assert inspected.returncode == 0, inspected.stderr[-2000:]
+    batch = json.loads(inspected.stdout)["dims"]["batch"]
+    fits = (1 << 24) // (3 * 224 * 224)  # 111 images in one variant's 16.8 M input elements
+    assert batch["max"] == fits and batch["declared_max"] == 200_000 and batch["source"] == "capped"
+    packaged = run_cli(["package", str(source), "--targets", "triton", "--json"], home)
+    assert packaged.returncode == 0, packaged.stderr[-2000:]
+    triton = json.loads(packaged.stdout)["targets"]["triton"]
+    assert triton["envelope"]["batch"] == {"min": 1, "max": fits}
+    assert any("validated up to 111 of the declared 200000" in n for n in triton["notes"])
+
+
+def test_samples_that_decompress_to_too_much_are_refused(
+    home: Path, tmp_path: Path, models: dict[str, Path]
+) -> None:
+    import numpy as np
+
+    bomb = tmp_path / "bomb.npz"  # about 100 KB on disk, 100 M elements once decompressed
+    np.savez_compressed(bomb, image=np.zeros((20_000, 5_000), dtype=np.uint8))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("samples: bomb.npz\n")
+    result = run_cli(["package", str(models["convnet"]), "--spec", str(spec)], home)
+    assert_refused(result, home, "bomb.npz holds 100,000,000 elements")
 
 
 def test_unknown_target(home: Path, models: dict[str, Path]) -> None:

@@ -17,6 +17,14 @@ from tests.conftest import parse_json, run_cli, run_targets
 from tests.steps import sleepers
 
 
+def _triton_with(monkeypatch: pytest.MonkeyPatch, **exporters: str) -> None:
+    """Register targets that are triton but for their exporter (name -> "tests.steps:function")."""
+    triton = get_target("triton")
+    for name, exporter in exporters.items():
+        target = dataclasses.replace(triton, name=name, exporter=exporter)
+        monkeypatch.setitem(_catalog._TARGETS, name, target)
+
+
 def test_crash_and_hang_in_forked_steps_fail_only_their_target(
     engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,11 +140,7 @@ def test_step_folder_reproduces_a_step(engine: Engine, models: dict[str, Path], 
 def test_only_repeatable_failures_are_cached(
     models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    triton = get_target("triton")
-    fails = dataclasses.replace(triton, name="fails", exporter="tests.steps:fails")
-    hogs = dataclasses.replace(triton, name="hogs", exporter="tests.steps:hogs")
-    for target in (fails, hogs):
-        monkeypatch.setitem(_catalog._TARGETS, target.name, target)
+    _triton_with(monkeypatch, fails="tests.steps:fails", hogs="tests.steps:hogs")
     spec = {"targets": {"hogs": {"memory_mb": 1024}}}
     with Engine(cache=StepCache(tmp_path / "cache"), log_dir=tmp_path / "logs") as fresh:
         first = run_targets(fresh, models["multi_io"], ["fails", "hogs"], tmp_path / "one", spec)
@@ -147,6 +151,19 @@ def test_only_repeatable_failures_are_cached(
     assert reused["export:fails"]  # a converter's rejection repeats: not run again
     assert not reused["export:hogs"]  # running out of memory may not: run again
     assert again.reports["fails"].error == first.reports["fails"].error
+
+
+def test_steps_are_capped_and_see_no_credentials_by_default(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _triton_with(monkeypatch, hogs="tests.steps:hogs", snoops="tests.steps:snoops")
+    monkeypatch.setenv("SHIPYARD_STEP_MEMORY_MB", "1024")  # no memory_mb in the spec: the default
+    for secret in ("AWS_SECRET_ACCESS_KEY", "SHIPYARD_WEBHOOK_SECRET", "PREFECT_API_KEY"):
+        monkeypatch.setenv(secret, "must-not-reach-a-converter")
+    with Engine(cache=StepCache(None), log_dir=tmp_path / "logs") as fresh:
+        result = run_targets(fresh, models["multi_io"], ["hogs", "snoops"], tmp_path / "run")
+    assert "MemoryError" in (result.reports["hogs"].error or "")
+    assert result.reports["snoops"].status is Status.PASSED, result.reports["snoops"].error
 
 
 def test_a_cache_entry_that_changed_is_not_used(models: dict[str, Path], tmp_path: Path) -> None:

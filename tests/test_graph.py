@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shipyard.source import SourceKind
 from shipyard.spec import parse_spec
 from targets import get_target
@@ -31,10 +33,14 @@ def test_options_of_a_chain_name_every_step_built_on_them() -> None:
     assert steps["convert:saved-model[opset=17]"].needs == ["prepare", "convert:onnx[opset=17]"]
 
 
-def test_a_shared_step_is_capped_only_when_every_target_asks() -> None:
+def test_every_step_is_capped_and_a_shared_step_takes_the_largest_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHIPYARD_STEP_MEMORY_MB", "5000")  # the default when the spec says nothing
     one = _plan(["tfjs", "ort-web"], {"targets": {"tfjs": {"memory_mb": 4000}}}).steps
-    assert one["convert:onnx"].memory_mb is None  # ort-web asked for no cap
-    assert one["export:tfjs"].memory_mb == 4000
+    assert one["convert:onnx"].memory_mb == 5000  # ort-web's default is larger than tfjs's 4000
+    assert one["export:tfjs"].memory_mb == 4000 and one["export:ort-web"].memory_mb == 5000
+    assert all(step.memory_mb for step in one.values())
     both = {"targets": {"tfjs": {"memory_mb": 4000}, "ort-web": {"memory_mb": 6000, "timeout_s": 2000}}}
     steps = _plan(["tfjs", "ort-web"], both).steps
     assert steps["convert:onnx"].memory_mb == 6000 and steps["convert:onnx"].timeout_s == 2000

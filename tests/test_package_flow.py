@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 from tests.conftest import parse_json, registry_files, run_cli
@@ -160,7 +162,12 @@ def test_one_failing_target_does_not_stop_the_other(
 
 
 def test_local_mode_without_prefect_server(models: dict[str, Path], home: Path) -> None:
-    """No PREFECT_API_URL: the flow still runs (Prefect's temporary local server)."""
+    """No PREFECT_API_URL: the same run without Prefect. Kept run folders past their days go."""
+    old, recent = home / "runs" / "old-failed-run", home / "runs" / "recent-failed-run"
+    for folder in (old, recent):
+        (folder / "steps").mkdir(parents=True)
+    os.utime(old, (time.time() - 15 * 86400,) * 2)  # past the default 14 days
     result = run_cli(["package", str(models["convnet"]), "--targets", "triton"], home)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "triton" in result.stdout and "passed" in result.stdout
+    assert not old.exists() and recent.is_dir()

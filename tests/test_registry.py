@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry, parse_ref
+from registry import Registry, RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry, parse_ref
 from shipyard.digests import sha256_file
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import FileEntry, Status, TargetReport
@@ -205,21 +205,148 @@ def test_same_publish_twice_returns_the_existing_version(setup) -> None:
     assert other.version == 2
 
 
+def _keys(items) -> list[str]:
+    return [i.key for i in items]
+
+
 def test_gc_removes_only_old_unreferenced_blobs(setup, tmp_path: Path) -> None:
     registry, source, folder, entry = setup
     registry.publish(_draft(source, entry), {"t": folder}, source)
     orphan = tmp_path / "orphan.bin"
     orphan.write_bytes(b"left by a publisher that crashed")
-    registry.put_blob(orphan, sha256_file(orphan))
-    assert registry.gc(timedelta(hours=1)) == []  # too young: a publish may still be in progress
+    digest = sha256_file(orphan)
+    registry.put_blob(orphan, digest)
+    assert registry.gc(timedelta(hours=1)).trashed == []  # too young: a publish may still be in progress
     time.sleep(1.5)
     dry = registry.gc(timedelta(seconds=0), dry_run=True)
-    assert [d for d, _ in dry] == [sha256_file(orphan)]
-    assert registry.backend.exists(registry.blob_key(sha256_file(orphan)))
-    assert [d for d, _ in registry.gc(timedelta(seconds=0))] == [sha256_file(orphan)]
-    assert not registry.backend.exists(registry.blob_key(sha256_file(orphan)))
+    assert _keys(dry.trashed) == [registry.blob_key(digest)]
+    assert registry.backend.exists(registry.blob_key(digest))
+    assert _keys(registry.gc(timedelta(seconds=0)).trashed) == [registry.blob_key(digest)]
+    assert not registry.backend.exists(registry.blob_key(digest))
+    assert registry.backend.exists(registry.trash_key(digest))  # not gone yet: a publish may want it
+    assert registry.gc(timedelta(hours=1)).deleted == []  # in the trash for less than the grace period
+    time.sleep(1.5)
+    assert _keys(registry.gc(timedelta(seconds=0)).deleted) == [registry.trash_key(digest)]
+    assert not list(registry.backend.list("trash/"))
     _, files = registry.pull("m", "t", tmp_path / "out")  # referenced blobs survive
     assert files[0].read_bytes() == b"artifact-bytes" * 100
+
+
+class GcWhenReused:
+    """The real backend, and a real gc (of another registry object) at the worst moment: right
+    after a publish found that a blob it needs is there already, so it will not upload it."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.collected = None
+
+    def exists(self, key: str) -> bool:
+        found = self.inner.exists(key)
+        if found and key.startswith("blobs/") and self.collected is None:
+            self.collected = Registry(self.inner).gc(timedelta(0))
+        return found
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_gc_racing_a_publish_loses_nothing(setup, tmp_path: Path) -> None:
+    registry, source, folder, entry = setup
+    registry.put_blob(folder / entry.path, entry.sha256)  # an orphan, e.g. from a crashed publish
+    registry.put_blob(source, sha256_file(source))
+    time.sleep(1.5)
+    racing = Registry(GcWhenReused(registry.backend))
+    manifest = racing.publish(_draft(source, entry), {"t": folder}, source)
+    assert racing.backend.collected is not None
+    assert registry.blob_key(entry.sha256) in _keys(racing.backend.collected.trashed)  # it did race
+    for digest in (entry.sha256, manifest.source.sha256):  # the publish brought them back
+        assert registry.backend.exists(registry.blob_key(digest))
+    assert registry.gc(timedelta(0)).deleted == []
+    _, files = registry.pull("m:1", "t", tmp_path / "out")
+    assert sha256_file(files[0]) == entry.sha256
+
+
+def test_a_reader_restores_a_blob_from_the_trash(setup, tmp_path: Path) -> None:
+    """A version that references a trashed blob (what a racing gc leaves) still pulls."""
+    registry, source, folder, entry = setup
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    registry.backend.move(registry.blob_key(entry.sha256), registry.trash_key(entry.sha256))
+    _, files = registry.pull("m", "t", tmp_path / "out")
+    assert sha256_file(files[0]) == entry.sha256
+    assert registry.backend.exists(registry.blob_key(entry.sha256))
+    registry.backend.move(registry.blob_key(entry.sha256), registry.trash_key(entry.sha256))
+    assert registry.gc(timedelta(0)).restored == [entry.sha256]  # gc puts referenced ones back too
+    assert registry.backend.exists(registry.blob_key(entry.sha256))
+
+
+def test_gc_deletes_unreferenced_uploaded_sources(setup, tmp_path: Path) -> None:
+    from registry import store_incoming
+
+    registry, source, folder, entry = setup
+    waiting = tmp_path / "waiting.pt2"
+    waiting.write_bytes(b"uploaded, never packaged")
+    store_incoming(registry, waiting, sha256_file(waiting))
+    store_incoming(registry, source, sha256_file(source))
+    registry.publish(_draft(source, entry), {"t": folder}, source)  # this one was packaged
+    assert registry.gc(timedelta(hours=1)).deleted == []
+    time.sleep(1.5)
+    report = registry.gc(timedelta(0))
+    assert _keys(report.deleted) == [f"incoming/{sha256_file(waiting)}"]
+    assert [k for k, _ in registry.backend.list("incoming/")] == [f"incoming/{sha256_file(source)}"]
+
+
+class FailsOnce:
+    """The real backend, except that its Nth write fails: before it reached storage (a crash) or
+    after (the answer was lost)."""
+
+    WRITES = ("create", "replace", "upload_file", "move", "delete")
+
+    def __init__(self, inner, fail_at: int = 0, after: bool = False) -> None:
+        self.inner, self.fail_at, self.after = inner, fail_at, after
+        self.writes: list[str] = []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.inner, name)
+        if name not in self.WRITES:
+            return method
+
+        def write(*args, **kwargs):
+            self.writes.append(f"{name} {args[0]}")
+            failing = len(self.writes) == self.fail_at
+            if failing and not self.after:
+                raise RegistryError(f"injected failure before {name}")
+            result = method(*args, **kwargs)
+            if failing:
+                raise RegistryError(f"injected failure after {name}")
+            return result
+
+        return write
+
+
+def test_publish_resumes_after_a_failure_at_any_point(registry_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "model.pt2"
+    source.write_bytes(b"source-bytes")
+    folder, entry = _artifact(tmp_path, b"artifact-bytes" * 100)
+    recording = FailsOnce(open_registry(f"{registry_url}/clean").backend)
+    Registry(recording).publish(_draft(source, entry), {"t": folder}, source)
+    steps = recording.writes
+    assert len(steps) >= 5, steps  # source, artifact, identity claim, manifest, latest
+    for at in range(1, len(steps) + 1):
+        for after in (False, True):
+            registry = open_registry(f"{registry_url}/fail-{at}-{int(after)}")
+            with pytest.raises(RegistryError, match="injected"):
+                Registry(FailsOnce(registry.backend, at, after)).publish(
+                    _draft(source, entry), {"t": folder}, source
+                )
+            again = registry.publish(_draft(source, entry), {"t": folder}, source)  # the retry
+            where = f"failing {'after' if after else 'before'} {steps[at - 1]}"
+            assert again.version == 1, where
+            assert registry.versions("m") == [1], where
+            assert registry.aliases("m") == {"latest": 1}, where
+            _, files = registry.pull("m", "t", tmp_path / "out" / f"{at}-{after}")
+            assert sha256_file(files[0]) == entry.sha256, where
+            other = registry.publish(_draft(source, entry, spec={"seed": 1}), {"t": folder}, source)
+            assert other.version == 2, where
 
 
 def _publish_and_die_midway(url: str, source: str, folder: str, entry_json: str) -> None:

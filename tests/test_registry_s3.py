@@ -39,8 +39,13 @@ def test_package_publishes_to_s3_and_pull_verifies(
     assert "convnet  1 version(s)" in listing.stdout
     promoted = run_cli(["promote", "convnet:1", "prod", "--registry", url], home, extra_env=seaweed.env)
     assert promoted.returncode == 0 and "convnet@prod -> 1" in promoted.stdout
-    gc = run_cli(["registry", "gc", "--grace-hours", "0", "--registry", url], home, extra_env=seaweed.env)
-    assert gc.returncode == 0 and "deleted 0 unreferenced blob(s)" in gc.stdout
+    gc = run_cli(
+        ["registry", "gc", "--grace-hours", "0", "--registry", url, "--json"], home, extra_env=seaweed.env
+    )
+    assert gc.returncode == 0, gc.stderr
+    collected = parse_json(gc.stdout)
+    assert collected["trashed"] == [] and collected["restored"] == []
+    assert [d["key"] for d in collected["deleted"]] == []  # the source was packaged: referenced
 
 
 def test_wrong_credentials_are_a_plain_error(seaweed: Seaweed, home: Path) -> None:
@@ -134,6 +139,8 @@ def test_a_prefix_is_a_folder(s3_env: dict[str, str], tmp_path: Path) -> None:
     """s3://b/reg must never list or collect what lives under s3://b/reg2."""
     from datetime import timedelta
 
+    from registry import GcReport
+
     base = unique_prefix()
     near, far = open_registry(f"s3://shipyard/{base}"), open_registry(f"s3://shipyard/{base}2")
     source = tmp_path / "s.bin"
@@ -141,5 +148,5 @@ def test_a_prefix_is_a_folder(s3_env: dict[str, str], tmp_path: Path) -> None:
     folder, entry = _artifact(tmp_path, os.urandom(1000))
     far.publish(_draft(source, entry), {"t": folder}, source)
     assert near.models() == [] and far.models() == ["m"]
-    assert near.gc(timedelta(0)) == []
+    assert near.gc(timedelta(0)) == GcReport(dry_run=False)
     assert far.backend.exists(far.blob_key(entry.sha256))

@@ -19,6 +19,7 @@ import pytest
 from flows._signing import sign
 from infra.service import wait_http
 from tests.conftest import ROOT, free_port
+from tests.corrupt import STRUCTURAL, corruptions
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -97,9 +98,13 @@ def _post(
     timestamp: int | None = None,
     signed: bool = True,
     signed_path: str | None = None,
+    files: dict[str, tuple[str, bytes]] | None = None,
 ) -> httpx.Response:
     request = httpx.Request(
-        "POST", f"{url}/v1/models/{name}", files={"file": ("model.pt2", model)}, data=fields or {}
+        "POST",
+        f"{url}/v1/models/{name}",
+        files={"file": ("model.pt2", model), **(files or {})},
+        data=fields or {},
     )
     body = request.read()
     headers = dict(request.headers)
@@ -110,6 +115,18 @@ def _post(
             {"X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(secret, ts, "POST", path, body)}
         )
     return httpx.post(request.url, content=body, headers=headers, timeout=60)
+
+
+def _wait_done(url: str, status_url: str, timeout: float = 600) -> dict:
+    path = urlparse(status_url).path
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = _get(url, path).json()
+        if status["state"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            break
+        time.sleep(2)
+    return status
 
 
 def _get(url: str, path: str, signed: bool = True) -> httpx.Response:
@@ -138,13 +155,7 @@ def test_signed_upload_runs_the_deployment(service: dict, models: dict[str, Path
 
     path = urlparse(body["status_url"]).path
     assert _get(service["url"], path, signed=False).status_code == 401  # status reads are signed too
-    deadline = time.monotonic() + 600
-    status: dict = {}
-    while time.monotonic() < deadline:
-        status = _get(service["url"], path).json()
-        if status["state"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            break
-        time.sleep(2)
+    status = _wait_done(service["url"], body["status_url"])
     assert status["state"] == "COMPLETED", status
     assert status["source_sha256"] == body["source_sha256"]
     assert status["model"] == "hooked" and status["version"] == 1
@@ -206,6 +217,60 @@ def test_bad_uploads_get_a_one_line_reason(
     assert message in error and "\n" not in error and "Traceback" not in error
     assert str(service["spool"]) not in error and "/tmp" not in error  # no server paths in answers
     assert _incoming(service) == before
+
+
+def test_structurally_corrupted_archives_are_422(
+    service: dict, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the door can see without loading the model (damaged zip, failed checksums, names that
+    leave the archive or are not UTF-8) is refused at once; the rest fails the run, not the door."""
+    marker = tmp_path / "pwned"
+    before = _incoming(service)
+    for case in corruptions(models["convnet"], marker, count=14, seed=2):
+        if case.kind not in STRUCTURAL:
+            continue
+        answer = _post(service["url"], "corrupt", case.data)
+        assert answer.status_code == 422, (case.name, answer.text)
+        error = answer.json()["error"]
+        assert "\n" not in error and "/tmp" not in error and "uploaded file" in error, (case.name, error)
+    assert _incoming(service) == before
+    assert not marker.exists()
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_uploaded_samples_are_checked_then_validated_against(
+    service: dict, models: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    model = models["convnet"].read_bytes()
+    objects = _npz(image=np.array([{"a": 1}], dtype=object))
+    refused = _post(service["url"], "sampled", model, files={"samples": ("s.npz", objects)})
+    assert refused.status_code == 422 and "holds Python objects" in refused.json()["error"]
+    not_npz = _post(service["url"], "sampled", model, files={"samples": ("s.npz", b"just bytes")})
+    assert not_npz.status_code == 422 and "not an .npz" in not_npz.json()["error"]
+
+    images = np.random.default_rng(5).random((3, 3, 32, 32), dtype=np.float32)
+    samples = tmp_path / "samples.npz"
+    samples.write_bytes(_npz(image=images))
+    env = {**os.environ, "SHIPYARD_WEBHOOK_SECRET": SECRET, "SHIPYARD_WEBHOOK_URL": service["url"]}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "submit", str(models["convnet"]), "--name", "sampled",
+         "--targets", "triton", "--samples", str(samples), "--wait"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    triton = json.loads(done.stdout)["targets"]["triton"]
+    assert any(v["variant"] == "samples" and v["dims"] == {"batch": 3} for v in triton["variants"])
 
 
 def test_oversized_upload_is_refused(service: dict) -> None:

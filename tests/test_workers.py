@@ -1,7 +1,16 @@
-"""Step processes, warm (forked from a toolchain server) and cold: how each way of ending is reported."""
+"""Step processes, warm (forked from a toolchain server: the run's own or a shared one) and cold:
+how each way of ending is reported, and that nothing outlives the run that started it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,13 +18,16 @@ from pathlib import Path
 import pytest
 
 from targets._formats import Family
-from targets.engine.workers import ExitKind, StepCall, StepProcesses
+from targets.engine.servers import ping, running_servers, stop_servers
+from targets.engine.workers import ExitKind, StepCall, StepProcesses, _OwnedServer
 from tests.steps import sleepers
 
+MODES = {"shared": {"shared": True}, "owned": {"shared": False}, "cold": {"warm": False}}
 
-@pytest.fixture(scope="module", params=["warm", "cold"])
+
+@pytest.fixture(scope="module", params=list(MODES))
 def processes(request: pytest.FixtureRequest) -> Iterator[StepProcesses]:
-    with StepProcesses(warm=request.param == "warm") as started:
+    with StepProcesses(**MODES[request.param]) as started:
         yield started
 
 
@@ -71,32 +83,130 @@ def test_memory_cap_turns_a_blow_up_into_a_reason(processes: StepProcesses, tmp_
     assert capped.error is not None and not capped.error.repeatable  # never cached as the step's fate
 
 
-def test_warm_steps_fork_from_a_server_with_the_toolchain_loaded(tmp_path: Path) -> None:
-    import json
-
-    with StepProcesses(warm=True) as warm:
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "owned"])
+def test_warm_steps_fork_from_a_server_with_the_toolchain_loaded(shared: bool, tmp_path: Path) -> None:
+    with StepProcesses(shared=shared) as warm:
         warm.start([Family.TORCH])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # the server imports torch first, then keeps going
             outcome = _run(warm, "ok", tmp_path)
             if json.loads(outcome.output)["preloaded_torch"]:
                 break
-        first, second = (json.loads(_run(warm, "ok", tmp_path).output)["pid"] for _ in range(2))
+        first, second = (json.loads(_run(warm, "ok", tmp_path).output) for _ in range(2))
     assert json.loads(outcome.output)["preloaded_torch"]
-    assert first != second  # a fresh process per step
+    assert first["pid"] != second["pid"]  # a fresh process per step
+    assert first["parent"] == second["parent"] != os.getpid()  # both forked from the server
 
 
-def test_a_dead_server_is_replaced_by_cold_steps(tmp_path: Path) -> None:
-    import os
-    import signal
+def _server_pid(processes: StepProcesses) -> int:
+    server = processes._servers[Family.TORCH]
+    if isinstance(server, _OwnedServer):
+        return server.process.pid
+    pid = ping(server.socket)
+    assert pid is not None
+    return pid
 
-    with StepProcesses(warm=True) as warm:
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "owned"])
+def test_a_dead_server_is_replaced_by_cold_steps(shared: bool, tmp_path: Path) -> None:
+    with StepProcesses(shared=shared) as warm:
         assert _run(warm, "ok", tmp_path).kind is ExitKind.OK
-        server = warm._servers[Family.TORCH]
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait()
+        pid = _server_pid(warm)
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
         outcome = _run(warm, "ok", tmp_path)
-    assert outcome.kind is ExitKind.OK, outcome.output  # ran cold instead of failing
+        assert outcome.kind is ExitKind.OK, outcome.output  # ran cold instead of failing
+        assert json.loads(outcome.output)["parent"] == os.getpid()
+        again = json.loads(_run(warm, "ok", tmp_path).output)  # and the next step is warm again
+    assert again["parent"] not in (pid, os.getpid())
+
+
+def _wait_gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # our own child (an owned server) must be reaped
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def private_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Shared servers of this test alone (a short path: socket names are limited to 107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="sy-"))
+    monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(folder))
+    yield folder
+    stop_servers()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_runs_share_a_server_until_it_idles_out(
+    private_runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_WARM_IDLE_S", "3")
+    with StepProcesses() as first_run:
+        first = json.loads(_run(first_run, "ok", tmp_path).output)
+    with StepProcesses() as second_run:  # a later run (or command) of the same user
+        second = json.loads(_run(second_run, "ok", tmp_path).output)
+    assert first["parent"] == second["parent"]  # the server outlived the first run
+    assert [s.pid for s in running_servers()] == [first["parent"]]
+    assert _wait_gone(first["parent"], timeout=30)  # idle for 3 s: it exits by itself
+    assert list(private_runtime.glob("*.sock")) == []
+
+
+def test_other_code_or_environment_gets_another_server(
+    private_runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with StepProcesses() as run:
+        before = json.loads(_run(run, "ok", tmp_path).output)["parent"]
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ['PYTHONPATH']}")
+    with StepProcesses() as run:
+        after = json.loads(_run(run, "ok", tmp_path).output)["parent"]
+    assert before != after
+    assert sorted(s.pid for s in running_servers()) == sorted([before, after])
+    assert [s.pid for s in stop_servers()] and running_servers() == []
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+from targets._formats import Family
+from targets.engine.workers import StepCall, StepProcesses
+
+folder = Path(sys.argv[1])
+(folder / "job.json").write_text('{"what": "hang"}')
+call = StepCall(name="hang", function="tests.steps:behave", family=Family.TORCH, job=folder / "job.json",
+                result=folder / "result.json", log=folder / "log.txt", timeout_s=600)
+with StepProcesses(shared=sys.argv[2] == "shared") as processes:
+    processes.run(call)
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "owned"])
+def test_a_killed_run_leaves_no_step_behind(shared: bool, tmp_path: Path) -> None:
+    """The engine's process dies (SIGKILL, no cleanup): its step and the step's children die too."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path), "shared" if shared else "owned"],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleepers(), "the hanging step never started"
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 15
+        while sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleepers() == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
 
 
 def test_grandchildren_of_a_finished_step_are_killed(processes: StepProcesses, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STEP_ERROR",
     "StepError",
-    "cap_address_space",
+    "cap_memory",
     "die_with_parent",
     "execute_step",
     "load_function",
@@ -75,15 +75,18 @@ def die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def cap_address_space(memory_mb: int) -> None:
-    """Let this process grow by memory_mb beyond the address space it has now (toolchains loaded).
+def cap_memory(memory_mb: int) -> None:
+    """Let this process's data grow by memory_mb beyond what it holds now (toolchains loaded).
 
     A converter that blows up gets MemoryError instead of pushing the machine into the OOM killer.
+    The limit is RLIMIT_DATA (heap and writable private mappings), not RLIMIT_AS: runtimes reserve
+    address space they never fill (V8 reserves guard regions around every wasm memory, TensorFlow
+    and XLA reserve arenas), which an address-space cap would count. Children (Node) inherit it.
     """
     status = Path("/proc/self/status").read_text()
-    current_kb = int(status.split("VmSize:")[1].split()[0])
+    current_kb = int(status.split("VmData:")[1].split()[0])
     limit = current_kb * 1024 + memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 def _error(exc: BaseException) -> StepError:
@@ -103,7 +106,7 @@ def execute_step(function_ref: str, job_path: Path, result_path: Path, memory_mb
         function = load_function(function_ref)
         job = _job_type(function).model_validate_json(job_path.read_text())
         if memory_mb:
-            cap_address_space(memory_mb)
+            cap_memory(memory_mb)
         result = function(job)
     except Exception as exc:
         traceback.print_exc()

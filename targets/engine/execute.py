@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from shipyard.digests import sha256_file
 from shipyard.report import StepStatus
 from shipyard.spec import Spec
-from shipyard.variants import Variant
+from shipyard.variants import Variant, max_variant_elements
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
 from targets.engine.cache import CacheEntry, StepCache, cache_key, tree_digest
@@ -93,14 +93,18 @@ class StepExecutor:
     def _prepare(self, step: Step) -> StepOutcome:
         spec = self.context.spec
         samples = _file_digest(Path(spec.samples)) if spec.samples else None
+        budget = max_variant_elements()
         material = {
             "source": self.context.source_sha256,
             "spec": spec.model_dump(mode="json", include={"inputs", "outputs", "dims", "seed"}),
             "samples": samples,
+            "max_variant_elements": budget,
         }
 
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
-            return PrepareJob(source=str(self.context.source), spec=spec, out_dir=str(out_dir))
+            return PrepareJob(
+                source=str(self.context.source), spec=spec, out_dir=str(out_dir), max_variant_elements=budget
+            )
 
         return self._run(step, {}, material, job, PreparedSource, cache_failures=False)
 

@@ -30,6 +30,7 @@ from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings
 from targets._catalog import Target
 from targets._formats import Conversion, Family, Format, conversion_path, source_format
+from targets.engine.limits import default_step_memory_mb
 
 __all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id", "validate_id"]
 
@@ -79,16 +80,14 @@ class Step:
 
     def serve(self, target: str, settings: TargetSettings) -> None:
         """Record that one more target needs this (shared) step; its limits are the most generous
-        any of them asks for (no memory cap once one of them has none)."""
+        any of them asks for."""
         first = not self.targets
         if target not in self.targets:
             self.targets.append(target)
         if settings.timeout_s:
             self.timeout_s = max(self.timeout_s, settings.timeout_s)
-        if first:
-            self.memory_mb = settings.memory_mb
-        elif self.memory_mb is not None:
-            self.memory_mb = max(self.memory_mb, settings.memory_mb) if settings.memory_mb else None
+        wanted = _memory_mb(settings)
+        self.memory_mb = wanted if first or self.memory_mb is None else max(self.memory_mb, wanted)
 
 
 @dataclass
@@ -105,6 +104,11 @@ class Plan:
             after = [longest[s.id] for s in self.steps.values() if step.id in s.needs]
             longest[step.id] = step.cost_s + max(after, default=0.0)
         return longest
+
+
+def _memory_mb(settings: TargetSettings) -> int:
+    """The spec's memory cap for a target's steps, else the machine's default."""
+    return settings.memory_mb or default_step_memory_mb()
 
 
 def _options_label(changed: dict[str, Any]) -> str:
@@ -142,7 +146,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         options=options.model_dump(mode="json"),
         toolchain=target.toolchain,
         timeout_s=timeout,
-        memory_mb=settings.memory_mb,
+        memory_mb=_memory_mb(settings),
         cost_s=target.cost_s,
         family=target.family,
         warm=target.warm,
@@ -155,7 +159,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         function="targets.engine.steps:reference_outputs",
         needs=[PREPARE, export.id],
         toolchain=("torch",),
-        memory_mb=settings.memory_mb,
+        memory_mb=_memory_mb(settings),
         cost_s=0.5,
         warm=SOURCE_PROGRAM,
         target=target,
@@ -168,7 +172,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         options=options.model_dump(mode="json"),
         toolchain=target.runtime_toolchain,
         timeout_s=timeout,
-        memory_mb=settings.memory_mb,
+        memory_mb=_memory_mb(settings),
         cost_s=2.0,
         family=target.runtime_family,
         warm=target.runtime_warm,
@@ -188,6 +192,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             function="targets.engine.steps:prepare",
             needs=[],
             toolchain=("torch",),
+            memory_mb=default_step_memory_mb(),
             cost_s=2.0,
             warm=SOURCE_PROGRAM,
         )

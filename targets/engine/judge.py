@@ -41,6 +41,11 @@ def served_envelope(signature: Signature, narrowed: Envelope) -> tuple[Envelope,
     for name, dim in signature.dims.items():
         served = narrowed.get(name, dim.range)
         envelope[name] = served
+        if dim.declared_max is not None:
+            notes.append(
+                f"dim {name}: validated up to {dim.max} of the declared {dim.declared_max} "
+                "(a variant's inputs are capped by SHIPYARD_MAX_VARIANT_ELEMENTS)"
+            )
         if served != dim.range:
             notes.append(
                 f"dim {name}: serves [{served.min}, {served.max}] of the declared [{dim.min}, {dim.max}]"

@@ -22,6 +22,7 @@ class PrepareJob(BaseModel):
     source: str
     spec: Spec
     out_dir: str
+    max_variant_elements: int  # what one variant's inputs may hold (shipyard.variants)
 
 
 class PreparedSource(BaseModel):
@@ -45,8 +46,8 @@ class EdgeVariants(BaseModel):
 
 def prepare(job: PrepareJob) -> PreparedSource:
     """Read the signature, build every validation variant and run the source program on it."""
-    signature, program = read_signature(Path(job.source), job.spec)
-    variants = validation_inputs(program, signature, job.spec, Path(job.out_dir))
+    signature, program = read_signature(Path(job.source), job.spec, job.max_variant_elements)
+    variants = validation_inputs(program, signature, job.spec, Path(job.out_dir), job.max_variant_elements)
     return PreparedSource(signature=signature, variants=variants)
 
 

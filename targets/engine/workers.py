@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from targets._formats import Family
+from targets.engine import servers
 from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
 
 __all__ = ["ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
@@ -189,8 +190,10 @@ class _Lines:
         return line
 
 
-class _Server:
-    """One warm server process for one toolchain family."""
+class _OwnedServer:
+    """A warm server of one run: stopped with the run (and when the run's process goes away)."""
+
+    shared = False
 
     def __init__(self, family: Family, log: Path | None) -> None:
         self.family = family
@@ -229,12 +232,33 @@ class _Server:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
+class _SharedServer:
+    """A handle on a shared server (targets.engine.servers): it outlives this run."""
+
+    shared = True
+
+    def __init__(self, family: Family, socket_path: Path) -> None:
+        self.family = family
+        self.socket = socket_path
+
+    def usable(self) -> bool:
+        return self.socket.exists()
+
+    def stop(self) -> None:
+        return None  # it serves other runs too, and exits by itself when idle
+
+
+_Server = _OwnedServer | _SharedServer
+
+
 class StepProcesses:
     """Starts step processes: forked from a warm server of the step's family when possible, else cold."""
 
-    def __init__(self, warm: bool = True, log: Path | None = None) -> None:
+    def __init__(self, warm: bool = True, log: Path | None = None, shared: bool | None = None) -> None:
+        """`shared`: fork from this user's shared servers (default: unless SHIPYARD_WARM_IDLE_S=0)."""
         self.warm = warm and os.environ.get("SHIPYARD_WARM_WORKERS", "1") != "0"
-        self.log = log  # where the servers' own output goes
+        self.shared = servers.idle_exit_s() > 0 if shared is None else shared
+        self.log = log  # where the run's own servers' output goes
         self._lock = threading.Lock()
         self._servers: dict[Family, _Server] = {}
         self._running: set[int] = set()
@@ -246,12 +270,20 @@ class StepProcesses:
         with self._lock:
             for family in families:
                 if family not in self._servers:
-                    if self.log:
-                        self.log.parent.mkdir(parents=True, exist_ok=True)
-                    self._servers[family] = _Server(family, self.log)
+                    self._servers[family] = self._server_for(family)
+
+    def _server_for(self, family: Family) -> _Server:
+        """This user's shared server of the family (started if none runs), else one of our own."""
+        if self.shared:
+            found = servers.find_or_start(family, step_environment())
+            if found is not None:
+                return _SharedServer(family, found)
+        if self.log:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+        return _OwnedServer(family, self.log)
 
     def close(self) -> None:
-        """Stop the servers and every step process still running (they die with it, too)."""
+        """Stop every step process still running, and the servers of this run (not shared ones)."""
         with self._lock:
             servers, self._servers = self._servers, {}
         for pid in list(self._running):

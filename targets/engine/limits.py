@@ -1,0 +1,31 @@
+"""How much of the machine a run may use: steps at once, and memory per step process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["default_step_memory_mb", "max_parallel_steps"]
+
+MIN_STEP_MEMORY_MB = 2048
+
+
+def max_parallel_steps() -> int:
+    """$SHIPYARD_MAX_PARALLEL_STEPS, else the number of cores."""
+    return max(1, int(os.environ.get("SHIPYARD_MAX_PARALLEL_STEPS") or os.cpu_count() or 2))
+
+
+def _total_memory_mb() -> int:
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        return int(meminfo.split("MemTotal:")[1].split()[0]) // 1024
+    except (OSError, IndexError, ValueError):
+        return 8192
+
+
+def default_step_memory_mb() -> int:
+    """A step's memory cap when the spec sets none: $SHIPYARD_STEP_MEMORY_MB, else an equal share of
+    three quarters of this machine's memory for each step that may run at once (at least 2 GB)."""
+    if explicit := os.environ.get("SHIPYARD_STEP_MEMORY_MB"):
+        return max(512, int(explicit))
+    return max(MIN_STEP_MEMORY_MB, _total_memory_mb() * 3 // 4 // max_parallel_steps())
