@@ -17,13 +17,15 @@ from pathlib import Path
 
 from registry import RunInfo, SourceInfo, VersionDraft, open_registry
 from shipyard import __version__
+from shipyard.digests import sha256_file
 from shipyard.errors import InputError
 from shipyard.report import RunReport, Status
 from targets.pipeline import Engine, PackagingRequest, PipelineResult, StepHooks, shipyard_home
 
-__all__ = ["Publish", "package", "prune_run_folders", "publish_version", "runs_home"]
+__all__ = ["RUN_REPORT", "Publish", "package", "prune_run_folders", "publish_version", "runs_home"]
 
 DEFAULT_KEEP_RUNS_DAYS = 14.0
+RUN_REPORT = "report.json"  # in a kept run folder
 
 # (result, registry URL, run info) -> the published version, or None when nothing passed
 Publish = Callable[[PipelineResult, str | None, RunInfo], int | None]
@@ -47,11 +49,24 @@ def prune_run_folders() -> list[Path]:
     return removed
 
 
+def _file_info(path: Path, kind: str) -> SourceInfo:
+    return SourceInfo(sha256=sha256_file(path), kind=kind, bytes=path.stat().st_size, filename=path.name)
+
+
 def publish_version(result: PipelineResult, registry_url: str | None, run: RunInfo) -> int | None:
-    """Blobs first, manifest last, then `latest`; nothing when no target passed."""
+    """Blobs first, manifest last, then `latest`; nothing when no target passed.
+
+    The spec is recorded as given, except that samples are named by content (`sha256:<digest>`)
+    and stored beside the source, so the nightly can replay them wherever it runs.
+    """
     if not any(r.status is Status.PASSED for r in result.reports.values()):
         return None
     request = result.request
+    samples = Path(request.spec.samples) if request.spec.samples else None
+    samples_info = _file_info(samples, "npz") if samples else None
+    spec = request.spec.model_dump(mode="json", exclude_defaults=True)
+    if samples_info:
+        spec["samples"] = f"sha256:{samples_info.sha256}"
     draft = VersionDraft(
         model=request.model_name,
         source=SourceInfo(
@@ -60,7 +75,7 @@ def publish_version(result: PipelineResult, registry_url: str | None, run: RunIn
             bytes=request.source_bytes,
             filename=request.source.name,
         ),
-        spec=request.spec.model_dump(mode="json", exclude_defaults=True),
+        spec=spec,
         signature=result.signature,
         toolchain=result.toolchain,
         run=run,
@@ -68,8 +83,10 @@ def publish_version(result: PipelineResult, registry_url: str | None, run: RunIn
             n: r if r.status is Status.PASSED else r.model_copy(update={"files": []})
             for n, r in result.reports.items()
         },
+        samples=samples_info,
     )
-    return open_registry(registry_url).publish(draft, result.artifact_dirs, request.source).version
+    registry = open_registry(registry_url)
+    return registry.publish(draft, result.artifact_dirs, request.source, samples=samples).version
 
 
 def _remove_run_folder(workdir: Path) -> None:
@@ -116,4 +133,7 @@ def package(
     )
     if report.exit_code() == 0 and not keep_workdir:
         _remove_run_folder(workdir)
+    else:  # kept: say where, and leave the report beside the steps for `shipyard runs`
+        report.workdir = str(workdir)
+        (workdir / RUN_REPORT).write_text(report.model_dump_json(indent=2))
     return report

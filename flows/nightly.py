@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows._parameters import SpecForm, TargetName
 from flows.package import package_model
 from registry import VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
@@ -38,12 +39,14 @@ def fetch_source_blob(registry: str | None, manifest: VersionManifest, folder: s
     return str(dest)
 
 
-def _replayable_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The stored spec, minus a samples file that is no longer there."""
-    samples = spec.get("samples")
-    if samples and not Path(samples).is_file():
-        return {k: v for k, v in spec.items() if k != "samples"}
-    return spec
+@task(name="fetch-samples")
+def fetch_samples_blob(registry: str | None, manifest: VersionManifest, folder: str) -> str | None:
+    """The version's validation samples, from the registry, digest checked (None if it had none)."""
+    if manifest.samples is None:
+        return None
+    dest = Path(folder) / f"{manifest.model}.samples.npz"
+    open_registry(registry).download_blob(manifest.samples.sha256, dest, label=f"{manifest.model} samples")
+    return str(dest)
 
 
 def _reexport(
@@ -53,10 +56,11 @@ def _reexport(
     source = fetch_source_blob(registry, old, folder)
     new = package_model(
         source=source,
-        targets=sorted(old.targets),
-        spec=_replayable_spec(old.spec),
+        targets=[TargetName(t) for t in sorted(old.targets)],
+        spec=SpecForm.model_validate({k: v for k, v in old.spec.items() if k != "samples"}),
         name=old.model,
         registry=registry,
+        samples=fetch_samples_blob(registry, old, folder),
     )
     before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
     changes = toolchain_changes(old.toolchain, new["toolchain"])
@@ -81,7 +85,7 @@ def _reexport(
     return drift_rows(old.model, before, new), summary
 
 
-@flow(name="nightly-reexport")
+@flow(name="nightly-reexport", validate_parameters=True)
 def nightly_reexport(
     registry: str | None = None, alias: str = "latest", models: list[str] | None = None
 ) -> dict[str, Any]:
@@ -89,6 +93,12 @@ def nightly_reexport(
 
     An unchanged toolchain gives the same identity, so no new version is written, and every
     step comes from the step cache; a changed tool re-runs only the steps that use it.
+
+    Args:
+        registry: The registry to re-export: file:///abs/path or s3://bucket/prefix (default: the
+            worker's $SHIPYARD_REGISTRY).
+        alias: The version of each model to re-export is the one this alias points at.
+        models: The models to re-export; none means every model that has the alias.
     """
     logger = get_run_logger()
     rows: list[dict[str, str]] = []

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows._packaging import package, publish_version
+from flows._parameters import SpecForm, TargetName, spec_dict, target_names
 from registry import RunInfo, fetch_source, open_registry
 from shipyard.report import RunReport, StepStatus
 from shipyard.table import table_rows
@@ -73,24 +74,33 @@ def _ui_artifacts(report: RunReport) -> None:
 @flow(name="package-model", validate_parameters=True)
 def package_model(
     source: str,
-    targets: list[str] | None = None,
-    spec: dict[str, Any] | None = None,
+    targets: list[TargetName] | None = None,
+    spec: SpecForm | None = None,
     name: str | None = None,
     registry: str | None = None,
     keep_workdir: bool = False,
     samples: str | None = None,
 ) -> dict[str, Any]:
-    """Package SOURCE for every requested target (all when none) and publish what passed.
+    """Package a model for every requested target, prove each artifact in its runtime, publish what passed.
 
-    `samples`: validation inputs (.npz) as a path or URI, in place of the spec's `samples` (the
-    webhook stores an uploaded samples file under incoming/ and passes it here).
+    Args:
+        source: The model, a torch.export archive (.pt2): a path on the worker, file:///abs/path,
+            s3://bucket/key, or what the webhook stored (s3://.../incoming/<sha256>).
+        targets: The targets to package for; none selected means every target.
+        spec: Names, dim ranges, per-target options, gates and limits, as in a spec file.
+        name: Registry model name (default: the spec's name, else the source file's stem).
+        registry: Where to publish: file:///abs/path or s3://bucket/prefix (default: the worker's
+            $SHIPYARD_REGISTRY).
+        keep_workdir: Keep the run's work folder even when every target passed.
+        samples: Validation inputs, an .npz with one array per input name: a path or URI like source.
     """
     flow_run_id = str(prefect_flow_run.id) if prefect_flow_run.id else None
     with tempfile.TemporaryDirectory(prefix="shipyard-source-") as downloads:
+        given = spec_dict(spec)
         if samples:
-            fetched = fetch_source(samples, Path(downloads) / "samples")
-            spec = {**(spec or {}), "samples": str(fetched)}
-        request = check_request(fetch_source(source, Path(downloads)), spec, targets, name)
+            given = {**given, "samples": str(fetch_source(samples, Path(downloads) / "samples"))}
+        source_path = fetch_source(source, Path(downloads))
+        request = check_request(source_path, given, target_names(targets), name)
         report = package(
             request,
             registry,

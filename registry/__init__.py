@@ -40,9 +40,11 @@ def default_registry_url() -> str:
 
 
 def open_registry(url: str | None = None) -> Registry:
-    """A registry for `file:///abs/path` or `s3://bucket/prefix`."""
+    """A registry for `file:///abs/path`, a plain path, or `s3://bucket/prefix`."""
     url = url or default_registry_url()
     parsed = urlparse(url)
+    if parsed.scheme == "":  # a plain path
+        return Registry(LocalBackend(Path(url).expanduser()))
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise InputError(f"registry URL {url!r}: file URLs must be file:///absolute/path")
@@ -53,4 +55,4 @@ def open_registry(url: str | None = None) -> Registry:
         from registry._s3 import S3Backend
 
         return Registry(S3Backend(parsed.netloc, parsed.path))
-    raise InputError(f"registry URL {url!r}: use file:///absolute/path or s3://bucket/prefix")
+    raise InputError(f"registry URL {url!r}: use a path, file:///absolute/path or s3://bucket/prefix")

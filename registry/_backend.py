@@ -20,6 +20,10 @@ class Backend(Protocol):
 
     url: str
 
+    def located(self) -> bool:
+        """Whether the registry's root exists: its folder, or its bucket."""
+        ...
+
     def read(self, key: str) -> tuple[bytes, str]:
         """Bytes and ETag of a small object; NotFound if absent."""
         ...

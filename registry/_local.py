@@ -15,7 +15,30 @@ from typing import BinaryIO
 from registry._backend import Progress
 from shipyard.errors import AlreadyExists, Conflict, IntegrityError, NotFound, RegistryError
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "temp_file_beside"]
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def temp_file_beside(path: Path, prefix: str) -> Path:
+    """An empty temporary file in `path`'s folder, with the mode the umask gives new files (mkstemp
+    makes 0600, and a renamed file keeps it: a server running as another user could not read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    return Path(name)
 
 
 def _copy_hashed(src: BinaryIO, out: BinaryIO, progress: Progress | None = None) -> str:
@@ -40,20 +63,17 @@ class LocalBackend:
         self.root = root.resolve()
         self.url = self.root.as_uri()
 
+    def located(self) -> bool:
+        return self.root.is_dir()
+
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root not in path.parents:
             raise RegistryError(f"key {key!r} escapes the registry root")
         return path
 
-    def _temp_beside(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        os.close(fd)
-        return Path(name)
-
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        tmp = self._temp_beside(path)
+        tmp = temp_file_beside(path, ".tmp-")
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()
@@ -101,7 +121,7 @@ class LocalBackend:
 
     def upload_file(self, key: str, path: Path, sha256: str, progress: Progress | None = None) -> None:
         dest = self._path(key)
-        tmp = self._temp_beside(dest)
+        tmp = temp_file_beside(dest, ".tmp-")
         try:
             with path.open("rb") as src, tmp.open("wb") as out:
                 digest = _copy_hashed(src, out, progress)

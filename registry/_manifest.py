@@ -39,6 +39,7 @@ class VersionDraft(BaseModel):
     toolchain: dict[str, str]
     run: RunInfo
     targets: dict[str, TargetReport]  # failed targets too, with their reasons; files only if passed
+    samples: SourceInfo | None = None  # the spec's validation inputs, stored as a blob like the source
 
     def identity_digest(self) -> str:
         """Digest of source + spec + toolchain + target names: the same identity is the same version."""

@@ -6,16 +6,16 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from registry._backend import Backend, Progress
+from registry._local import temp_file_beside
 from registry._manifest import AliasRecord, GcItem, GcReport, VersionDraft, VersionManifest
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
-from shipyard.spec import MODEL_NAME_RE
+from shipyard.spec import MODEL_NAME_RE, normalize_model_name
 
 __all__ = ["Registry", "parse_ref"]
 
@@ -25,15 +25,18 @@ MAX_VERSION_TRIES = 1000
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """NAME, NAME:VERSION or NAME@ALIAS -> (name, version, alias); bare NAME means @latest."""
+    """NAME, NAME:VERSION or NAME@ALIAS -> (name, version, alias); bare NAME means @latest.
+
+    The name is normalised like every model name (`Convnet` is `convnet`)."""
     m = REF_RE.fullmatch(ref)
-    if not m or not MODEL_NAME_RE.fullmatch(m["name"]):
+    name = normalize_model_name(m["name"]) if m else ""
+    if not m or not MODEL_NAME_RE.fullmatch(name):
         raise InputError(f"bad model reference {ref!r}: use NAME, NAME:VERSION or NAME@ALIAS")
     if m["alias"] and not ALIAS_RE.fullmatch(m["alias"]):
         raise InputError(f"bad alias {m['alias']!r}")
     version = int(m["version"]) if m["version"] else None
     alias = m["alias"] or (None if version is not None else "latest")
-    return m["name"], version, alias
+    return name, version, alias
 
 
 def _safe_relpath(rel: str) -> PurePosixPath:
@@ -76,6 +79,10 @@ class Registry:
     def trash_key(digest: str) -> str:
         return f"trash/sha256/{digest}"
 
+    @staticmethod
+    def deleted_key(model: str, version: int) -> str:
+        return f"models/{model}/deleted/{version}.json"
+
     # writing --------------------------------------------------------------
     def put_blob(self, path: Path, digest: str, progress: Progress | None = None) -> bool:
         """Upload a file under its digest unless it is already there; True if it was already there."""
@@ -97,6 +104,7 @@ class Registry:
         artifact_dirs: dict[str, Path],
         source: Path,
         progress: Progress | None = None,
+        samples: Path | None = None,
     ) -> VersionManifest:
         """Upload blobs, then write the manifest as the next free version, then move `latest`.
 
@@ -109,6 +117,12 @@ class Registry:
         manifest = self.published(draft.model, identity)
         if manifest is None:
             reused = [draft.source.sha256] if self.put_blob(source, draft.source.sha256) else []
+            if (
+                draft.samples is not None
+                and samples is not None
+                and self.put_blob(samples, draft.samples.sha256)
+            ):
+                reused.append(draft.samples.sha256)
             for name, report in draft.targets.items():
                 if report.status is not Status.PASSED:
                     continue
@@ -147,7 +161,7 @@ class Registry:
         record = self.identity_key(model, identity)
         for _ in range(MAX_VERSION_TRIES):
             claimed, etag = self._identity_claim(model, identity)
-            newest = max(self.versions(model), default=0)
+            newest = self._newest(model)
             version = None
             if claimed is not None:
                 found = self._manifest_if_any(model, claimed)
@@ -180,6 +194,8 @@ class Registry:
             for version in self.versions(model):
                 manifest = self.manifest(model, version)
                 digests.add(manifest.source.sha256)
+                if manifest.samples is not None:
+                    digests.add(manifest.samples.sha256)
                 digests.update(f.sha256 for t in manifest.targets.values() for f in t.files)
         return digests
 
@@ -230,8 +246,35 @@ class Registry:
             return self.backend.exists(self.blob_key(digest))
         return True
 
-    def set_alias(self, model: str, alias: str, version: int) -> AliasRecord:
-        """Point `alias` at `version`, retrying while another writer moves it concurrently."""
+    def _newest(self, model: str) -> int:
+        """The highest version number ever given, deleted ones included: numbers are never reused."""
+        return max([*self.versions(model), *self._numbers(f"models/{model}/deleted/")], default=0)
+
+    def delete_version(self, model: str, version: int, force: bool = False) -> list[str]:
+        """Remove a version (its manifest moves to deleted/, its blobs are left to gc); returns the
+        aliases that pointed at it. Refused while an alias points at it, unless `force`: then those
+        aliases are removed, and `latest` moves to the newest version left."""
+        manifest = self.manifest(model, version)
+        pointing = sorted(a for a, v in self.aliases(model).items() if v == version)
+        if pointing and not force:
+            raise InputError(
+                f"{model}:{version} is what {', '.join('@' + a for a in pointing)} point(s) at; "
+                "move the alias with `shipyard promote`, or use --force"
+            )
+        if self._identity_claim(model, manifest.identity)[0] == version:  # publishing it again: anew
+            self.backend.delete(self.identity_key(model, manifest.identity))
+        self.backend.move(self.version_key(model, version), self.deleted_key(model, version))
+        left = self.versions(model)
+        for alias in pointing:
+            if alias == "latest" and left:
+                self.set_alias(model, alias, max(left), move_back=True)
+            else:
+                self.backend.delete(self.alias_key(model, alias))
+        return pointing
+
+    def set_alias(self, model: str, alias: str, version: int, move_back: bool = False) -> AliasRecord:
+        """Point `alias` at `version`, retrying while another writer moves it concurrently. `latest`
+        never moves to an older version (publishers racing), unless `move_back` says so."""
         if not ALIAS_RE.fullmatch(alias):
             raise InputError(f"bad alias {alias!r}")
         self.manifest(model, version)  # the version must exist
@@ -243,8 +286,7 @@ class Registry:
                 existing: int | None = AliasRecord.model_validate_json(current).version
             except NotFound:
                 etag, existing = None, None
-            # `latest` never moves backwards when publishers race
-            if alias == "latest" and existing is not None and existing > version:
+            if alias == "latest" and not move_back and existing is not None and existing > version:
                 return AliasRecord.model_validate_json(current)
             record = AliasRecord(model=model, alias=alias, version=version, updated_at=_now())
             try:
@@ -271,14 +313,22 @@ class Registry:
         """Fail now, not after an hour of exports, if the registry cannot be listed."""
         next(iter(self.backend.list("models/")), None)
 
+    def require_existing(self) -> None:
+        """NotFound, with a hint, when there is no registry here (a typo in a path or bucket)."""
+        if not self.backend.located():
+            raise NotFound(f"no registry at {self.url}: check the URL (`shipyard package` creates one)")
+
     # reading --------------------------------------------------------------
     def models(self) -> list[str]:
         names = {key.split("/")[1] for key, _ in self.backend.list("models/") if key.count("/") >= 3}
         return sorted(names)
 
     def versions(self, model: str) -> list[int]:
+        return self._numbers(f"models/{model}/versions/")
+
+    def _numbers(self, prefix: str) -> list[int]:
         out = []
-        for key, _ in self.backend.list(f"models/{model}/versions/"):
+        for key, _ in self.backend.list(prefix):
             stem = key.rsplit("/", 1)[-1].removesuffix(".json")
             if stem.isdigit():
                 out.append(int(stem))
@@ -317,12 +367,12 @@ class Registry:
         """Write a target's files into out_dir; every file's digest is checked before it appears."""
         manifest = self.resolve(ref)
         report = manifest.targets.get(target)
-        if report is None or report.status is not Status.PASSED:
-            have = sorted(n for n, r in manifest.targets.items() if r.status is Status.PASSED)
-            raise NotFound(
-                f"{manifest.model}:{manifest.version} has no passed target {target!r} "
-                f"(passed: {', '.join(have) or 'none'})"
-            )
+        have = ", ".join(sorted(n for n, r in manifest.targets.items() if r.status is Status.PASSED))
+        where = f"{manifest.model}:{manifest.version}"
+        if report is None:
+            raise NotFound(f"{where} was not packaged for {target!r} (passed: {have or 'none'})")
+        if report.status is not Status.PASSED:
+            raise NotFound(f"{where}: target {target!r} {report.status.value} (passed: {have or 'none'})")
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for entry in report.files:
@@ -333,10 +383,7 @@ class Registry:
 
     def download_blob(self, digest: str, dest: Path, label: str = "") -> Path:
         """Write blob `digest` to dest; the file appears only once its sha256 matched."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".pull-")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = temp_file_beside(dest, ".pull-")
         try:
             try:
                 got = self.backend.download_file(self.blob_key(digest), tmp)

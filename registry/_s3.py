@@ -49,6 +49,20 @@ class S3Backend:
         )
         self.client = client or boto3.client("s3", config=config)
 
+    def located(self) -> bool:
+        """A listing, not HEAD: a HEAD error has no body, so it could not say which credential failed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._folder_prefix(), MaxKeys=1)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchBucket":
+                return False
+            raise self._fail(exc, "") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "") from None
+        return True
+
     def _folder_prefix(self) -> str:
         """The prefix as a folder: s3://b/reg never lists s3://b/reg2."""
         return f"{self.prefix}/" if self.prefix else ""

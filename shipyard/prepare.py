@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from shipyard.errors import SourceError, SpecError
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SourceKind, detect_kind
-from shipyard.spec import MODEL_NAME_RE, Spec
+from shipyard.spec import MODEL_NAME_RE, Spec, normalize_model_name
 from shipyard.variants import (
     DEFAULT_MAX_VARIANT_ELEMENTS,
     Variant,
@@ -113,13 +113,14 @@ def check_source(source: Path) -> SourceKind:
 
 
 def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
-    """--name, else the spec's name, else the file's stem, lowercased."""
+    """--name, else the spec's name, else the file's stem (`resnet.v2.pt2` -> `resnet.v2`),
+    normalised (`ResNet50` -> `resnet50`)."""
     stem = source.name.removesuffix(source.suffix) if source.suffix else source.name
-    chosen = name or spec.name or stem.lower().replace(" ", "-")
+    chosen = normalize_model_name(name) if name else spec.name or normalize_model_name(stem)
     if not MODEL_NAME_RE.fullmatch(chosen):
         raise SpecError(
-            f"model name {chosen!r} is not allowed: use lowercase letters, digits, "
-            "'.', '_' or '-' (at most 64), or set `name` in the spec"
+            f"model name {name or stem!r} is not allowed: use letters, digits, '.', '_' or '-' "
+            "(at most 64; names are lowercased), or set `name` in the spec"
         )
     return chosen
 

@@ -102,6 +102,7 @@ class StepRecord(BaseModel):
     original_seconds: float | None = None  # what it took when it ran, for a reused step
     targets: list[str] = []  # the targets it served
     error: str | None = None
+    folder: str | None = None  # where it ran, relative to the run folder (job, log, reproduce.sh)
 
 
 class TargetReport(BaseModel):
@@ -124,6 +125,7 @@ class RunReport(BaseModel):
     targets: dict[str, TargetReport]
     run_id: str | None = None
     steps: list[StepRecord] = []
+    workdir: str | None = None  # the run folder, when it was kept (a target failed, or asked to)
 
     def reused_steps(self) -> list[str]:
         return [s.step for s in self.steps if s.reused]

@@ -34,9 +34,11 @@ __all__ = [
     "MODEL_NAME_RE",
     "DimOverride",
     "Spec",
+    "SpecFields",
     "TargetSettings",
     "first_error",
     "load_spec",
+    "normalize_model_name",
     "parse_spec",
     "parse_spec_text",
 ]
@@ -48,9 +50,9 @@ TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 class TensorOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    low: float | None = None  # range of seeded random validation data
-    high: float | None = None
+    name: str | None = Field(default=None, description="a new name for the tensor in every artifact")
+    low: float | None = Field(default=None, description="lowest value of seeded random validation data")
+    high: float | None = Field(default=None, description="highest value of seeded random validation data")
 
     @field_validator("name")
     @classmethod
@@ -63,9 +65,9 @@ class TensorOverride(BaseModel):
 class DimOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=1)
-    typical: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, description="smallest size (never below the program's)")
+    max: int | None = Field(default=None, ge=1, description="largest size (never beyond the program's)")
+    typical: int | None = Field(default=None, ge=0, description="a common size (default: geometric mean)")
 
 
 class TargetSettings(BaseModel):
@@ -73,22 +75,28 @@ class TargetSettings(BaseModel):
 
     options: dict[str, Any] = {}
     gates: dict[str, float | None] = {}
-    timeout_s: int | None = Field(default=None, gt=0)
+    timeout_s: int | None = Field(default=None, gt=0, description="seconds per step before it is killed")
     memory_mb: int | None = Field(
         default=None, ge=512, description="memory cap (MB) per step process; default: a share of the machine"
     )
 
 
-class Spec(BaseModel):
+class SpecFields(BaseModel):
+    """What a spec says about the model itself (Spec adds samples and per-target settings)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    inputs: dict[str, TensorOverride] = {}
-    outputs: dict[str, TensorOverride] = {}
-    dims: dict[str, DimOverride] = {}
-    samples: str | None = None
-    seed: int = 0
-    targets: dict[str, TargetSettings] = {}
+    name: str | None = Field(default=None, description="registry model name (default: the file's stem)")
+    inputs: dict[str, TensorOverride] = Field(
+        default={}, description="by the program's input name: a new name, a range of validation data"
+    )
+    outputs: dict[str, TensorOverride] = Field(
+        default={}, description="by output name (output_0, output_1, ...): a new name"
+    )
+    dims: dict[str, DimOverride] = Field(
+        default={}, description="by dim name (batch, <input>_dim<axis>): narrow its range"
+    )
+    seed: int = Field(default=0, description="seed of the random validation data")
 
     @field_validator("name")
     @classmethod
@@ -99,6 +107,17 @@ class Spec(BaseModel):
                 "or digit, at most 64 chars"
             )
         return value
+
+
+class Spec(SpecFields):
+    samples: str | None = None  # an .npz of validation inputs, keys = input names
+    targets: dict[str, TargetSettings] = {}
+
+
+def normalize_model_name(text: str) -> str:
+    """A registry model name as the CLI takes it: lowercased, spaces as '-' (`ResNet 50.v2` ->
+    `resnet-50.v2`). Anything else outside [a-z0-9._-] stays, for MODEL_NAME_RE to refuse."""
+    return re.sub(" +", "-", text.lower())
 
 
 def first_error(exc: ValidationError) -> str:

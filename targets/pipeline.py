@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from shipyard.digests import sha256_file
 from shipyard.errors import InputError, ShipyardError, SourceError, SpecError
-from shipyard.prepare import check_source, choose_model_name
+from shipyard.prepare import PreparedVariant, check_source, choose_model_name
 from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, TargetReport
 from shipyard.signature import Signature
 from shipyard.source import SourceKind
@@ -32,9 +32,9 @@ from shipyard.variants import check_samples, max_variant_elements
 from targets._catalog import Target, get_target, resolve_targets
 from targets._jobs import ExportResult, RuntimeResult
 from targets.engine.cache import StepCache
-from targets.engine.execute import RunContext, StepExecutor, located_variants
+from targets.engine.execute import RunContext, StepExecutor, located_variants, step_folder
 from targets.engine.fingerprint import toolchain_versions
-from targets.engine.graph import PREPARE, Plan, Step, export_id, plan_steps, validate_id
+from targets.engine.graph import PREPARE, Plan, Step, StepKind, export_id, plan_steps, validate_id
 from targets.engine.judge import judge, served_envelope
 from targets.engine.limits import max_parallel_steps
 from targets.engine.scheduler import StepHooks, StepOutcome, run_plan
@@ -42,9 +42,11 @@ from targets.engine.steps import PreparedSource
 from targets.engine.workers import StepProcesses
 
 __all__ = [
+    "DryRun",
     "Engine",
     "PackagingRequest",
     "PipelineResult",
+    "PlannedStep",
     "Step",
     "StepHooks",
     "StepOutcome",
@@ -141,6 +143,7 @@ def _step_records(plan: Plan, outcomes: dict[str, StepOutcome]) -> list[StepReco
                 original_seconds=round(o.original_seconds, 3) if o.original_seconds is not None else None,
                 targets=step.targets,
                 error=o.reason() if o.status is not StepStatus.PASSED else None,
+                folder=step_folder(step_id) if o.started_at is not None and not o.reused else None,
             )
         )
     return records
@@ -196,6 +199,21 @@ def _judged(
     return judge(report, variants, runtime, validate.out_dir, gates)
 
 
+class PlannedStep(BaseModel):
+    step: str
+    targets: list[str]
+    cached: bool  # its result is in the step cache: it would not run
+    conditional: bool = False  # runs only if the export narrows a dim (a reference step)
+
+
+class DryRun(BaseModel):
+    """What a run would do: the source's signature, the validation variants, every step."""
+
+    signature: Signature
+    variants: list[PreparedVariant]
+    steps: list[PlannedStep]
+
+
 class Engine:
     """Runs packaging requests; owns the warm process server and the step cache.
 
@@ -224,22 +242,11 @@ class Engine:
 
     def run(self, request: PackagingRequest, workdir: Path, hooks: StepHooks | None = None) -> PipelineResult:
         """Run every step the request needs and judge each target. InputError if the source is bad."""
-        self.cache.prune()
         targets = [get_target(t) for t in request.targets]
         plan = plan_steps(request.source_kind, request.spec, targets)
-        workdir.mkdir(parents=True, exist_ok=True)
-        context = RunContext(
-            source=request.source,
-            source_sha256=request.source_sha256,
-            spec=request.spec,
-            model_name=request.model_name,
-            folder=workdir,
-        )
-        executor = StepExecutor(context, self.processes, self.cache, plan.families())
-        outcomes = run_plan(plan, executor, self.max_parallel, hooks, abort=self.processes.close)
+        outcomes = self._run_plan(request, plan, workdir, hooks)
         prepared = outcomes[PREPARE]
-        if not prepared.passed or not isinstance(prepared.result, PreparedSource):
-            raise _prepare_error(prepared)
+        assert isinstance(prepared.result, PreparedSource)
         signature = prepared.result.signature
         reports = {t.name: _target_report(t, request.spec, signature, outcomes) for t in targets}
         tools = {name for step in plan.steps.values() for name in step.toolchain}
@@ -256,10 +263,50 @@ class Engine:
             },
         )
 
+    def plan(self, request: PackagingRequest, workdir: Path) -> DryRun:
+        """Prepare the source (or reuse its preparation) and say which steps the cache would serve;
+        nothing is exported."""
+        plan = plan_steps(request.source_kind, request.spec, [get_target(t) for t in request.targets])
+        outcomes = self._run_plan(request, plan, workdir, None, dry=True)
+        prepared = outcomes[PREPARE].result
+        assert isinstance(prepared, PreparedSource)
+        steps = [
+            PlannedStep(
+                step=step_id,
+                targets=step.targets,
+                cached=outcomes[step_id].reused,
+                conditional=step.kind is StepKind.REFERENCE,
+            )
+            for step_id, step in plan.steps.items()
+            if step_id != PREPARE and outcomes[step_id].status is not StepStatus.NOOP
+        ]
+        return DryRun(signature=prepared.signature, variants=prepared.variants, steps=steps)
+
     def inspect(self, request: PackagingRequest, workdir: Path) -> Signature:
         """The source's signature with the spec applied, read in an isolated step process."""
         result = self.run(request.model_copy(update={"targets": []}), workdir)
         return result.signature
+
+
+    def _run_plan(
+        self, request: PackagingRequest, plan: Plan, workdir: Path, hooks: StepHooks | None, dry: bool = False
+    ) -> dict[str, StepOutcome]:
+        """Every step's outcome (a dry run runs only the preparation); InputError for a bad source."""
+        self.cache.prune()
+        workdir.mkdir(parents=True, exist_ok=True)
+        context = RunContext(
+            source=request.source,
+            source_sha256=request.source_sha256,
+            spec=request.spec,
+            model_name=request.model_name,
+            folder=workdir,
+        )
+        executor = StepExecutor(context, self.processes, self.cache, plan.families(), dry=dry)
+        outcomes = run_plan(plan, executor, self.max_parallel, hooks, abort=self.processes.close)
+        prepared = outcomes[PREPARE]
+        if not prepared.passed or not isinstance(prepared.result, PreparedSource):
+            raise _prepare_error(prepared)
+        return outcomes
 
 
 class PrepareFailed(ShipyardError):

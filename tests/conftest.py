@@ -118,6 +118,7 @@ def run_cli(
     prefect_api: str | None = None,
     timeout: float = 900,
     extra_env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SHIPYARD_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.update(extra_env or {})
@@ -127,7 +128,7 @@ def run_cli(
     else:
         env.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [*SHIPYARD, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+        [*SHIPYARD, *args], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=timeout
     )
 
 

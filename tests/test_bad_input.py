@@ -120,7 +120,7 @@ def _huge_batch_program(path: Path) -> Path:
 
 def test_a_huge_declared_dim_is_validated_up_to_a_cap(home: Path, tmp_path: Path) -> None:
     source = _huge_batch_program(tmp_path / "huge.pt2")
-    inspected = run_cli(["inspect", str(source)], home)
+    inspected = run_cli(["inspect", str(source), "--json"], home)
     assert inspected.returncode == 0, inspected.stderr[-2000:]
     batch = json.loads(inspected.stdout)["dims"]["batch"]
     fits = (1 << 24) // (3 * 224 * 224)  # 111 images in one variant's 16.8 M input elements

@@ -16,13 +16,13 @@ def test_corrupted_archives_get_one_line_through_inspect(
 ) -> None:
     marker = tmp_path / "pwned"
     cases = corruptions(models["convnet"], marker, count=40, seed=0)
-    original = run_cli(["inspect", str(models["convnet"])], home)
+    original = run_cli(["inspect", str(models["convnet"]), "--json"], home)
     assert original.returncode == 0, original.stderr
 
     def inspect(case):  # type: ignore[no-untyped-def]
         path = tmp_path / f"{case.name}.pt2"
         path.write_bytes(case.data)
-        return case, run_cli(["inspect", str(path)], home, timeout=300)
+        return case, run_cli(["inspect", str(path), "--json"], home, timeout=300)
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(inspect, cases))

@@ -44,3 +44,23 @@ def test_every_step_is_capped_and_a_shared_step_takes_the_largest_cap(
     both = {"targets": {"tfjs": {"memory_mb": 4000}, "ort-web": {"memory_mb": 6000, "timeout_s": 2000}}}
     steps = _plan(["tfjs", "ort-web"], both).steps
     assert steps["convert:onnx"].memory_mb == 6000 and steps["convert:onnx"].timeout_s == 2000
+
+
+def test_steps_after_a_failed_step_are_skipped_not_run() -> None:
+    """An export fails: its reference step is skipped, and so is the validation that needs both."""
+    from shipyard.report import StepStatus
+    from targets.engine.scheduler import StepOutcome, run_plan
+
+    plan = _plan(["aoti"], {})
+    ran: list[str] = []
+
+    def execute(step, inputs):  # type: ignore[no-untyped-def]
+        ran.append(step.id)
+        status = StepStatus.FAILED if step.id == "export:aoti" else StepStatus.PASSED
+        return StepOutcome(step=step, status=status, seconds=0.0, error="it broke")
+
+    outcomes = run_plan(plan, execute, max_parallel=2)
+    assert sorted(ran) == ["export:aoti", "prepare"]
+    assert outcomes["reference:aoti"].status is StepStatus.SKIPPED
+    assert outcomes["validate:aoti"].status is StepStatus.SKIPPED
+    assert "export:aoti failed: it broke" in (outcomes["validate:aoti"].error or "")

@@ -153,7 +153,7 @@ def test_one_failing_target_does_not_stop_the_other(
     assert "export:aoti timed out after 1s" in failed["error"]
     assert failed["files"] == []
     pulled = run_cli(["pull", "convnet", "--target", "aoti", "-o", str(tmp_path / "o")], home)
-    assert pulled.returncode == 2 and "no passed target 'aoti'" in pulled.stderr
+    assert pulled.returncode == 2 and "target 'aoti' failed (passed: triton)" in pulled.stderr
     manifest = json.loads((home / "registry/models/convnet/versions/1.json").read_text())
     assert manifest["targets"]["aoti"]["status"] == "failed"
     # the failed run keeps its folder, with what is needed to reproduce the failing step

@@ -85,7 +85,7 @@ def test_publish_layout_and_pull(setup, tmp_path: Path) -> None:
     _, files = registry.pull("m", "t", tmp_path / "out")
     assert files == [tmp_path / "out/sub/model.bin"]
     assert files[0].read_bytes() == b"artifact-bytes" * 100
-    with pytest.raises(NotFound, match="no passed target 'bad'"):
+    with pytest.raises(NotFound, match="target 'bad' failed"):
         registry.pull("m:1", "bad", tmp_path / "out2")
 
 
@@ -146,7 +146,8 @@ def test_bad_refs() -> None:
     assert parse_ref("m") == ("m", None, "latest")
     assert parse_ref("m:3") == ("m", 3, None)
     assert parse_ref("m@prod") == ("m", None, "prod")
-    for ref in ("../m", "m:x", "m@../x", "M", "m:1@a", "m@prod\n", "m\n"):
+    assert parse_ref("ConvNet:2") == ("convnet", 2, None)  # names are lowercased, as everywhere
+    for ref in ("../m", "m:x", "m@../x", "m:1@a", "m@prod\n", "m\n", " m"):
         with pytest.raises(InputError):
             parse_ref(ref)
 

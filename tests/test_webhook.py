@@ -265,12 +265,73 @@ def test_uploaded_samples_are_checked_then_validated_against(
     env = {**os.environ, "SHIPYARD_WEBHOOK_SECRET": SECRET, "SHIPYARD_WEBHOOK_URL": service["url"]}
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "submit", str(models["convnet"]), "--name", "sampled",
-         "--targets", "triton", "--samples", str(samples), "--wait"],
+         "--targets", "triton", "--samples", str(samples), "--wait", "--json"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     triton = json.loads(done.stdout)["targets"]["triton"]
     assert any(v["variant"] == "samples" and v["dims"] == {"batch": 3} for v in triton["variants"])
+
+
+def _schema_of(prefect_api: str, deployment: str) -> dict:
+    found = httpx.get(f"{prefect_api}/deployments/name/{deployment}", timeout=30)
+    assert found.status_code == 200, found.text
+    return found.json()["parameter_openapi_schema"]
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    """A schema node with a $ref (or a one-type anyOf around one) replaced by what it points at."""
+    options = [o for o in node.get("anyOf", [node]) if o.get("type") != "null"]
+    node = options[0] if len(options) == 1 else node
+    ref = node.get("$ref")
+    return schema["definitions"][ref.rsplit("/", 1)[-1]] if ref else node
+
+
+def test_the_ui_run_forms_are_typed_and_described(service: dict, prefect_api: str) -> None:
+    """What the Prefect UI renders: target names to pick from, the spec as fields, every field told."""
+    from targets import all_targets
+
+    schema = _schema_of(prefect_api, "package-model/package-model")
+    props = schema["properties"]
+    assert set(props) >= {"source", "targets", "spec", "name", "registry", "keep_workdir", "samples"}
+    assert all(p.get("description") for p in props.values()), {
+        k for k, p in props.items() if not p.get("description")
+    }
+    items = _resolve(schema, _resolve(schema, props["targets"])["items"])
+    assert sorted(items["enum"]) == sorted(t.name for t in all_targets())
+    spec = _resolve(schema, props["spec"])
+    assert {"name", "inputs", "outputs", "dims", "seed", "targets"} <= set(spec["properties"])
+    by_target = _resolve(schema, spec["properties"]["targets"])["properties"]
+    assert set(by_target) == {t.name for t in all_targets()}
+    litert = _resolve(schema, _resolve(schema, by_target["litert-int4"])["properties"]["options"])
+    assert "dynamic_wi4_afp32" in json.dumps(litert["properties"]["recipe"])
+    nightly = _schema_of(prefect_api, "nightly-reexport/nightly-reexport")["properties"]
+    assert all(p.get("description") for p in nightly.values())
+
+
+def test_a_form_error_names_the_field(service: dict, prefect_api: str, models: dict[str, Path]) -> None:
+    deployment = httpx.get(f"{prefect_api}/deployments/name/package-model/package-model", timeout=30).json()
+    bad = {"source": str(models["convnet"]), "targets": ["coreml"]}
+    created = httpx.post(
+        f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": bad}, timeout=30
+    )
+    assert created.status_code == 409 and "targets" in created.text, created.text
+
+
+def test_the_readme_curl_recipe_works_as_written(
+    service: dict, models: dict[str, Path], tmp_path: Path
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme.split("By hand, with curl and openssl", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    recipe = recipe.replace("http://127.0.0.1:8000", service["url"])  # the test service's own port
+    (tmp_path / "model.pt2").write_bytes(models["multi_io"].read_bytes())
+    env = {**os.environ, "SHIPYARD_WEBHOOK_SECRET": SECRET}
+    done = subprocess.run(
+        ["bash", "-c", recipe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert set(answer) == {"run_id", "status_url", "source_sha256"}, answer
 
 
 def test_oversized_upload_is_refused(service: dict) -> None:
@@ -382,7 +443,7 @@ def test_shipyard_submit_signs_for_the_user(service: dict, models: dict[str, Pat
     }
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "submit", str(models["multi_io"]), "--name", "submitted",
-         "--targets", "triton", "--wait"],
+         "--targets", "triton", "--wait", "--json"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -33,7 +33,7 @@ from targets.engine.scheduler import StepOutcome
 from targets.engine.steps import EdgeJob, EdgeVariants, PreparedSource, PrepareJob
 from targets.engine.workers import TOOLCHAIN_ENVIRONMENT, StepCall, StepProcesses, step_environment
 
-__all__ = ["RunContext", "StepExecutor", "located_variants"]
+__all__ = ["RunContext", "StepExecutor", "located_variants", "step_folder"]
 
 CACHE_FORMAT = 1  # bump when the layout of cached results changes
 
@@ -65,20 +65,27 @@ def located_variants(outcomes: dict[str, StepOutcome], target: str) -> dict[str,
     return found
 
 
-def _folder_name(step_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in step_id)
+def step_folder(step_id: str) -> str:
+    """A step's folder, relative to the run folder: `steps/export-tfjs`."""
+    return "steps/" + "".join(c if c.isalnum() or c in "-_." else "-" for c in step_id)
 
 
 class StepExecutor:
     """Turns a step and its inputs' outcomes into a job, and the job into an outcome."""
 
     def __init__(
-        self, context: RunContext, processes: StepProcesses, cache: StepCache, families: list[Family]
+        self,
+        context: RunContext,
+        processes: StepProcesses,
+        cache: StepCache,
+        families: list[Family],
+        dry: bool = False,
     ) -> None:
         self.context = context
         self.processes = processes
         self.cache = cache
         self.families = families  # warm servers to start as soon as one step has to run
+        self.dry = dry  # run only the preparation; every other step is looked up, never run
 
     def __call__(self, step: Step, inputs: dict[str, StepOutcome]) -> StepOutcome:
         if step.kind is StepKind.PREPARE:
@@ -249,8 +256,11 @@ class StepExecutor:
                 original_seconds=entry.seconds,
                 error=None if entry.ok else entry.result,
             )
+        if self.dry and step.kind is not StepKind.PREPARE:
+            error = "not run (dry run)"
+            return StepOutcome(step=step, status=StepStatus.FAILED, seconds=0.0, error=error)
         self.processes.start(self.families)  # a step must run: let every family warm up meanwhile
-        folder = self.context.folder / "steps" / _folder_name(step.id)
+        folder = self.context.folder / step_folder(step.id)
         shutil.rmtree(folder, ignore_errors=True)
         out_dir, work_dir = folder / "out", folder / "work"
         out_dir.mkdir(parents=True)

@@ -125,6 +125,21 @@ def _ready(plan: Plan, waiting: list[str], done: dict[str, StepOutcome]) -> list
     return [s for s in waiting if all(n in done for n in plan.steps[s].needs)]
 
 
+def _skip_blocked(plan: Plan, waiting: list[str], done: dict[str, StepOutcome], hooks: StepHooks) -> None:
+    """Skip every waiting step an input of which failed, and then the steps that need those."""
+    blocked = True
+    while blocked:
+        blocked = False
+        for step_id in _ready(plan, waiting, done):
+            step = plan.steps[step_id]
+            failed = next((done[n] for n in step.needs if not done[n].passed), None)
+            if failed is not None:
+                waiting.remove(step_id)
+                done[step_id] = _blocked(step, failed)
+                _ended(hooks, done[step_id])
+                blocked = True
+
+
 def _drive(
     plan: Plan, execute: Execute, max_parallel: int, hooks: StepHooks, pool: ThreadPoolExecutor
 ) -> dict[str, StepOutcome]:
@@ -134,13 +149,7 @@ def _drive(
     waiting = list(plan.steps)
     context = contextvars.copy_context()  # e.g. Prefect's flow run context, for every worker thread
     while waiting or running:
-        for step_id in _ready(plan, waiting, done):
-            step = plan.steps[step_id]
-            failed = next((done[n] for n in step.needs if not done[n].passed), None)
-            if failed is not None:
-                waiting.remove(step_id)
-                done[step_id] = _blocked(step, failed)
-                _ended(hooks, done[step_id])
+        _skip_blocked(plan, waiting, done, hooks)
         ready = sorted(_ready(plan, waiting, done), key=lambda s: -priority[s])
         for step_id in ready[: max(0, max_parallel - len(running))]:
             waiting.remove(step_id)

@@ -1,0 +1,37 @@
+"""`shipyard targets`: the target catalog."""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.cli._common import EXIT_OK, Command, print_json, print_table
+
+__all__ = ["COMMANDS"]
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="also each target's options and default gates")
+
+
+def run_targets(args: argparse.Namespace) -> int:
+    from targets import all_targets
+
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": t.name,
+                    "summary": t.summary,
+                    "consumes": t.consumes.value,
+                    "options": t.options.model_json_schema().get("properties", {}),
+                    "gates": t.gates.model_dump(exclude_none=True),
+                }
+                for t in all_targets()
+            ]
+        )
+        return EXIT_OK
+    print_table([{"target": t.name, "summary": t.summary} for t in all_targets()], ["target", "summary"])
+    return EXIT_OK
+
+
+COMMANDS = [Command("targets", "list the targets a model can be packaged for", _configure, run_targets)]
