@@ -6,10 +6,14 @@ from their job files in fresh interpreters, each twice: natively, and under
 AVX-512, so CPUID tells torch, oneDNN, XLA and TensorFlow that there is none):
 - every conversion and export: the two runs must write the same bytes (tree digest of out/);
 - validate:aoti: the AOTInductor package built on this host must load and run on the AVX2 CPU
-  (an AVX-512 instruction raises SIGILL there) and match the source model's outputs.
+  (an AVX-512 instruction raises SIGILL there) and match the source model's outputs;
+- a control: export:tfjs again with TensorFlow's own default for its oneDNN graph rewrites
+  (Shipyard sets TF_ENABLE_ONEDNN_OPTS=0): on by default on an AVX-512 host, where they fuse
+  MatMul + Tanh, off on the AVX2 CPU, so the two runs must write different bytes, or this method
+  could not see a host in the bytes (the model needs a Tanh after a MatMul, as multi_io has).
 Programs a step starts (gcc, node) run natively: qemu-user emulates only the interpreter.
 
-Usage: python bench/portability.py [--model mlp] [--cpu Haswell-v4]
+Usage: python bench/portability.py [--model multi_io] [--cpu Haswell-v4]
 Writes a table on stdout and bench/results/portability.json. Needs qemu-x86_64 (apt-get install
 qemu-user).
 """
@@ -59,8 +63,11 @@ def _command(step_folder: Path) -> tuple[dict[str, str], list[str]]:
     return env, command
 
 
-def _rerun(step_folder: Path, into: Path, qemu: list[str]) -> tuple[float, int, str]:
-    """Run a step again from its job in `into`; (seconds, exit code, log tail)."""
+def _rerun(
+    step_folder: Path, into: Path, qemu: list[str], unset: tuple[str, ...] = ()
+) -> tuple[float, int, str]:
+    """Run a step again from its job in `into` (without the variables `unset`); (seconds, exit
+    code, digest or log tail)."""
     from targets.engine.cache import tree_digest
 
     shutil.rmtree(into, ignore_errors=True)
@@ -72,6 +79,8 @@ def _rerun(step_folder: Path, into: Path, qemu: list[str]) -> tuple[float, int, 
             job[key] = str(into / key.removesuffix("_dir"))
     (into / "job.json").write_text(json.dumps(job))
     env, command = _command(step_folder)
+    for name in unset:
+        env.pop(name, None)
     function = command[command.index("targets.engine.child") + 1]
     argv = [
         *qemu,
@@ -104,7 +113,7 @@ def _aoti_error(folder: Path) -> float:
     }
     for run in result["runs"]:
         for variant, outputs in run["outputs"].items():
-            got = load_arrays(folder / outputs)
+            got = load_arrays(folder / "out" / outputs)
             for name, ref in references[variant].items():
                 worst = max(worst, float(np.max(np.abs(got[name] - ref))))
     return worst
@@ -114,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="mlp", help="a bench model: convnet, mlp, encoder, multi_io")
+    parser.add_argument("--model", default="multi_io", help="a bench model: convnet, mlp, encoder, multi_io")
     parser.add_argument("--cpu", default="Haswell-v4", help="the emulated CPU (qemu-x86_64 -cpu)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -151,6 +160,20 @@ def main() -> None:
                     row["native"], row["emulated"] = native[2], emulated[2]
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if name == "export:tfjs":  # the control
+                default = ("TF_ENABLE_ONEDNN_OPTS",)
+                native = _rerun(workdir / folder, Path(tmp) / "native" / "control", [], default)
+                emulated = _rerun(workdir / folder, Path(tmp) / "qemu" / "control", qemu, default)
+                control = {
+                    "step": "control: export:tfjs with TensorFlow's default oneDNN rewrites",
+                    "native_s": round(native[0], 1),
+                    "emulated_s": round(emulated[0], 1),
+                    "native_exit": native[1],
+                    "emulated_exit": emulated[1],
+                    "same_bytes": native[1] == emulated[1] == 0 and native[2] == emulated[2],
+                }
+                rows.append(control)
+                print(json.dumps(control), flush=True)
     cpuinfo = Path("/proc/cpuinfo").read_text()
     result = {
         "host": {
