@@ -48,19 +48,29 @@ def _write_saved_model(model: object, out_dir: Path) -> None:
 
 def convert_to_saved_model(
     onnx_path: Path, out_dir: Path, keep_layout_inputs: list[str], pseudo_ops: list[str], work_dir: Path
-) -> Path:
-    """Write a SavedModel whose serving signature keeps the ONNX input/output names.
+) -> list[str]:
+    """Write a SavedModel whose serving signature keeps the ONNX input/output names; returns notes.
 
     keep_layout_inputs: 3-D to 5-D inputs whose channels-first layout must stay (onnx2tf
     would otherwise make them NHWC, and would try to download calibration images).
     pseudo_ops: ops onnx2tf rewrites into equivalent primitives (e.g. Erf, which TF.js lacks).
+    onnx_path is rewritten in place first (exporters.onnx_rewrites): give it a copy.
     """
+    import onnx
     import onnx2tf
+
+    from exporters.onnx_rewrites import split_grouped_convs
+
+    model = onnx.load(str(onnx_path))
+    notes = []
+    if split := split_grouped_convs(model):
+        onnx.save(model, str(onnx_path))
+        notes.append(f"{split} grouped convolution(s) split into one per group (TF.js has no grouped conv2d)")
 
     console = io.StringIO()
     try:
         with contextlib.redirect_stdout(console):
-            model = onnx2tf.convert(
+            keras_model = onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(work_dir / "onnx2tf"),
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep_layout_inputs or None,
@@ -75,8 +85,8 @@ def convert_to_saved_model(
         where = f" (onnx2tf stopped at ONNX node {node.group(1)})" if node else ""
         raise RuntimeError(f"onnx2tf: {exc}{where}") from exc
     sys.stdout.write(console.getvalue())
-    _write_saved_model(model, out_dir)
+    _write_saved_model(keras_model, out_dir)
     if not (out_dir / "saved_model.pb").is_file():
         raise RuntimeError("the SavedModel was not written (no saved_model.pb)")
     (out_dir / "fingerprint.pb").unlink(missing_ok=True)  # random per save; nothing reads it
-    return out_dir
+    return notes

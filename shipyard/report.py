@@ -114,6 +114,7 @@ class TargetReport(BaseModel):
     variants: list[VariantMetrics] = []
     envelope: dict[str, DimRange] = {}  # dim -> the range the artifact serves
     notes: list[str] = []
+    interface: dict[str, str] = {}  # tensor -> the dtype the artifact takes or gives, where it differs
 
 
 class RunReport(BaseModel):

@@ -134,9 +134,9 @@ def to_saved_model(job: ExportJob) -> ExportResult:
     # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
     onnx_copy = job.work_path / "model.onnx"
     shutil.copyfile(job.input(Format.ONNX), onnx_copy)
-    convert_to_saved_model(onnx_copy, job.out_path, keep, options.pseudo_ops, job.work_path)
+    notes = convert_to_saved_model(onnx_copy, job.out_path, keep, options.pseudo_ops, job.work_path)
     files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
-    notes = [f"input layout kept as in the source for {keep}"] if keep else []
+    notes += [f"input layout kept as in the source for {keep}"] if keep else []
     return ExportResult(files=files, product=".", notes=notes)
 
 

@@ -63,6 +63,7 @@ class ExportResult(BaseModel):
     envelope: Envelope = {}  # dims it serves narrower than declared
     notes: list[str] = []
     metrics: dict[str, float | int | str] = {}  # format-specific facts, e.g. int4 weight share
+    interface: dict[str, str] = {}  # tensor -> the dtype the artifact declares, where it differs
 
 
 class ArtifactRole(StrEnum):

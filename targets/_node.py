@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,15 @@ from targets._jobs import ArtifactRun, Check, RuntimeJob, RuntimeResult
 __all__ = ["JS_DIR", "node_binary", "run_js_harness"]
 
 JS_DIR = Path(__file__).parent / "js"
+
+
+# TF.js in Node prints an advertisement for tfjs-node, framed by lines of '=', before any error.
+_BANNER = re.compile(r"=+\s*\n[^=]*Hi, looks like you are running TensorFlow\.js in Node\.js[^=]*\n=+\s*\n?")
+
+
+def _without_banners(stderr: str) -> str:
+    """A harness's error output without the banners libraries print, so the reason comes first."""
+    return _BANNER.sub("", stderr).strip()
 
 
 def node_binary() -> str:
@@ -90,7 +100,7 @@ def run_js_harness(
         cwd=JS_DIR,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{script} failed: {proc.stderr.strip()[-800:]}")
+        raise RuntimeError(f"{script} failed: {_without_banners(proc.stderr)[-800:]}")
     result = json.loads((folder / "result.json").read_text())
     runs = [
         ArtifactRun(

@@ -37,12 +37,42 @@ def _signature_runner(path: Path) -> Any:
     return interpreter.get_signature_runner()
 
 
+def _fed(array: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
+    """An input as the artifact declares it (litert-torch narrows int64 token ids to int32);
+    refused when a value would not survive the cast."""
+    if array.dtype == dtype:
+        return array
+    cast = array.astype(dtype)
+    if not np.array_equal(cast.astype(array.dtype), array):
+        raise ValueError(f"input {name}: its values do not fit the {dtype} the artifact takes")
+    return cast
+
+
 def _predict(runner: Any) -> Predict:
+    declared = {name: np.dtype(d["dtype"]) for name, d in runner.get_input_details().items()}
+
     def predict(inputs: list[np.ndarray]) -> list[Any]:
-        out = runner(**{f"args_{i}": a for i, a in enumerate(inputs)})
+        feeds = {f"args_{i}": a for i, a in enumerate(inputs)}
+        out = runner(**{k: _fed(a, declared.get(k, a.dtype), k) for k, a in feeds.items()})
         return [out[k] for k in sorted(out, key=lambda k: int(k.rsplit("_", 1)[-1]))]
 
     return predict
+
+
+def _changed_dtypes(path: Path, signature: Signature) -> dict[str, str]:
+    """Inputs and outputs whose dtype in the .tflite differs from the source model's."""
+    runner = _signature_runner(path)
+    changed = {}
+    details = [
+        (runner.get_input_details(), signature.inputs),
+        (runner.get_output_details(), signature.outputs),
+    ]
+    for found, tensors in details:
+        for key, detail in found.items():
+            index = int(key.rsplit("_", 1)[-1])
+            if index < len(tensors) and np.dtype(detail["dtype"]) != np.dtype(tensors[index].dtype):
+                changed[tensors[index].name] = np.dtype(detail["dtype"]).name
+    return changed
 
 
 def _probe_resize(path: Path, signature: Signature, dims: dict[str, int]) -> bool:
@@ -94,7 +124,13 @@ def export(job: ExportJob) -> ExportResult:
     ]
     envelope, note = _served_envelope(int4_path, job.interface)
     notes += [note] if note else []
-    return ExportResult(files=["model_int4.tflite"], envelope=envelope, notes=notes, metrics=metrics)
+    interface = _changed_dtypes(int4_path, job.interface)
+    notes += [
+        f"{name} is {dtype} in the artifact (fed and read as such)" for name, dtype in interface.items()
+    ]
+    return ExportResult(
+        files=["model_int4.tflite"], envelope=envelope, notes=notes, metrics=metrics, interface=interface
+    )
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:

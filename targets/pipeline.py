@@ -166,6 +166,18 @@ def _target_report(
         return TargetReport(status=Status.FAILED, error=error)
 
 
+def _conversion_notes(target: Target, outcomes: dict[str, StepOutcome]) -> list[str]:
+    """What the shared conversions a target was built from said about what they did."""
+    return [
+        note
+        for o in outcomes.values()
+        if o.step.kind is StepKind.CONVERT
+        and target.name in o.step.targets
+        and isinstance(o.result, ExportResult)
+        for note in o.result.notes
+    ]
+
+
 def _judged(
     target: Target, spec: Spec, signature: Signature, outcomes: dict[str, StepOutcome]
 ) -> TargetReport:
@@ -178,6 +190,7 @@ def _judged(
     exported = export.result
     files = _files(export.out_dir, exported.files)
     envelope, notes = served_envelope(signature, exported.envelope)
+    notes = _conversion_notes(target, outcomes) + notes
     metrics = Metrics.model_validate(
         {
             "artifact_bytes": sum(f.bytes for f in files),
@@ -187,7 +200,12 @@ def _judged(
         }
     )
     report = TargetReport(
-        status=Status.FAILED, files=files, metrics=metrics, envelope=envelope, notes=exported.notes + notes
+        status=Status.FAILED,
+        files=files,
+        metrics=metrics,
+        envelope=envelope,
+        notes=exported.notes + notes,
+        interface=exported.interface,
     )
     if not validate.passed or not isinstance(validate.result, RuntimeResult) or validate.out_dir is None:
         report.error = validate.reason()
@@ -286,7 +304,6 @@ class Engine:
         """The source's signature with the spec applied, read in an isolated step process."""
         result = self.run(request.model_copy(update={"targets": []}), workdir)
         return result.signature
-
 
     def _run_plan(
         self, request: PackagingRequest, plan: Plan, workdir: Path, hooks: StepHooks | None, dry: bool = False

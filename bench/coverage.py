@@ -1,0 +1,129 @@
+"""Coverage: third-party architectures through all six targets, with the default gates. Not a test.
+
+Every model of tests/zoo.py (built from `transformers` classes and common vision blocks, random
+weights, no downloads) and the project's own encoder block is exported with its dynamic dims
+and packaged by `shipyard package` for every target. Each cell of the table says how it ended:
+`passed`, or `failed` with the step and the reason's first words (a gate with its value), or
+`skipped` with the reason.
+
+Usage: python bench/coverage.py [--models bert,vit,...] [--readme]
+Writes bench/results/coverage.json and prints the table; --readme also puts it in README.md
+between the coverage markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TARGETS = ["litert-int4", "executorch", "tfjs", "aoti", "ort-web", "triton"]
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+
+def _save(name: str, path: Path) -> Path:
+    from tests import models, zoo
+
+    if name == "encoder":  # the project's own transformer encoder block
+        return models.save_encoder(path)
+    return zoo.save(name, path)
+
+
+def _cell(target: dict[str, Any]) -> str:
+    """`passed`, or how it failed in a few words: the gate and its value, or the step and reason."""
+    if target["status"] == "passed":
+        return "passed"
+    error = (target.get("error") or "").replace("|", "/")
+    gate = re.match(r"gate (\w+) failed: ([^,;(]+)", error)
+    if gate:
+        return f"{target['status']}: gate {gate.group(1)} {gate.group(2).strip()[:40]}"
+    step = re.match(r"([\w:.-]+(?:\[[^\]]*\])?) failed: \w+: (.*)", error)
+    if not step:
+        return f"{target['status']}: {error[:60]}"
+    node = re.search(r"stopped at ONNX node (\S+?)\)", step.group(2))
+    reason = step.group(2).split(" (onnx2tf stopped")[0]
+    where = f" at {node.group(1)}" if node else ""
+    return f"{target['status']} in {step.group(1)}{where}: {reason[:70]}"
+
+
+def package(source: Path, home: Path) -> dict[str, Any]:
+    env = {**os.environ, "SHIPYARD_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "package", str(source), "--json", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    if done.returncode not in (0, 1):
+        return {"error": done.stderr.strip()[-300:], "targets": {}}
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def table(results: dict[str, dict[str, str]]) -> str:
+    lines = ["| architecture | " + " | ".join(TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
+    for model, cells in results.items():
+        lines.append(f"| {model} | " + " | ".join(cells.get(t, "-") for t in TARGETS) + " |")
+    passed = sum(c == "passed" for cells in results.values() for c in cells.values())
+    total = sum(len(cells) for cells in results.values())
+    lines.append(f"\n{passed} of {total} cells pass ({passed / total:.0%}) with the default gates.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from tests.zoo import ZOO
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default=",".join([*ZOO, "encoder"]))
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--render", action="store_true", help="only render the table of the last run again")
+    args = parser.parse_args()
+    if args.render:
+        saved = json.loads((args.out / "coverage.json").read_text())["details"]
+        _publish(table({m: {t: _cell(r) for t, r in d["targets"].items()} for m, d in saved.items()}), args)
+        return
+    results: dict[str, dict[str, str]] = {}
+    details: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="shipyard-coverage-") as tmp:
+        for name in args.models.split(","):
+            start = time.perf_counter()
+            report = package(_save(name, Path(tmp) / f"{name}.pt2"), Path(tmp) / "home")
+            results[name] = {t: _cell(r) for t, r in report["targets"].items()}
+            details[name] = {
+                "seconds": round(time.perf_counter() - start, 1),
+                "error": report.get("error"),
+                "targets": {
+                    t: {"status": r["status"], "error": r["error"]} for t, r in report["targets"].items()
+                },
+            }
+            print(f"{name}: {results[name]}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "coverage.json").write_text(json.dumps({"cells": results, "details": details}, indent=2))
+    _publish(table(results), args)
+
+
+def _publish(rendered: str, args: argparse.Namespace) -> None:
+    print(rendered)
+    if args.readme:
+        readme = (ROOT / "README.md").read_text()
+        before, rest = readme.split(START, 1)
+        after = rest.split(END, 1)[1]
+        (ROOT / "README.md").write_text(f"{before}{START}\n{rendered}\n{END}{after}")
+
+
+if __name__ == "__main__":
+    main()
