@@ -263,10 +263,11 @@ class _Server:
             return False
 
     def _idle_for(self) -> float | None:
-        """Seconds to wait for the next event: none while preloading, until the idle exit otherwise."""
+        """Seconds to wait for the next event: none while preloading, until the idle exit otherwise
+        (no limit while steps run: the signal of one ending wakes the loop)."""
         if self.pending:
             return 0
-        if self.idle_exit_s is None:
+        if self.idle_exit_s is None or self.children:
             return None
         return max(0.0, self.last_active + self.idle_exit_s - time.monotonic()) + 0.05
 

@@ -193,8 +193,6 @@ class _Lines:
 class _OwnedServer:
     """A warm server of one run: stopped with the run (and when the run's process goes away)."""
 
-    shared = False
-
     def __init__(self, family: Family, log: Path | None) -> None:
         self.family = family
         self.socket_dir = Path(tempfile.mkdtemp(prefix="shipyard-ws-"))  # 0700, and a short path
@@ -234,8 +232,6 @@ class _OwnedServer:
 
 class _SharedServer:
     """A handle on a shared server (targets.engine.servers): it outlives this run."""
-
-    shared = True
 
     def __init__(self, family: Family, socket_path: Path) -> None:
         self.family = family
