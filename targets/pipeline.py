@@ -37,13 +37,14 @@ from targets.engine.fingerprint import toolchain_versions
 from targets.engine.graph import PREPARE, Plan, Step, StepKind, export_id, plan_steps, validate_id
 from targets.engine.judge import judge, served_envelope
 from targets.engine.limits import max_parallel_steps
-from targets.engine.scheduler import StepHooks, StepOutcome, run_plan
+from targets.engine.scheduler import NoHooks, StepHooks, StepOutcome, run_plan
 from targets.engine.steps import PreparedSource
 from targets.engine.workers import StepProcesses
 
 __all__ = [
     "DryRun",
     "Engine",
+    "NoHooks",
     "PackagingRequest",
     "PipelineResult",
     "PlannedStep",

@@ -19,6 +19,7 @@ __all__ = [
     "REGISTRY_HELP",
     "Command",
     "add_registry",
+    "existing_registry",
     "print_json",
     "print_table",
     "target_list",
@@ -47,6 +48,15 @@ class Command:
 
 def add_registry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", metavar="URL", help=REGISTRY_HELP)
+
+
+def existing_registry(url: str | None) -> Any:
+    """The registry a reading command works on; NotFound (exit 2) when there is none at `url`."""
+    from registry import open_registry
+
+    registry = open_registry(url)
+    registry.require_existing()
+    return registry
 
 
 def verbosity(args: argparse.Namespace) -> int:

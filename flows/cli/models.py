@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from flows.cli._common import EXIT_OK, Command, add_registry, print_json, print_table
+from flows.cli._common import EXIT_OK, Command, add_registry, existing_registry, print_json, print_table
 
 __all__ = ["COMMANDS"]
 
 REF_HELP = "NAME, NAME:VERSION or NAME@ALIAS (default alias: latest)"
-
-
-def _existing_registry(url: str | None) -> Any:
-    from registry import open_registry
-
-    registry = open_registry(url)
-    registry.require_existing()
-    return registry
 
 
 def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
@@ -39,7 +30,7 @@ def run_ls(args: argparse.Namespace) -> int:
     from shipyard.errors import NotFound
     from shipyard.spec import normalize_model_name
 
-    registry = _existing_registry(args.registry)
+    registry = existing_registry(args.registry)
     if not args.name:
         rows = [
             {"model": m, "versions": len(registry.versions(m)), "aliases": registry.aliases(m)}
@@ -94,7 +85,7 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    registry = _existing_registry(args.registry)
+    registry = existing_registry(args.registry)
     m = registry.resolve(args.ref)
     aliases = _aliases_by_version(registry.aliases(m.model)).get(m.version, [])
     if args.json:
@@ -129,7 +120,7 @@ def _configure_pull(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    registry = _existing_registry(args.registry)
+    registry = existing_registry(args.registry)
     manifest = registry.resolve(args.ref)
     if args.target not in manifest.targets:
         from targets import get_target
@@ -174,7 +165,7 @@ def _exact_version(args: argparse.Namespace) -> tuple[str, int]:
 
 def run_promote(args: argparse.Namespace) -> int:
     name, version = _exact_version(args)
-    record = _existing_registry(args.registry).set_alias(name, args.alias, version, move_back=True)
+    record = existing_registry(args.registry).set_alias(name, args.alias, version, move_back=True)
     if args.json:
         print_json(record.model_dump(mode="json"))
     else:
@@ -194,7 +185,7 @@ def _configure_rm(parser: argparse.ArgumentParser) -> None:
 
 def run_rm(args: argparse.Namespace) -> int:
     name, version = _exact_version(args)
-    registry = _existing_registry(args.registry)
+    registry = existing_registry(args.registry)
     aliases = registry.delete_version(name, version, force=args.force)
     left = registry.aliases(name)
     if args.json:

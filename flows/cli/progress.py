@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from flows.cli._common import stderr_is_terminal
 from shipyard.report import StepStatus
-from targets.pipeline import Step, StepHooks, StepOutcome
+from targets.pipeline import NoHooks, Step, StepHooks, StepOutcome
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -20,28 +20,17 @@ if TYPE_CHECKING:
 __all__ = ["LiveProgress", "StepLines", "progress_for"]
 
 
-class _Silent:
-    def run(self, step: Step, call: Callable[[], StepOutcome]) -> StepOutcome:
-        return call()
-
-    def ended(self, outcome: StepOutcome) -> None:
-        return None
-
-
 def _shown(outcome: StepOutcome) -> bool:
     """A reference step with nothing to compute is not worth a line."""
     return not (outcome.passed and outcome.out_dir is None and not outcome.reused)
 
 
-class StepLines:
+class StepLines(NoHooks):
     """One plain line per finished step."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.start = time.perf_counter()
-
-    def run(self, step: Step, call: Callable[[], StepOutcome]) -> StepOutcome:
-        return call()
 
     def ended(self, outcome: StepOutcome) -> None:
         if not _shown(outcome):
@@ -133,11 +122,11 @@ def progress_for(targets: list[str], verbosity: int, stream: TextIO | None = Non
 
     out = stream or sys.stderr
     if verbosity < 0:
-        yield _Silent()
+        yield NoHooks()
     elif verbosity == 0 and stream is None and stderr_is_terminal():
         with LiveProgress(targets, out) as live:
             yield live
     elif verbosity > 0:
         yield StepLines(out)
     else:
-        yield _Silent()
+        yield NoHooks()

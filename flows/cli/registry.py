@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.cli._common import EXIT_OK, Command, add_registry, print_json
+from flows.cli._common import EXIT_OK, Command, add_registry, existing_registry, print_json
 
 __all__ = ["COMMANDS"]
 
@@ -34,11 +34,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def run_gc(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from registry import open_registry
-
-    registry = open_registry(args.registry)
-    registry.require_existing()
-    report = registry.gc(timedelta(hours=args.grace_hours), dry_run=args.dry_run)
+    report = existing_registry(args.registry).gc(timedelta(hours=args.grace_hours), dry_run=args.dry_run)
     if args.json:
         print_json(report.model_dump(mode="json"))
         return EXIT_OK
