@@ -132,7 +132,8 @@ class Registry:
                         reused.append(entry.sha256)
             manifest = self._version_for(draft, identity)
             for digest in reused:  # gc may have moved one to the trash after we found it
-                self._restore(digest)
+                if not self.backend.exists(self.blob_key(digest)):
+                    self._restore(digest)
         self.set_alias(draft.model, "latest", manifest.version)
         return manifest
 
@@ -222,21 +223,23 @@ class Registry:
                 report.deleted.append(GcItem(key=key, age_s=int(age.total_seconds())))
                 if not dry_run:
                     self.backend.delete(key)
-        for prefix, moved in (("blobs/sha256/", report.trashed), ("incoming/", report.deleted)):
+        collect = (
+            ("blobs/sha256/", report.trashed, self._to_trash),
+            ("incoming/", report.deleted, lambda key, _: self.backend.delete(key)),
+        )
+        for prefix, done, action in collect:
             for key, modified in self.backend.list(prefix):
                 digest, age = key.rsplit("/", 1)[-1], now - modified
-                if digest in referenced or age <= grace:
-                    continue
-                moved.append(GcItem(key=key, age_s=int(age.total_seconds())))
-                if dry_run:
-                    continue
-                if prefix == "incoming/":
-                    self.backend.delete(key)
-                else:
-                    self.backend.move(key, self.trash_key(digest))
+                if digest not in referenced and age > grace:
+                    done.append(GcItem(key=key, age_s=int(age.total_seconds())))
+                    if not dry_run:
+                        action(key, digest)
         if not dry_run:
             report.partial_uploads = self.backend.sweep_partial_uploads(grace)
         return report
+
+    def _to_trash(self, key: str, digest: str) -> None:
+        self.backend.move(key, self.trash_key(digest))
 
     def _restore(self, digest: str) -> bool:
         """Put a blob gc moved to the trash back into blobs/; False if it is in neither place."""
