@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _shipyard import PackageFailed, package_process  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,19 +56,10 @@ def _cell(target: dict[str, Any]) -> str:
 
 
 def package(source: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "SHIPYARD_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "package", str(source), "--json", "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    if done.returncode not in (0, 1):
-        return {"error": done.stderr.strip()[-300:], "targets": {}}
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
+    try:
+        return package_process(source, home, "-q")[0]
+    except PackageFailed as exc:
+        return {"error": str(exc)[-300:], "targets": {}}
 
 
 def table(results: dict[str, dict[str, str]]) -> str:

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _shipyard import package_process  # a sibling of this script
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "convnet,mlp,encoder,multi_io"
 
@@ -52,21 +54,7 @@ def _machine() -> dict[str, Any]:
 
 def _package(source: Path, home: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One `shipyard package` process; its report, wall time and time to the first step."""
-    env = {**os.environ, "SHIPYARD_HOME": str(home), **(extra_env or {})}
-    for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY"):
-        env.pop(key, None)
-    started = time.time()
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "package", str(source), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    wall = time.time() - started
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"shipyard package failed: {done.stderr[-2000:]}")
-    report = json.loads(done.stdout)
+    report, wall, started = package_process(source, home, extra_env=extra_env)
     first = min(s["started_at"] for s in report["steps"] if s["started_at"] is not None)
     return {"report": report, "wall_s": round(wall, 2), "to_first_step_s": round(first - started, 2)}
 

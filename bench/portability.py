@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -32,24 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _shipyard import package_process  # a sibling of this script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _package(source: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "SHIPYARD_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "package", str(source), "--json", "--keep-workdir", "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    if done.returncode not in (0, 1):
-        raise RuntimeError(done.stderr[-2000:])
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
 
 
 def _command(step_folder: Path) -> tuple[dict[str, str], list[str]]:
@@ -133,7 +118,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="shipyard-portability-") as tmp:
         source = getattr(test_models, f"save_{args.model}")(Path(tmp) / f"{args.model}.pt2")
-        report = _package(source, Path(tmp) / "home")
+        report, _, _ = package_process(source, Path(tmp) / "home", "--keep-workdir", "-q")
         workdir = Path(report["workdir"])
         for step in report["steps"]:
             name, folder = step["step"], step.get("folder")

@@ -1,0 +1,42 @@
+"""`shipyard package` as a user runs it, for the benchmarks: a process of its own, no Prefect server,
+a home (runs, step cache, registry) of the benchmark's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["PackageFailed", "package_process"]
+
+
+class PackageFailed(RuntimeError):
+    """The command exited with neither 0 nor 1 (bad input, a crash); the message is its stderr's tail."""
+
+
+def package_process(
+    source: Path, home: Path, *flags: str, extra_env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], float, float]:
+    """The --json report, the wall seconds, and the unix time the command started."""
+    env = {**os.environ, "SHIPYARD_HOME": str(home), **(extra_env or {})}
+    for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY"):
+        env.pop(key, None)
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "package", str(source), "--json", *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    wall = time.time() - started
+    if done.returncode not in (0, 1):
+        raise PackageFailed(done.stderr.strip()[-2000:])
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report, wall, started
