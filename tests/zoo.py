@@ -52,6 +52,20 @@ class Vision(nn.Module):
         return self.model(pixel_values=pixel_values, return_dict=True)[self.key]
 
 
+def _batch() -> Dim:
+    return Dim("batch", min=1, max=8)
+
+
+def _token_dims() -> dict[int, Dim]:
+    """Dynamic batch and sequence length (shared by every input that carries tokens)."""
+    return {0: _batch(), 1: Dim("seq", min=2, max=64)}
+
+
+def _images(model: nn.Module) -> Built:
+    """A vision model taking `pixel_values` of 3x32x32 images, with a dynamic batch."""
+    return model, (torch.randn(2, 3, 32, 32),), {"pixel_values": {0: _batch()}}
+
+
 def bert() -> Built:
     from transformers import BertConfig, BertModel
 
@@ -65,10 +79,10 @@ def bert() -> Built:
         max_position_embeddings=64,
     )
     model = TextEncoder(BertModel(cfg).eval())
-    batch, seq = Dim("batch", min=1, max=8), Dim("seq", min=2, max=64)
     ids = torch.randint(0, 1000, (2, 16))
     mask = torch.ones(2, 16, dtype=torch.long)
-    return model, (ids, mask), {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    dims = _token_dims()
+    return model, (ids, mask), {"input_ids": dims, "attention_mask": dims}
 
 
 def gpt2() -> Built:
@@ -77,8 +91,7 @@ def gpt2() -> Built:
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=1000, n_embd=64, n_layer=2, n_head=4, n_positions=64)
     model = Decoder(GPT2Model(cfg).eval())
-    batch, seq = Dim("batch", min=1, max=8), Dim("seq", min=2, max=64)
-    return model, (torch.randint(0, 1000, (2, 16)),), {"input_ids": {0: batch, 1: seq}}
+    return model, (torch.randint(0, 1000, (2, 16)),), {"input_ids": _token_dims()}
 
 
 def vit() -> Built:
@@ -93,8 +106,7 @@ def vit() -> Built:
         num_attention_heads=4,
         intermediate_size=128,
     )
-    model = Vision(ViTModel(cfg, add_pooling_layer=False).eval())
-    return model, (torch.randn(2, 3, 32, 32),), {"pixel_values": {0: Dim("batch", min=1, max=8)}}
+    return _images(Vision(ViTModel(cfg, add_pooling_layer=False).eval()))
 
 
 def resnet() -> Built:
@@ -102,8 +114,7 @@ def resnet() -> Built:
 
     torch.manual_seed(0)
     cfg = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")
-    model = Vision(ResNetModel(cfg).eval(), "pooler_output")
-    return model, (torch.randn(2, 3, 32, 32),), {"pixel_values": {0: Dim("batch", min=1, max=8)}}
+    return _images(Vision(ResNetModel(cfg).eval(), "pooler_output"))
 
 
 def mobilenet_v2() -> Built:
@@ -111,8 +122,7 @@ def mobilenet_v2() -> Built:
 
     torch.manual_seed(0)
     cfg = MobileNetV2Config(image_size=32, depth_multiplier=0.35)
-    model = Vision(MobileNetV2Model(cfg).eval(), "pooler_output")
-    return model, (torch.randn(2, 3, 32, 32),), {"pixel_values": {0: Dim("batch", min=1, max=8)}}
+    return _images(Vision(MobileNetV2Model(cfg).eval(), "pooler_output"))
 
 
 class _SqueezeExcite(nn.Module):
@@ -154,13 +164,13 @@ def mobilenet_v3() -> Built:
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.5, 0.5)
             mod.running_var.uniform_(0.5, 1.5)
-    return m, (torch.randn(2, 3, 32, 32),), {"image": {0: Dim("batch", min=1, max=8)}}
+    return m, (torch.randn(2, 3, 32, 32),), {"image": {0: _batch()}}
 
 
 def gelu_mlp() -> Built:
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10)).eval()
-    return m, (torch.randn(2, 32),), {"input": {0: Dim("batch", min=1, max=8)}}
+    return m, (torch.randn(2, 32),), {"input": {0: _batch()}}
 
 
 ZOO: dict[str, Callable[[], Built]] = {
