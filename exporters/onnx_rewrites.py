@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["split_grouped_convs"]
+__all__ = ["casts_to_bool_as_compare", "gather_nd_as_gather", "split_grouped_convs"]
 
 
 def _initializer_array(graph: Any, name: str) -> Any:
@@ -16,6 +16,42 @@ def _initializer_array(graph: Any, name: str) -> Any:
 
     found = next((i for i in graph.initializer if i.name == name), None)
     return numpy_helper.to_array(found) if found is not None else None
+
+
+def _constant_arrays(graph: Any) -> dict[str, Any]:
+    """Every initializer and Constant node output, by name."""
+    from onnx import numpy_helper
+
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return arrays
+
+
+def _element_types(model: Any) -> dict[str, int]:
+    """Every tensor's ONNX element type that shape inference knows."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    types = {i.name: i.data_type for i in inferred.initializer}
+    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+        if value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _static_shapes(model: Any) -> dict[str, list[int]]:
+    """Tensors whose every dim ONNX shape inference knows as a number."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            shapes[value.name] = [d.dim_value for d in tensor.shape.dim]
+    return shapes
 
 
 def _split_one(graph: Any, node: Any, weight: Any, group: int) -> list[Any]:
@@ -67,3 +103,74 @@ def split_grouped_convs(model: Any) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return split
+
+
+def _flat_gather(node: Any, indices: Any, shape: list[int], graph: Any) -> list[Any]:
+    """Reshape -> Gather computing what GatherND(data, indices) does, for constant indices."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    depth = indices.shape[-1]
+    dims = np.array(shape[:depth], dtype=np.int64)
+    strides = np.array([int(np.prod(dims[i + 1 :])) for i in range(depth)], dtype=np.int64)
+    flat = (np.mod(indices.astype(np.int64), dims) * strides).sum(axis=-1)  # mod: negative indices
+    base = (node.name or node.output[0]).replace("/", "_")
+    graph.initializer.append(numpy_helper.from_array(flat, f"{base}__flat_indices"))
+    graph.initializer.append(
+        numpy_helper.from_array(np.array([-1, *shape[depth:]], dtype=np.int64), f"{base}__flat_shape")
+    )
+    return [
+        helper.make_node("Reshape", [node.input[0], f"{base}__flat_shape"], [f"{base}__flat"]),
+        helper.make_node("Gather", [f"{base}__flat", f"{base}__flat_indices"], list(node.output), axis=0),
+    ]
+
+
+def gather_nd_as_gather(model: Any) -> int:
+    """Turn every GatherND with constant indices over a tensor of known shape into a Gather on the
+    flattened tensor (onnx2tf loses GatherND's layout on 4-D and wider indices, as in the padding
+    masks of Hugging Face attention); returns how many were rewritten."""
+    graph = model.graph
+    constants, shapes = _constant_arrays(graph), _static_shapes(model)
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        batch_dims = next((a.i for a in node.attribute if a.name == "batch_dims"), 0)
+        shape = shapes.get(node.input[0]) if node.op_type == "GatherND" else None
+        if shape is None or batch_dims != 0 or node.input[1] not in constants:
+            nodes.append(node)
+            continue
+        nodes += _flat_gather(node, constants[node.input[1]], shape, graph)
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
+def casts_to_bool_as_compare(model: Any) -> int:
+    """Turn every Cast of a number to bool into Not(Equal(x, 0)); returns how many.
+
+    TF.js's wasm backend casts to bool by keeping the value (a mask of 2s and 5s stays 2s and
+    5s, and a later LogicalAnd then computes garbage); a comparison gives true 0/1 everywhere.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    types = _element_types(model)
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        source = types.get(node.input[0]) if node.op_type == "Cast" else None
+        if to != TensorProto.BOOL or source in (None, TensorProto.BOOL):
+            nodes.append(node)
+            continue
+        base = (node.name or node.output[0]).replace("/", "_")
+        zero = np.zeros((), dtype=helper.tensor_dtype_to_np_dtype(source))
+        graph.initializer.append(numpy_helper.from_array(zero, f"{base}__zero"))
+        nodes += [
+            helper.make_node("Equal", [node.input[0], f"{base}__zero"], [f"{base}__is_zero"]),
+            helper.make_node("Not", [f"{base}__is_zero"], list(node.output)),
+        ]
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten

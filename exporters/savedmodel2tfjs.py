@@ -7,7 +7,7 @@ import sys
 import types
 from pathlib import Path
 
-__all__ = ["convert_to_tfjs", "rewrite_model_json"]
+__all__ = ["convert_to_tfjs", "input_shapes", "rewrite_model_json"]
 
 # tensorflowjs imports tensorflow_decision_forests unconditionally; its wheel pins an older
 # TensorFlow, so an empty stand-in is enough for graph models without decision forests.
@@ -15,13 +15,15 @@ sys.modules.setdefault("tensorflow_decision_forests", types.ModuleType("tensorfl
 
 
 def rewrite_model_json(model_json: Path, output_names: list[str]) -> None:
-    """Key the signature's outputs by the model's output names and write canonical JSON.
+    """Key the signature's inputs and outputs by the model's tensor names; write canonical JSON.
 
     The SavedModel from onnx2tf names outputs output_0, output_1, ... in order; web code should
     see the real names. tensorflowjs writes protobuf maps in a different order on every run, so
     keys are sorted: the same graph always gives the same bytes.
     """
     doc = json.loads(model_json.read_text())
+    inputs = doc["signature"]["inputs"]  # keyed "name:0" when the graph's shapes are all fixed
+    doc["signature"]["inputs"] = {key.removesuffix(":0"): spec for key, spec in inputs.items()}
     outputs = doc["signature"]["outputs"]
     if set(outputs) != set(output_names):
         positional = [f"output_{i}" for i in range(len(output_names))]
@@ -47,3 +49,12 @@ def convert_to_tfjs(saved_model: Path, out_dir: Path, output_names: list[str]) -
         raise RuntimeError("tensorflowjs finished without writing model.json")
     rewrite_model_json(model_json, output_names)
     return [model_json, *sorted(out_dir.glob("*.bin"))]
+
+
+def input_shapes(model_json: Path) -> dict[str, list[int | None]]:
+    """The graph model's declared input shapes (None where a dim is dynamic)."""
+    inputs = json.loads(model_json.read_text())["signature"]["inputs"]
+    return {
+        name: [None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in spec["tensorShape"]["dim"]]
+        for name, spec in inputs.items()
+    }

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
+from shipyard.signature import Signature
 from shipyard.source import SourceKind
 from targets._jobs import ExportJob, ExportResult
 
@@ -125,6 +126,15 @@ def to_onnx(job: ExportJob) -> ExportResult:
     return ExportResult(files=[path.name], product=path.name)
 
 
+def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
+    """Dim values to fix a graph at when it cannot stay dynamic, most useful first: every dim
+    typical; then batch 1 (one request at a time, as in a browser) with the others typical."""
+    typical = {name: dim.typical for name, dim in signature.dims.items()}
+    batch = signature.batch_dim()
+    single = {**typical, batch.name: batch.min} if batch is not None else typical
+    return [typical, single] if single != typical else [typical]
+
+
 def to_saved_model(job: ExportJob) -> ExportResult:
     from exporters.onnx2savedmodel import convert_to_saved_model
 
@@ -134,7 +144,18 @@ def to_saved_model(job: ExportJob) -> ExportResult:
     # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
     onnx_copy = job.work_path / "model.onnx"
     shutil.copyfile(job.input(Format.ONNX), onnx_copy)
-    notes = convert_to_saved_model(onnx_copy, job.out_path, keep, options.pseudo_ops, job.work_path)
+    notes = convert_to_saved_model(
+        onnx_copy,
+        job.out_path,
+        keep,
+        options.pseudo_ops,
+        job.work_path,
+        sizes=[
+            {t.name: list(t.concrete_shape(dims)) for t in job.interface.inputs}
+            for dims in _fixed_size_candidates(job.interface)
+        ],
+        outputs={t.name: t.shape for t in job.interface.outputs},
+    )
     files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
     notes += [f"input layout kept as in the source for {keep}"] if keep else []
     return ExportResult(files=files, product=".", notes=notes)
@@ -174,11 +195,11 @@ register_conversion(
         produces=Format.SAVED_MODEL,
         converter="targets._formats:to_saved_model",
         options=SavedModelOptions,
-        toolchain=("onnx", "onnx2tf", "tensorflow", "tf-keras"),
+        toolchain=("onnx", "onnx2tf", "onnxsim", "onnxruntime", "tensorflow", "tf-keras"),
         cost_s=10,
         timeout_s=1200,
         family=Family.TF,
-        warm=("tensorflow", "tf_keras", "onnx2tf", "exporters.onnx2savedmodel"),
+        warm=("tensorflow", "tf_keras", "onnx2tf", "onnxsim", "onnxruntime", "exporters.onnx2savedmodel"),
     )
 )
 register_conversion(

@@ -13,6 +13,7 @@ from pydantic import Field
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
+from shipyard.signature import DimRange, Envelope, Signature
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
@@ -33,14 +34,28 @@ class TfjsOptions(OnnxOptions, SavedModelOptions):
     )
 
 
+def _fixed_dims(declared: dict[str, list[int | None]], signature: Signature) -> Envelope:
+    """Dynamic dims the graph model declares at one size (the fixed-shape conversion fallback)."""
+    envelope: Envelope = {}
+    for tensor in signature.inputs:
+        for want, got in zip(tensor.shape, declared.get(tensor.name, []), strict=False):
+            if isinstance(want, str) and got is not None:
+                envelope[want] = DimRange(min=got, max=got)
+    return envelope
+
+
 def export(job: ExportJob) -> ExportResult:
-    from exporters.savedmodel2tfjs import convert_to_tfjs
+    from exporters.savedmodel2tfjs import convert_to_tfjs, input_shapes
 
     files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, job.interface.output_names())
     notes = []
     if any(t.dtype == "int64" for t in job.interface.inputs):
         notes.append("TF.js has no int64: integer inputs are fed as int32")
-    return ExportResult(files=[p.relative_to(job.out_path).as_posix() for p in files], notes=notes)
+    return ExportResult(
+        files=[p.relative_to(job.out_path).as_posix() for p in files],
+        envelope=_fixed_dims(input_shapes(job.out_path / "model.json"), job.interface),
+        notes=notes,
+    )
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:

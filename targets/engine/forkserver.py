@@ -93,6 +93,7 @@ PRELOAD = {
     ),
 }
 
+
 def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
     """Everything a step process does between fork and exit; returns the exit code."""
     from targets.engine.child import die_with_parent, execute_step

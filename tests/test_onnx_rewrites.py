@@ -1,0 +1,87 @@
+"""The ONNX rewrites made for onnx2tf and TF.js compute exactly what the original graph does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from exporters.onnx_rewrites import casts_to_bool_as_compare, gather_nd_as_gather, split_grouped_convs
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any]:
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _model(
+    nodes: list[Any], inputs: list[Any], outputs: list[Any], initializers: list[Any]
+) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_cast_to_bool_becomes_a_comparison_with_the_same_values() -> None:
+    model = _model(
+        [helper.make_node("Cast", ["mask"], ["flags"], to=TensorProto.BOOL)],
+        [helper.make_tensor_value_info("mask", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("flags", TensorProto.BOOL, ["b", "s"])],
+        [],
+    )
+    mask = np.array([[0, 1, 2, 5, -3, 9], [7, 0, 0, 1, 4, -1]], dtype=np.int64)  # a mask of 2s and 5s
+    before = _run(model, {"mask": mask})
+    assert casts_to_bool_as_compare(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Equal", "Not"]
+    after = _run(model, {"mask": mask})
+    np.testing.assert_array_equal(after[0], before[0])
+    assert after[0].tolist() == (mask != 0).tolist()
+
+
+def test_gather_nd_with_constant_indices_becomes_an_exact_gather() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    indices = np.array([[[0, 1], [2, -1]], [[-3, 4], [1, 0]]], dtype=np.int64)  # negative ones too
+    model = _model(
+        [helper.make_node("GatherND", ["data", "indices"], ["picked"])],
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 5, 4])],
+        [helper.make_tensor_value_info("picked", TensorProto.FLOAT, [2, 2, 4])],
+        [numpy_helper.from_array(indices, "indices")],
+    )
+    before = _run(model, {"data": data})
+    assert gather_nd_as_gather(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Reshape", "Gather"]
+    after = _run(model, {"data": data})
+    assert after[0].shape == (2, 2, 4)
+    np.testing.assert_array_equal(after[0], before[0])
+
+
+def test_gather_nd_over_a_dynamic_shape_is_left_alone() -> None:
+    model = _model(
+        [helper.make_node("GatherND", ["data", "indices"], ["picked"])],
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("picked", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array([[0, 1]], dtype=np.int64), "indices")],
+    )
+    assert gather_nd_as_gather(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["GatherND"]
+
+
+def test_grouped_conv_split_per_group_is_exact_up_to_summation_order() -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((8, 2, 3, 3)).astype(np.float32)  # 4 groups of 2 in, 2 out
+    bias = rng.standard_normal(8).astype(np.float32)
+    model = _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=4, pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    before = _run(model, {"x": x})
+    assert split_grouped_convs(model) == 1
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == 4
+    np.testing.assert_allclose(_run(model, {"x": x})[0], before[0], rtol=0, atol=1e-5)
