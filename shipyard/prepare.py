@@ -31,7 +31,9 @@ __all__ = [
     "check_source",
     "choose_model_name",
     "edge_inputs",
+    "load_source",
     "read_signature",
+    "run_source",
     "save_variant",
     "validation_inputs",
 ]
@@ -125,15 +127,48 @@ def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
     return chosen
 
 
+def load_source(source: Path) -> Any:
+    """The source model, loaded without running code from it: a torch.export program, or an ONNX
+    model with its ONNX Runtime session."""
+    if detect_kind(source) is SourceKind.ONNX:
+        from shipyard.onnx_model import load_onnx
+
+        return load_onnx(source)
+    from shipyard.torch_program import load_program
+
+    return load_program(source)
+
+
+def run_source(model: Any, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The source model's outputs on `inputs` (eager PyTorch, or ONNX Runtime)."""
+    from shipyard.onnx_model import OnnxSource, run_onnx
+
+    if isinstance(model, OnnxSource):
+        return run_onnx(model, signature, inputs)
+    from shipyard.torch_program import run_program
+
+    return run_program(model, signature, inputs)
+
+
+def _source_signature(model: Any, spec: Spec) -> Signature:
+    from shipyard.onnx_model import OnnxSource, onnx_signature
+
+    if isinstance(model, OnnxSource):
+        if spec.inputs or spec.outputs:  # the ONNX file ships as it is, under its own names
+            raise SpecError("spec fields inputs/outputs: an ONNX source keeps its own tensor names")
+        return onnx_signature(model)
+    from shipyard.torch_program import program_signature
+
+    return program_signature(model)
+
+
 def read_signature(
     source: Path, spec: Spec, max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS
 ) -> tuple[Signature, Any]:
-    """Load the program (never unpickling code) and read its signature with the spec applied and
+    """Load the model (never running code from it) and read its signature with the spec applied and
     every dim's max bounded so that one variant's inputs hold at most `max_elements`."""
-    from shipyard.torch_program import load_program, program_signature
-
-    program = load_program(source)
-    return bound_dims(apply_spec(program_signature(program), spec), max_elements), program
+    model = load_source(source)
+    return bound_dims(apply_spec(_source_signature(model, spec), spec), max_elements), model
 
 
 def save_variant(
@@ -155,11 +190,9 @@ def validation_inputs(
     folder: Path,
     max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS,
 ) -> list[PreparedVariant]:
-    """Every variant's inputs and the program's outputs on them, saved under `folder`."""
-    from shipyard.torch_program import run_program
-
+    """Every variant's inputs and the source model's outputs on them, saved under `folder`."""
     return [
-        save_variant(folder, variant, inputs, run_program(program, signature, inputs))
+        save_variant(folder, variant, inputs, run_source(program, signature, inputs))
         for variant, inputs in build_variants(signature, spec, max_elements)
     ]
 

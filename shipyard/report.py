@@ -132,7 +132,7 @@ class RunReport(BaseModel):
         return [s.step for s in self.steps if s.reused]
 
     def exit_code(self) -> int:
-        ok = all(t.status is Status.PASSED for t in self.targets.values())
+        ok = all(t.status is not Status.FAILED for t in self.targets.values())  # skipped: no path
         return 0 if ok else 1
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class Format(StrEnum):
     TFLITE_FP32 = "tflite-fp32"  # a float32 .tflite
 
 
-_SOURCE_FORMATS = {SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT}
+_SOURCE_FORMATS = {SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT, SourceKind.ONNX: Format.ONNX}
 
 
 def source_format(kind: SourceKind) -> Format | None:

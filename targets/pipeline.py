@@ -78,6 +78,7 @@ class PackagingRequest(BaseModel):
     spec: Spec
     targets: list[str]
     model_name: str
+    skipped: dict[str, str] = {}  # target -> why it cannot be built from this source (all were asked)
 
 
 def check_request(
@@ -100,7 +101,11 @@ def check_request(
     source = source.resolve()
     kind = check_source(source)
     refused = [t.name for t in chosen if not t.accepts(kind)]
-    if refused:
+    skipped = {}
+    if refused and not targets:  # all targets: build those that can be, say why not the others
+        skipped = {name: _no_path_reason(name, kind) for name in refused}
+        chosen = [t for t in chosen if t.name not in skipped]
+    elif refused:
         able = sorted({k.value for k in SourceKind for t in chosen if t.accepts(k)})
         raise SourceError(
             f"{source} is a {kind.value} model; {', '.join(refused)} cannot be built from it "
@@ -114,7 +119,13 @@ def check_request(
         spec=spec,
         targets=[t.name for t in chosen],
         model_name=choose_model_name(spec, source, name),
+        skipped=skipped,
     )
+
+
+def _no_path_reason(target: str, kind: SourceKind) -> str:
+    consumes = get_target(target).consumes.value
+    return f"no converter path from this {kind.value} source to {consumes}, which {target} is built from"
 
 
 class PipelineResult(BaseModel):
@@ -268,6 +279,7 @@ class Engine:
         assert isinstance(prepared.result, PreparedSource)
         signature = prepared.result.signature
         reports = {t.name: _target_report(t, request.spec, signature, outcomes) for t in targets}
+        reports |= {n: TargetReport(status=Status.SKIPPED, error=why) for n, why in request.skipped.items()}
         tools = {name for step in plan.steps.values() for name in step.toolchain}
         return PipelineResult(
             request=request,

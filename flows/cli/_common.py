@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "REGISTRY_HELP",
+    "SOURCE_HELP",
     "Command",
     "add_registry",
     "existing_registry",
@@ -25,6 +26,8 @@ __all__ = [
     "target_list",
     "verbosity",
 ]
+
+SOURCE_HELP = "the model: a torch.export archive (.pt2) or an ONNX file (.onnx)"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli._common import EXIT_OK, Command, add_registry, print_json, target_list, verbosity
+from flows.cli._common import EXIT_OK, SOURCE_HELP, Command, add_registry, print_json, target_list, verbosity
 
 __all__ = ["COMMANDS"]
 
 
 def _configure_package(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="the model: a torch.export archive (.pt2)")
+    parser.add_argument("source", type=Path, help=SOURCE_HELP)
     _add_spec_and_targets(parser)
     parser.add_argument(
         "--name", help="registry model name (default: the spec's `name`, else the file's stem)"
@@ -169,7 +169,7 @@ def _print_signature(signature: Any) -> None:
 
 
 def _configure_inspect(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="the model: a torch.export archive (.pt2)")
+    parser.add_argument("source", type=Path, help=SOURCE_HELP)
     _add_spec_and_targets(parser)
     parser.add_argument("--json", action="store_true", help="print the signature as JSON")
 

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.cli._common import EXIT_FAILED, EXIT_OK, Command, print_json, print_table, target_list
+from flows.cli._common import EXIT_FAILED, EXIT_OK, SOURCE_HELP, Command, print_json, print_table, target_list
 
 __all__ = ["COMMANDS"]
 
 
 # submit --------------------------------------------------------------------------------------
 def _configure_submit(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="the model: a torch.export archive (.pt2)")
+    parser.add_argument("source", type=Path, help=SOURCE_HELP)
     parser.add_argument("--name", required=True, help="registry model name")
     parser.add_argument(
         "--url",

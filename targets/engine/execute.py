@@ -23,7 +23,7 @@ from shipyard.digests import sha256_file
 from shipyard.report import StepStatus
 from shipyard.spec import Spec
 from shipyard.variants import Variant, max_variant_elements
-from targets._formats import Family, Format
+from targets._formats import Family
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
 from targets.engine.cache import CacheEntry, StepCache, cache_key, tree_digest
 from targets.engine.fingerprint import code_digest, host_class, toolchain_versions
@@ -119,10 +119,10 @@ class StepExecutor:
         prepared = _result(inputs[PREPARE], PreparedSource) if PREPARE in inputs else None
         signature = prepared.signature if prepared else None
         assert step.consumes is not None
-        if step.consumes is Format.TORCH_EXPORT:
+        upstream = next((inputs[n] for n in step.needs if n != PREPARE), None)
+        if upstream is None:  # it consumes the source itself
             product, product_digest = self.context.source, self.context.source_sha256
         else:
-            upstream = next(inputs[n] for n in step.needs if n != PREPARE)
             made = _result(upstream, ExportResult)
             assert upstream.out_dir is not None and made.product is not None
             product, product_digest = upstream.out_dir / made.product, upstream.digest

@@ -37,6 +37,12 @@ __all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id"
 DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
 SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program", "targets.engine.steps")
+_SOURCE_TOOLCHAINS = {SourceKind.ONNX: ("onnx", "onnxruntime")}  # what runs the source model
+
+
+def source_toolchain(kind: SourceKind) -> tuple[str, ...]:
+    """The distributions whose versions shape the source model's reference outputs."""
+    return _SOURCE_TOOLCHAINS.get(kind, ("torch",))
 
 
 def export_id(target: str) -> str:
@@ -134,7 +140,9 @@ def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str
     )
 
 
-def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, last: str) -> list[Step]:
+def _target_steps(
+    target: Target, options: BaseModel, settings: TargetSettings, last: str, source_tools: tuple[str, ...]
+) -> list[Step]:
     """export -> reference -> validate for one target, `last` being the step its input comes from."""
     timeout = settings.timeout_s or target.timeout_s
     export_needs = [PREPARE] if target.needs_signature else []
@@ -158,7 +166,7 @@ def _target_steps(target: Target, options: BaseModel, settings: TargetSettings, 
         kind=StepKind.REFERENCE,
         function="targets.engine.steps:reference_outputs",
         needs=[PREPARE, export.id],
-        toolchain=("torch",),
+        toolchain=source_tools,
         memory_mb=_memory_mb(settings),
         cost_s=0.5,
         warm=SOURCE_PROGRAM,
@@ -191,7 +199,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             kind=StepKind.PREPARE,
             function="targets.engine.steps:prepare",
             needs=[],
-            toolchain=("torch",),
+            toolchain=source_toolchain(kind),
             memory_mb=default_step_memory_mb(),
             cost_s=2.0,
             warm=SOURCE_PROGRAM,
@@ -213,7 +221,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             step = _conversion_step(conversion, own, chain_options, last)
             steps.setdefault(step.id, step).serve(target.name, settings)
             last = made[conversion.produces] = step.id
-        chain = _target_steps(target, options, settings, last)
+        chain = _target_steps(target, options, settings, last, source_toolchain(kind))
         if target.baseline is not None:
             chain[-1].baseline_step = made[target.baseline]
             chain[-1].needs.append(made[target.baseline])

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from shipyard.prepare import PreparedVariant, edge_inputs, read_signature, save_variant, validation_inputs
+from shipyard.prepare import (
+    PreparedVariant,
+    edge_inputs,
+    load_source,
+    read_signature,
+    run_source,
+    save_variant,
+    validation_inputs,
+)
 from shipyard.signature import Signature
 from shipyard.spec import Spec
 from shipyard.variants import Variant
@@ -53,12 +61,10 @@ def prepare(job: PrepareJob) -> PreparedSource:
 
 def reference_outputs(job: EdgeJob) -> EdgeVariants:
     """Inputs and source outputs for variants found only after an export (a narrowed edge)."""
-    from shipyard.torch_program import load_program, run_program
-
-    program = load_program(Path(job.source))
+    model = load_source(Path(job.source))
     saved = []
     for variant in job.variants:
         inputs = edge_inputs(job.signature, job.spec, variant.dims)
-        outputs = run_program(program, job.signature, inputs)
+        outputs = run_source(model, job.signature, inputs)
         saved.append(save_variant(Path(job.out_dir), variant, inputs, outputs))
     return EdgeVariants(variants=saved)

@@ -1,0 +1,103 @@
+"""Read an ONNX model: its signature, and its outputs on given inputs (ONNX Runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.errors import SourceError
+from shipyard.signature import DEFAULT_UNBOUNDED_MAX, DynamicDim, Signature, TensorSpec, default_typical
+
+__all__ = ["OnnxSource", "load_onnx", "onnx_signature", "run_onnx"]
+
+
+class OnnxSource:
+    """A checked ONNX model and its ONNX Runtime session."""
+
+    def __init__(self, model: Any, session: Any) -> None:
+        self.model = model
+        self.session = session
+
+
+def _check(path: Path) -> Any:
+    import onnx
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # an untrusted file: any failure to parse is bad input
+        raise SourceError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:  # a path in the file would be read from wherever it points
+        raise SourceError(
+            f"{path}: {len(external)} tensor(s) (e.g. {external[0][:60]!r}) keep their data in "
+            "external files; upload a single-file model (onnx.save(model, f, save_as_external_data=False))"
+        )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SourceError(f"{path} is not a valid ONNX model: {first}") from None
+    return model
+
+
+def load_onnx(path: Path) -> OnnxSource:
+    """The model after onnx.checker, with an ONNX Runtime session; a one-line SourceError if bad."""
+    import onnxruntime as ort
+
+    model = _check(path)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SourceError(f"{path}: ONNX Runtime cannot load it: {first}") from None
+    return OnnxSource(model, session)
+
+
+def _dtype_name(elem_type: int) -> str:
+    import onnx
+
+    return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
+
+
+def onnx_signature(source: OnnxSource) -> Signature:
+    """Names, dtypes, shapes and dynamic dims as the graph declares them (a named dim is one dim
+    wherever it appears; an unnamed one is `<input>_dim<axis>`, or `batch` first on axis 0)."""
+    graph = source.model.graph
+    initializers = {i.name for i in graph.initializer}
+    dims: dict[str, DynamicDim] = {}
+
+    def dim_of(d: Any, tensor: str, axis: int, is_input: bool) -> int | str:
+        if d.HasField("dim_value"):
+            return int(d.dim_value)
+        named = d.dim_param or ""
+        if not is_input:
+            return named if named in dims else named or f"{tensor}_dim{axis}"
+        name = named or ("batch" if axis == 0 and "batch" not in dims else f"{tensor}_dim{axis}")
+        if name not in dims:
+            hi = DEFAULT_UNBOUNDED_MAX  # ONNX declares no ranges: the spec may narrow this
+            typical = default_typical(1, hi)
+            dims[name] = DynamicDim(name=name, min=1, max=hi, typical=typical, source="default")
+        return name
+
+    def spec(value: Any, is_input: bool) -> TensorSpec:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            role = "input" if is_input else "output"
+            raise SourceError(f"{role} {value.name} is not a tensor of known rank")
+        shape = [dim_of(d, value.name, i, is_input) for i, d in enumerate(tensor.shape.dim)]
+        return TensorSpec(name=value.name, dtype=_dtype_name(tensor.elem_type), shape=shape)
+
+    inputs = [spec(v, True) for v in graph.input if v.name not in initializers]
+    outputs = [spec(v, False) for v in graph.output]
+    return Signature(inputs=inputs, outputs=outputs, dims=dims)
+
+
+def run_onnx(
+    source: OnnxSource, signature: Signature, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs, keyed by the signature's output names."""
+    feeds = {t.name: np.ascontiguousarray(inputs[t.name]) for t in signature.inputs}
+    results = source.session.run([t.name for t in signature.outputs], feeds)
+    return {t.name: np.asarray(r) for t, r in zip(signature.outputs, results, strict=True)}
