@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["casts_to_bool_as_compare", "gather_nd_as_gather", "split_grouped_convs"]
+__all__ = ["casts_to_bool_as_compare", "erfc_as_erf", "gather_nd_as_gather", "split_grouped_convs"]
 
 
 def _initializer_array(graph: Any, name: str) -> Any:
@@ -169,6 +169,30 @@ def casts_to_bool_as_compare(model: Any) -> int:
         nodes += [
             helper.make_node("Equal", [node.input[0], f"{base}__zero"], [f"{base}__is_zero"]),
             helper.make_node("Not", [f"{base}__is_zero"], list(node.output)),
+        ]
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
+def erfc_as_erf(model: Any) -> int:
+    """Turn every TensorFlow `Erfc` node tf2onnx leaves in the graph (ONNX has no Erfc; exact GELU
+    uses it) into 1 - Erf(x); returns how many."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        if node.op_type != "Erfc" or node.domain:
+            nodes.append(node)
+            continue
+        base = (node.name or node.output[0]).replace("/", "_")
+        graph.initializer.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{base}__one"))
+        nodes += [
+            helper.make_node("Erf", [node.input[0]], [f"{base}__erf"]),
+            helper.make_node("Sub", [f"{base}__one", f"{base}__erf"], list(node.output)),
         ]
         rewritten += 1
     del graph.node[:]

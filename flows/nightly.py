@@ -14,6 +14,8 @@ from flows.package import package_model
 from registry import VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
 from shipyard.errors import NotFound
+from shipyard.report import Status
+from targets import all_targets
 
 __all__ = ["nightly_reexport"]
 
@@ -49,6 +51,13 @@ def fetch_samples_blob(registry: str | None, manifest: VersionManifest, folder: 
     return str(dest)
 
 
+def _asked_targets(old: VersionManifest) -> list[TargetName]:
+    """The targets the version was packaged for; [] (all, skips reported again) if it was all."""
+    if set(old.targets) == {t.name for t in all_targets()}:
+        return []
+    return [TargetName(n) for n, r in sorted(old.targets.items()) if r.status is not Status.SKIPPED]
+
+
 def _reexport(
     old: VersionManifest, registry: str | None, folder: str
 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -56,7 +65,7 @@ def _reexport(
     source = fetch_source_blob(registry, old, folder)
     new = package_model(
         source=source,
-        targets=[TargetName(t) for t in sorted(old.targets)],
+        targets=_asked_targets(old),
         spec=SpecForm.model_validate({k: v for k, v in old.spec.items() if k != "samples"}),
         name=old.model,
         registry=registry,

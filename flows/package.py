@@ -84,8 +84,9 @@ def package_model(
     """Package a model for every requested target, prove each artifact in its runtime, publish what passed.
 
     Args:
-        source: The model, a torch.export archive (.pt2) or an ONNX file: a path on the worker, file:///abs/path,
-            s3://bucket/key, or what the webhook stored (s3://.../incoming/<sha256>).
+        source: The model, a torch.export archive (.pt2), an ONNX file or a Keras 3 model: a path
+            on the worker, file:///abs/path, s3://bucket/key, or what the webhook stored
+            (s3://.../incoming/<sha256>).
         targets: The targets to package for; none selected means every target.
         spec: Names, dim ranges, per-target options, gates and limits, as in a spec file.
         name: Registry model name (default: the spec's name, else the source file's stem).

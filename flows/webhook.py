@@ -203,7 +203,7 @@ async def _accept(
     source_uri = await run_in_threadpool(store_incoming, registry, path, request.source_sha256)
     parameters = {
         "source": source_uri,
-        "targets": [] if request.skipped else request.targets,  # [] (all): the run reports the skips
+        "targets": request.asked_targets(),
         "name": name,
         "registry": settings.registry,
         "spec": spec.model_dump(mode="json", exclude_defaults=True),

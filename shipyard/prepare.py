@@ -130,33 +130,45 @@ def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
 def load_source(source: Path) -> Any:
     """The source model, loaded without running code from it: a torch.export program, or an ONNX
     model with its ONNX Runtime session."""
-    if detect_kind(source) is SourceKind.ONNX:
+    kind = detect_kind(source)
+    if kind is SourceKind.ONNX:
         from shipyard.onnx_model import load_onnx
 
         return load_onnx(source)
+    if kind is SourceKind.KERAS:
+        from shipyard.keras_model import load_keras
+
+        return load_keras(source)
     from shipyard.torch_program import load_program
 
     return load_program(source)
 
 
 def run_source(model: Any, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The source model's outputs on `inputs` (eager PyTorch, or ONNX Runtime)."""
+    """The source model's outputs on `inputs` (eager PyTorch, ONNX Runtime, or TensorFlow)."""
+    from shipyard.keras_model import KerasSource, run_keras
     from shipyard.onnx_model import OnnxSource, run_onnx
 
     if isinstance(model, OnnxSource):
         return run_onnx(model, signature, inputs)
+    if isinstance(model, KerasSource):
+        return run_keras(model, signature, inputs)
     from shipyard.torch_program import run_program
 
     return run_program(model, signature, inputs)
 
 
 def _source_signature(model: Any, spec: Spec) -> Signature:
+    from shipyard.keras_model import KerasSource, keras_signature
     from shipyard.onnx_model import OnnxSource, onnx_signature
 
+    if isinstance(model, OnnxSource | KerasSource) and (spec.inputs or spec.outputs):
+        kind = "an ONNX" if isinstance(model, OnnxSource) else "a Keras"
+        raise SpecError(f"spec fields inputs/outputs: {kind} source keeps its own tensor names")
     if isinstance(model, OnnxSource):
-        if spec.inputs or spec.outputs:  # the ONNX file ships as it is, under its own names
-            raise SpecError("spec fields inputs/outputs: an ONNX source keeps its own tensor names")
         return onnx_signature(model)
+    if isinstance(model, KerasSource):
+        return keras_signature(model)
     from shipyard.torch_program import program_signature
 
     return program_signature(model)

@@ -3,7 +3,15 @@
 `targets.pipeline` runs them: check a request, plan its steps, run and judge them.
 """
 
-from targets import aoti, executorch, litert_int4, ort_web, tfjs, triton
+from targets import (
+    _conversions,  # noqa: F401  (registers the shared conversions)
+    aoti,
+    executorch,
+    litert_int4,
+    ort_web,
+    tfjs,
+    triton,
+)
 from targets._catalog import Target, all_targets, get_target, register_target, resolve_targets
 from targets._formats import Format
 

@@ -1,4 +1,4 @@
-"""Formats that steps exchange, and the shared conversions between them.
+"""Formats that steps exchange, and the registry of conversions between them (targets._conversions).
 
 A target names the format its exporter starts from (`Target.consumes`); the planner finds the
 conversions that lead there from the source's format. A conversion runs once per run for every
@@ -8,19 +8,13 @@ triton and tfjs.
 
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from exporters.onnx2savedmodel import SavedModelOptions
-from exporters.torch2onnx import OnnxOptions
-from shipyard.signature import Signature
 from shipyard.source import SourceKind
-from targets._jobs import ExportJob, ExportResult
 
 __all__ = [
     "Conversion",
@@ -28,7 +22,6 @@ __all__ = [
     "Format",
     "NoOptions",
     "conversion_path",
-    "get_conversion",
     "register_conversion",
     "source_format",
 ]
@@ -46,9 +39,14 @@ class Format(StrEnum):
     ONNX = "onnx"  # one self-contained .onnx file
     SAVED_MODEL = "saved-model"  # a TensorFlow SavedModel folder with a serving signature
     TFLITE_FP32 = "tflite-fp32"  # a float32 .tflite
+    KERAS = "keras"  # a Keras 3 .keras file
 
 
-_SOURCE_FORMATS = {SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT, SourceKind.ONNX: Format.ONNX}
+_SOURCE_FORMATS = {
+    SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT,
+    SourceKind.ONNX: Format.ONNX,
+    SourceKind.KERAS: Format.KERAS,
+}
 
 
 def source_format(kind: SourceKind) -> Format | None:
@@ -86,18 +84,16 @@ class Conversion:
         return self.options.model_validate(shared)
 
 
-_CONVERSIONS: dict[Format, Conversion] = {}
+# A format may have several producers (a .tflite from litert-torch or from a SavedModel); a
+# source reaches each format by one shortest path, so a run has one step per format.
+_CONVERSIONS: list[Conversion] = []
 
 
 def register_conversion(conversion: Conversion) -> Conversion:
-    if conversion.produces in _CONVERSIONS:
-        raise ValueError(f"two conversions produce {conversion.produces.value}")
-    _CONVERSIONS[conversion.produces] = conversion
+    if any((c.consumes, c.produces) == (conversion.consumes, conversion.produces) for c in _CONVERSIONS):
+        raise ValueError(f"two conversions from {conversion.consumes.value} to {conversion.produces.value}")
+    _CONVERSIONS.append(conversion)
     return conversion
-
-
-def get_conversion(produces: Format) -> Conversion:
-    return _CONVERSIONS[produces]
 
 
 def conversion_path(start: Format, wanted: Format) -> list[Conversion] | None:
@@ -108,109 +104,8 @@ def conversion_path(start: Format, wanted: Format) -> list[Conversion] | None:
         fmt, path = queue.popleft()
         if fmt == wanted:
             return path
-        for conversion in _CONVERSIONS.values():
+        for conversion in _CONVERSIONS:
             if conversion.consumes == fmt and conversion.produces not in seen:
                 seen.add(conversion.produces)
                 queue.append((conversion.produces, [*path, conversion]))
     return None
-
-
-# The conversions -----------------------------------------------------------------------
-def to_onnx(job: ExportJob) -> ExportResult:
-    from exporters.torch2onnx import export_onnx
-
-    options = OnnxOptions.model_validate(job.options)
-    path = export_onnx(
-        job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.onnx", options.opset
-    )
-    return ExportResult(files=[path.name], product=path.name)
-
-
-def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
-    """Dim values to fix a graph at when it cannot stay dynamic, most useful first: every dim
-    typical; then batch 1 (one request at a time, as in a browser) with the others typical."""
-    typical = {name: dim.typical for name, dim in signature.dims.items()}
-    batch = signature.batch_dim()
-    single = {**typical, batch.name: batch.min} if batch is not None else typical
-    return [typical, single] if single != typical else [typical]
-
-
-def to_saved_model(job: ExportJob) -> ExportResult:
-    from exporters.onnx2savedmodel import convert_to_saved_model
-
-    options = SavedModelOptions.model_validate(job.options)
-    # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
-    keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
-    # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
-    onnx_copy = job.work_path / "model.onnx"
-    shutil.copyfile(job.input(Format.ONNX), onnx_copy)
-    notes = convert_to_saved_model(
-        onnx_copy,
-        job.out_path,
-        keep,
-        options.pseudo_ops,
-        job.work_path,
-        sizes=[
-            {t.name: list(t.concrete_shape(dims)) for t in job.interface.inputs}
-            for dims in _fixed_size_candidates(job.interface)
-        ],
-        outputs={t.name: t.shape for t in job.interface.outputs},
-    )
-    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
-    notes += [f"input layout kept as in the source for {keep}"] if keep else []
-    return ExportResult(files=files, product=".", notes=notes)
-
-
-def to_tflite_fp32(job: ExportJob) -> ExportResult:
-    """litert-torch at the typical shape (it cannot lower a symbolic batch through Linear)."""
-    from exporters.torch2tflite import export_tflite
-
-    traced = {name: dim.typical for name, dim in job.interface.dims.items()}
-    rng = np.random.default_rng(0)
-    sample = [rng.standard_normal(t.concrete_shape(traced)).astype(t.dtype) for t in job.interface.inputs]
-    path = export_tflite(job.input(Format.TORCH_EXPORT), sample, job.out_path / "model_fp32.tflite")
-    return ExportResult(files=[path.name], product=path.name, notes=[f"traced at {traced}"])
-
-
-register_conversion(
-    Conversion(
-        consumes=Format.TORCH_EXPORT,
-        produces=Format.ONNX,
-        converter="targets._formats:to_onnx",
-        options=OnnxOptions,
-        toolchain=("torch", "onnx", "onnxscript"),
-        cost_s=3,
-        warm=(
-            "torch.export.pt2_archive._package",
-            "torch.onnx._internal.exporter._core",
-            "onnxscript.optimizer",
-            "onnx.reference",
-            "exporters.torch2onnx",
-        ),
-    )
-)
-register_conversion(
-    Conversion(
-        consumes=Format.ONNX,
-        produces=Format.SAVED_MODEL,
-        converter="targets._formats:to_saved_model",
-        options=SavedModelOptions,
-        toolchain=("onnx", "onnx2tf", "onnxsim", "onnxruntime", "tensorflow", "tf-keras"),
-        cost_s=10,
-        timeout_s=1200,
-        family=Family.TF,
-        warm=("tensorflow", "tf_keras", "onnx2tf", "onnxsim", "onnxruntime", "exporters.onnx2savedmodel"),
-    )
-)
-register_conversion(
-    Conversion(
-        consumes=Format.TORCH_EXPORT,
-        produces=Format.TFLITE_FP32,
-        converter="targets._formats:to_tflite_fp32",
-        toolchain=("torch", "litert-torch", "tensorflow"),
-        cost_s=5,
-        timeout_s=1200,
-        family=Family.TF,
-        warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
-    )
-)

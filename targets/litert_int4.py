@@ -48,13 +48,23 @@ def _fed(array: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
     return cast
 
 
-def _predict(runner: Any) -> Predict:
-    declared = {name: np.dtype(d["dtype"]) for name, d in runner.get_input_details().items()}
+def _keys(found: list[str], names: list[str]) -> list[str]:
+    """The runner's keys in the order of `names`: by name (a .tflite from a SavedModel keeps them),
+    else by position (litert-torch numbers them args_0.. and output_0..)."""
+    if set(found) == set(names):
+        return names
+    return sorted(found, key=lambda k: int(k.rsplit("_", 1)[-1]))
+
+
+def _predict(runner: Any, signature: Signature) -> Predict:
+    details = runner.get_input_details()
+    declared = {name: np.dtype(d["dtype"]) for name, d in details.items()}
+    input_keys = _keys(list(details), signature.input_names())
 
     def predict(inputs: list[np.ndarray]) -> list[Any]:
-        feeds = {f"args_{i}": a for i, a in enumerate(inputs)}
+        feeds = dict(zip(input_keys, inputs, strict=True))
         out = runner(**{k: _fed(a, declared.get(k, a.dtype), k) for k, a in feeds.items()})
-        return [out[k] for k in sorted(out, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+        return [out[k] for k in _keys(list(out), signature.output_names())]
 
     return predict
 
@@ -68,10 +78,10 @@ def _changed_dtypes(path: Path, signature: Signature) -> dict[str, str]:
         (runner.get_output_details(), signature.outputs),
     ]
     for found, tensors in details:
-        for key, detail in found.items():
-            index = int(key.rsplit("_", 1)[-1])
-            if index < len(tensors) and np.dtype(detail["dtype"]) != np.dtype(tensors[index].dtype):
-                changed[tensors[index].name] = np.dtype(detail["dtype"]).name
+        keys = _keys(list(found), [t.name for t in tensors])
+        for key, tensor in zip(keys, tensors, strict=False):
+            if np.dtype(found[key]["dtype"]) != np.dtype(tensor.dtype):
+                changed[tensor.name] = np.dtype(found[key]["dtype"]).name
     return changed
 
 
@@ -79,7 +89,7 @@ def _probe_resize(path: Path, signature: Signature, dims: dict[str, int]) -> boo
     """Can the interpreter resize the inputs to these dims and run?"""
     zeros = [np.zeros(t.concrete_shape(dims), dtype=t.dtype) for t in signature.inputs]
     try:
-        _predict(_signature_runner(path))(zeros)
+        _predict(_signature_runner(path), signature)(zeros)
     except (RuntimeError, ValueError):
         return False
     return True
@@ -140,14 +150,18 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     error beyond them is the quantization's alone.
     """
     int4_path = job.artifact("model_int4.tflite")
-    runs = [run_in_process(job, "model_int4.tflite", RUNTIME, lambda: _predict(_signature_runner(int4_path)))]
+    runs = [
+        run_in_process(
+            job, "model_int4.tflite", RUNTIME, lambda: _predict(_signature_runner(int4_path), job.signature)
+        )
+    ]
     if job.baseline:
         baseline = Path(job.baseline)
         fp32 = run_in_process(
             job,
             "model_fp32.tflite",
             RUNTIME,
-            lambda: _predict(_signature_runner(baseline)),
+            lambda: _predict(_signature_runner(baseline), job.signature),
             ArtifactRole.BASELINE,
         )
         runs.append(fp32)

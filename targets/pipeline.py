@@ -80,6 +80,11 @@ class PackagingRequest(BaseModel):
     model_name: str
     skipped: dict[str, str] = {}  # target -> why it cannot be built from this source (all were asked)
 
+    def asked_targets(self) -> list[str]:
+        """The targets to hand on to a flow run, which checks the request again: [] (all) when
+        some were skipped, so that its report says why again."""
+        return [] if self.skipped else self.targets
+
 
 def check_request(
     source: Path,

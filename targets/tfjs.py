@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from exporters.keras2savedmodel import KerasSavedModelOptions
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
@@ -24,8 +25,13 @@ __all__ = ["TfjsOptions", "export", "run_artifact"]
 Backend = Literal["cpu", "wasm", "webgl"]
 
 
-class TfjsOptions(OnnxOptions, SavedModelOptions):
-    """The ONNX export's and onnx2tf's options, and the backends the portability gate checks."""
+class TfjsOptions(OnnxOptions, SavedModelOptions, KerasSavedModelOptions):
+    """The ONNX export's, onnx2tf's and the Keras export's options, and the backends the
+    portability gate checks."""
+
+    erfc_as_erf: bool = Field(
+        default=True, description="Keras sources: trace exact GELU's erfc as 1 - erf (TF.js has no Erfc)"
+    )
 
     backends: list[Backend] = Field(
         default=["cpu", "wasm", "webgl"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -87,4 +88,62 @@ def save_encoder(path: Path) -> Path:
         EncoderBlock().eval(), (torch.randn(2, 8, 32),), dynamic_shapes={"tokens": {0: batch}}
     )
     torch.export.save(program, str(path))
+    return path
+
+
+def save_convnet_onnx(source: Path, path: Path) -> Path:
+    """The conv net (its torch.export archive) as a user's ONNX file, the batch dim named `N`."""
+    program = torch.export.load(str(source))
+    exported = torch.onnx.export(
+        program, dynamo=True, input_names=["image"], output_names=["logits"], external_data=False
+    )
+    assert exported is not None
+    model = exported.model_proto
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, str(path))
+    return path
+
+
+def save_keras_cnn(path: Path) -> Path:
+    """A Keras CNN, channels-last, dynamic batch: conv, depthwise conv, batch norm, exact GELU."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    image = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu")(image)
+    x = keras.layers.DepthwiseConv2D(3)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation="gelu")(x)
+    keras.Model(image, keras.layers.Dense(10, name="logits")(x)).save(path)
+    return path
+
+
+def save_keras_mlp(path: Path) -> Path:
+    """A Keras MLP over 24 features with LayerNorm and softmax."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    features = keras.Input((24,), name="features")
+    x = keras.layers.Dense(64, activation="relu")(features)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.Dense(5)(x)
+    keras.Model(features, keras.layers.Softmax(name="probs")(x)).save(path)
+    return path
+
+
+def save_keras_lambda(path: Path) -> Path:
+    """A .keras whose Lambda layer creates the file named by $LAMBDA_MARKER whenever it runs."""
+    import keras
+
+    payload = keras.layers.Lambda(
+        lambda x: (
+            __import__("os").environ.get("LAMBDA_MARKER")
+            and open(__import__("os").environ["LAMBDA_MARKER"], "w").close(),
+            x,
+        )[1]
+    )
+    features = keras.Input((4,), name="features")
+    keras.Model(features, keras.layers.Dense(2)(payload(features))).save(path)
     return path

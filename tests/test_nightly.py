@@ -10,6 +10,7 @@ from pathlib import Path
 
 from shipyard.drift import drift_rows, toolchain_changes
 from tests.conftest import ROOT, parse_json, run_cli
+from tests.models import save_convnet_onnx
 
 
 def _nightly(registry: str, prefect_api: str, home: Path) -> dict:
@@ -78,3 +79,21 @@ def test_drift_rows_flag_regressions() -> None:
     assert toolchain_changes(
         {"onnx": "1.23.2", "torch": "2.13.0"}, {"onnx": "1.24.0", "torch": "2.13.0"}
     ) == {"onnx": ["1.23.2", "1.24.0"]}
+
+
+def test_nightly_keeps_an_onnx_sources_skipped_targets_skipped(
+    models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
+) -> None:
+    """Packaged for all targets, an ONNX model skips two; the nightly asks for all again (not for
+    the skipped ones by name, which would be refused) and keeps the same version."""
+    registry = (tmp_path / "registry").as_uri()
+    source = save_convnet_onnx(models["convnet"], tmp_path / "convnet.onnx")
+    first = run_cli(["package", str(source), "--registry", registry, "--json"], home, prefect_api)
+    assert first.returncode == 0, first.stderr[-2000:]
+    old = parse_json(first.stdout)
+    assert {n for n, t in old["targets"].items() if t["status"] == "skipped"} == {"aoti", "executorch"}
+    result = _nightly(registry, prefect_api, home)
+    summary = result["models"][0]
+    assert summary["old_version"] == summary["new_version"] == old["version"]
+    statuses = {r["target"]: r["status"] for r in result["drift"]}
+    assert statuses["executorch"] == "skipped -> skipped" and statuses["tfjs"] == "passed -> passed"

@@ -1,4 +1,5 @@
-"""An ONNX file as the source: ort-web, triton and tfjs from it, the rest skipped with a reason."""
+"""An ONNX file as the source: ort-web, triton, tfjs and litert-int4 from it (the last two through
+onnx2tf's SavedModel), the torch-only targets skipped with a reason."""
 
 from __future__ import annotations
 
@@ -7,34 +8,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from shipyard.report import Status
 from targets.pipeline import Engine, PipelineResult
 from tests.conftest import run_cli, run_targets
+from tests.models import save_convnet_onnx
 from tests.test_bad_input import assert_refused
 
-SKIPPED = {"aoti", "executorch", "litert-int4"}
-
-
-def _named_dim_onnx(source: Path, path: Path) -> Path:
-    """The conv net as a user's ONNX file: exported once, its batch dim named `N` in the graph."""
-    program = torch.export.load(str(source))
-    exported = torch.onnx.export(
-        program, dynamo=True, input_names=["image"], output_names=["logits"], external_data=False
-    )
-    assert exported is not None
-    model = exported.model_proto
-    for value in [*model.graph.input, *model.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    onnx.save(model, str(path))
-    return path
+SKIPPED = {"aoti", "executorch"}
 
 
 @pytest.fixture(scope="module")
 def convnet_onnx(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _named_dim_onnx(models["convnet"], tmp_path_factory.mktemp("onnx") / "convnet.onnx")
+    return save_convnet_onnx(models["convnet"], tmp_path_factory.mktemp("onnx") / "convnet.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +32,9 @@ def packaged(engine: Engine, convnet_onnx: Path, tmp_path_factory: pytest.TempPa
 
 def test_onnx_source_builds_the_onnx_family_and_skips_the_rest_with_reasons(packaged: PipelineResult) -> None:
     passed = {n for n, r in packaged.reports.items() if r.status is Status.PASSED}
-    assert passed == {"ort-web", "triton", "tfjs"}, {n: r.error for n, r in packaged.reports.items()}
+    assert passed == {"ort-web", "triton", "tfjs", "litert-int4"}, {
+        n: r.error for n, r in packaged.reports.items()
+    }
     for name in SKIPPED:
         report = packaged.reports[name]
         assert report.status is Status.SKIPPED and report.files == []
@@ -61,6 +50,21 @@ def test_the_graph_names_the_dims_and_the_spec_narrows_them(packaged: PipelineRe
     for name in ("ort-web", "triton", "tfjs"):
         assert packaged.reports[name].metrics.max_abs_err is not None
         assert packaged.reports[name].metrics.max_abs_err < 1e-4
+
+
+def test_litert_int4_from_onnx_goes_through_the_tflite_converter_and_resizes(
+    packaged: PipelineResult,
+) -> None:
+    """ONNX -> onnx2tf SavedModel -> TFLite converter -> int4: the interpreter resizes the batch
+    (no fixed traced shape, unlike litert-torch), and the fp32 baseline meets the float gates."""
+    litert = packaged.reports["litert-int4"]
+    assert litert.envelope["N"].min == 1 and litert.envelope["N"].max == 6
+    assert "inputs are resized in the interpreter" in litert.notes
+    assert litert.metrics.cosine is not None and litert.metrics.cosine >= 0.98
+    baseline = [g for g in litert.gates if g.name.startswith("baseline_")]
+    assert baseline and all(g.passed for g in baseline)
+    steps = {s.step for s in packaged.steps}
+    assert {"convert:saved-model", "convert:tflite-fp32"} <= steps and "convert:onnx" not in steps
 
 
 def test_a_named_target_that_cannot_take_onnx_is_refused(home: Path, convnet_onnx: Path) -> None:

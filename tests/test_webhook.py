@@ -20,6 +20,7 @@ from flows._signing import sign
 from infra.service import wait_http
 from tests.conftest import ROOT, free_port
 from tests.corrupt import STRUCTURAL, corruptions
+from tests.models import save_convnet_onnx, save_keras_cnn
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -455,3 +456,29 @@ def test_shipyard_submit_signs_for_the_user(service: dict, models: dict[str, Pat
         capture_output=True, text=True, env=forged, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert wrong.returncode == 2 and "401" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+@pytest.mark.parametrize("kind", ["onnx", "keras"])
+def test_onnx_and_keras_uploads_run_every_target_that_can_take_them(
+    service: dict, models: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    """Detected by content (the upload is called model.pt2); the torch-only targets are skipped."""
+    if kind == "onnx":
+        model, dim = save_convnet_onnx(models["convnet"], tmp_path / "convnet.onnx"), "N"
+    else:
+        model, dim = save_keras_cnn(tmp_path / "cnn.keras"), "batch"
+    spec = json.dumps({"dims": {dim: {"max": 4}}})
+    answer = _post(service["url"], f"from-{kind}", model.read_bytes(), {"spec": spec})
+    assert answer.status_code == 202, answer.text
+    status = _wait_done(service["url"], answer.json()["status_url"])
+    assert status["state"] == "COMPLETED", status
+    states = {name: t["status"] for name, t in status["targets"].items()}
+    assert states == {
+        "ort-web": "passed",
+        "triton": "passed",
+        "tfjs": "passed",
+        "litert-int4": "passed",
+        "executorch": "skipped",
+        "aoti": "skipped",
+    }, {n: t["error"] for n, t in status["targets"].items()}
+    assert status["version"] == 1

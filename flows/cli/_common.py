@@ -27,7 +27,7 @@ __all__ = [
     "verbosity",
 ]
 
-SOURCE_HELP = "the model: a torch.export archive (.pt2) or an ONNX file (.onnx)"
+SOURCE_HELP = "the model: a torch.export archive (.pt2), an ONNX file (.onnx) or a Keras 3 model (.keras)"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

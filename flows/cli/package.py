@@ -105,7 +105,7 @@ def _package_with_prefect(request: Any, args: argparse.Namespace) -> Any:
     samples = given.pop("samples", None)
     result = package_model(
         source=str(request.source),
-        targets=[TargetName(t) for t in request.targets],
+        targets=[TargetName(t) for t in request.asked_targets()],
         spec=SpecForm.model_validate(given),
         name=request.model_name,
         registry=args.registry,
@@ -197,8 +197,9 @@ COMMANDS = [
         _configure_package,
         run_package,
         description="Export SOURCE for each target, run every artifact in its own runtime against "
-        "the source model, and publish those that pass. Exit 0: every target passed; 1: some "
-        "target failed (the others are published); 2: bad usage or input.",
+        "the source model, and publish those that pass. Exit 0: every target passed (or was "
+        "skipped: no converter path from this kind of source); 1: some target failed (the "
+        "others are published); 2: bad usage or input.",
     ),
     Command(
         "inspect",

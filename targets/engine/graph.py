@@ -37,12 +37,19 @@ __all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id"
 DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
 SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program", "targets.engine.steps")
-_SOURCE_TOOLCHAINS = {SourceKind.ONNX: ("onnx", "onnxruntime")}  # what runs the source model
+# What runs the source model, for its reference outputs: distributions and warm family
+_SOURCE_TOOLCHAINS = {SourceKind.ONNX: ("onnx", "onnxruntime"), SourceKind.KERAS: ("keras", "tensorflow")}
+_SOURCE_FAMILIES = {SourceKind.KERAS: Family.TF}
 
 
 def source_toolchain(kind: SourceKind) -> tuple[str, ...]:
     """The distributions whose versions shape the source model's reference outputs."""
     return _SOURCE_TOOLCHAINS.get(kind, ("torch",))
+
+
+def source_family(kind: SourceKind) -> Family:
+    """The warm server family that runs the source model."""
+    return _SOURCE_FAMILIES.get(kind, Family.TORCH)
 
 
 def export_id(target: str) -> str:
@@ -141,7 +148,7 @@ def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str
 
 
 def _target_steps(
-    target: Target, options: BaseModel, settings: TargetSettings, last: str, source_tools: tuple[str, ...]
+    target: Target, options: BaseModel, settings: TargetSettings, last: str, source: SourceKind
 ) -> list[Step]:
     """export -> reference -> validate for one target, `last` being the step its input comes from."""
     timeout = settings.timeout_s or target.timeout_s
@@ -166,9 +173,10 @@ def _target_steps(
         kind=StepKind.REFERENCE,
         function="targets.engine.steps:reference_outputs",
         needs=[PREPARE, export.id],
-        toolchain=source_tools,
+        toolchain=source_toolchain(source),
         memory_mb=_memory_mb(settings),
         cost_s=0.5,
+        family=source_family(source),
         warm=SOURCE_PROGRAM,
         target=target,
     )
@@ -202,6 +210,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             toolchain=source_toolchain(kind),
             memory_mb=default_step_memory_mb(),
             cost_s=2.0,
+            family=source_family(kind),
             warm=SOURCE_PROGRAM,
         )
     }
@@ -221,7 +230,7 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             step = _conversion_step(conversion, own, chain_options, last)
             steps.setdefault(step.id, step).serve(target.name, settings)
             last = made[conversion.produces] = step.id
-        chain = _target_steps(target, options, settings, last, source_toolchain(kind))
+        chain = _target_steps(target, options, settings, last, kind)
         if target.baseline is not None:
             chain[-1].baseline_step = made[target.baseline]
             chain[-1].needs.append(made[target.baseline])

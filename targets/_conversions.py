@@ -1,0 +1,184 @@
+"""The shared conversions between formats: each a converter function and its registration.
+
+A conversion that several targets need runs once per run (see targets._formats); adding one is a
+function here and a `register_conversion` below it.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from exporters.keras2savedmodel import KerasSavedModelOptions
+from exporters.onnx2savedmodel import SavedModelOptions
+from exporters.torch2onnx import OnnxOptions
+from shipyard.signature import Signature
+from targets._formats import Conversion, Family, Format, register_conversion
+from targets._jobs import ExportJob, ExportResult
+
+__all__: list[str] = []
+
+
+def to_onnx(job: ExportJob) -> ExportResult:
+    from exporters.torch2onnx import export_onnx
+
+    options = OnnxOptions.model_validate(job.options)
+    path = export_onnx(
+        job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.onnx", options.opset
+    )
+    return ExportResult(files=[path.name], product=path.name)
+
+
+def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
+    """Dim values to fix a graph at when it cannot stay dynamic, most useful first: every dim
+    typical; then batch 1 (one request at a time, as in a browser) with the others typical."""
+    typical = {name: dim.typical for name, dim in signature.dims.items()}
+    batch = signature.batch_dim()
+    single = {**typical, batch.name: batch.min} if batch is not None else typical
+    return [typical, single] if single != typical else [typical]
+
+
+def to_saved_model(job: ExportJob) -> ExportResult:
+    from exporters.onnx2savedmodel import convert_to_saved_model
+
+    options = SavedModelOptions.model_validate(job.options)
+    # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
+    keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
+    # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
+    onnx_copy = job.work_path / "model.onnx"
+    shutil.copyfile(job.input(Format.ONNX), onnx_copy)
+    notes = convert_to_saved_model(
+        onnx_copy,
+        job.out_path,
+        keep,
+        options.pseudo_ops,
+        job.work_path,
+        sizes=[
+            {t.name: list(t.concrete_shape(dims)) for t in job.interface.inputs}
+            for dims in _fixed_size_candidates(job.interface)
+        ],
+        outputs={t.name: t.shape for t in job.interface.outputs},
+    )
+    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    notes += [f"input layout kept as in the source for {keep}"] if keep else []
+    return ExportResult(files=files, product=".", notes=notes)
+
+
+def keras_to_saved_model(job: ExportJob) -> ExportResult:
+    from exporters.keras2savedmodel import export_saved_model
+
+    options = KerasSavedModelOptions.model_validate(job.options)
+    export_saved_model(job.input(Format.KERAS), job.out_path, options.erfc_as_erf)
+    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    notes = ["input layout as in the Keras model (channels-last)"]
+    notes += ["erfc traced as 1 - erf (TF.js has no Erfc)"] if options.erfc_as_erf else []
+    return ExportResult(files=files, product=".", notes=notes)
+
+
+def keras_to_onnx(job: ExportJob) -> ExportResult:
+    from exporters.keras2onnx import export_onnx_from_keras
+
+    options = OnnxOptions.model_validate(job.options)
+    path = export_onnx_from_keras(
+        job.input(Format.KERAS), job.interface, job.out_path / "model.onnx", options.opset
+    )
+    return ExportResult(files=[path.name], product=path.name)
+
+
+def saved_model_to_tflite(job: ExportJob) -> ExportResult:
+    from exporters.savedmodel2tflite import convert_saved_model_to_tflite
+
+    path = convert_saved_model_to_tflite(job.input(Format.SAVED_MODEL), job.out_path / "model_fp32.tflite")
+    return ExportResult(files=[path.name], product=path.name)
+
+
+def to_tflite_fp32(job: ExportJob) -> ExportResult:
+    """litert-torch at the typical shape (it cannot lower a symbolic batch through Linear)."""
+    from exporters.torch2tflite import export_tflite
+
+    traced = {name: dim.typical for name, dim in job.interface.dims.items()}
+    rng = np.random.default_rng(0)
+    sample = [rng.standard_normal(t.concrete_shape(traced)).astype(t.dtype) for t in job.interface.inputs]
+    path = export_tflite(job.input(Format.TORCH_EXPORT), sample, job.out_path / "model_fp32.tflite")
+    return ExportResult(files=[path.name], product=path.name, notes=[f"traced at {traced}"])
+
+
+register_conversion(
+    Conversion(
+        consumes=Format.TORCH_EXPORT,
+        produces=Format.ONNX,
+        converter="targets._conversions:to_onnx",
+        options=OnnxOptions,
+        toolchain=("torch", "onnx", "onnxscript"),
+        cost_s=3,
+        warm=(
+            "torch.export.pt2_archive._package",
+            "torch.onnx._internal.exporter._core",
+            "onnxscript.optimizer",
+            "onnx.reference",
+            "exporters.torch2onnx",
+        ),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.ONNX,
+        produces=Format.SAVED_MODEL,
+        converter="targets._conversions:to_saved_model",
+        options=SavedModelOptions,
+        toolchain=("onnx", "onnx2tf", "onnxsim", "onnxruntime", "tensorflow", "tf-keras"),
+        cost_s=10,
+        timeout_s=1200,
+        family=Family.TF,
+        warm=("tensorflow", "tf_keras", "onnx2tf", "onnxsim", "onnxruntime", "exporters.onnx2savedmodel"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.KERAS,
+        produces=Format.SAVED_MODEL,
+        converter="targets._conversions:keras_to_saved_model",
+        options=KerasSavedModelOptions,
+        toolchain=("keras", "tensorflow"),
+        cost_s=4,
+        family=Family.TF,
+        warm=("tensorflow", "keras", "exporters.keras2savedmodel"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.KERAS,
+        produces=Format.ONNX,
+        converter="targets._conversions:keras_to_onnx",
+        options=OnnxOptions,
+        toolchain=("keras", "tensorflow", "tf2onnx", "onnx"),
+        cost_s=4,
+        family=Family.TF,
+        warm=("tensorflow", "keras", "tf2onnx", "exporters.keras2onnx"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.SAVED_MODEL,
+        produces=Format.TFLITE_FP32,
+        converter="targets._conversions:saved_model_to_tflite",
+        toolchain=("tensorflow",),
+        cost_s=5,
+        timeout_s=1200,
+        family=Family.TF,
+        warm=("tensorflow", "exporters.savedmodel2tflite"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.TORCH_EXPORT,
+        produces=Format.TFLITE_FP32,
+        converter="targets._conversions:to_tflite_fp32",
+        toolchain=("torch", "litert-torch", "tensorflow"),
+        cost_s=5,
+        timeout_s=1200,
+        family=Family.TF,
+        warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
+    )
+)
