@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.errors import SourceError
-from shipyard.signature import DEFAULT_UNBOUNDED_MAX, DynamicDim, Signature, TensorSpec, default_typical
+from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
 
 __all__ = ["KerasSource", "keras_signature", "load_keras", "run_keras"]
 
@@ -45,20 +45,9 @@ def keras_signature(source: KerasSource) -> Signature:
     model = source.model
     dims: dict[str, DynamicDim] = {}
 
-    def dim_of(size: int | None, tensor: str, axis: int) -> int | str:
-        if size is not None:
-            return int(size)
-        name = "batch" if axis == 0 else f"{tensor}_dim{axis}"
-        if name not in dims:
-            hi = DEFAULT_UNBOUNDED_MAX  # Keras declares no ranges: the spec may narrow this
-            dims[name] = DynamicDim(
-                name=name, min=1, max=hi, typical=default_typical(1, hi), source="default"
-            )
-        return name
-
     inputs = []
     for t in model.inputs:
-        shape = [dim_of(s, t.name, i) for i, s in enumerate(t.shape)]
+        shape = declared_shape(list(t.shape), t.name, dims)
         inputs.append(TensorSpec(name=t.name, dtype=str(np.dtype(t.dtype)), shape=shape))
     output_names = list(
         getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]

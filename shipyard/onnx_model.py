@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.errors import SourceError
-from shipyard.signature import DEFAULT_UNBOUNDED_MAX, DynamicDim, Signature, TensorSpec, default_typical
+from shipyard.signature import DynamicDim, Signature, TensorSpec, unranged_dim
 
 __all__ = ["OnnxSource", "load_onnx", "onnx_signature", "run_onnx"]
 
@@ -74,12 +74,9 @@ def onnx_signature(source: OnnxSource) -> Signature:
         named = d.dim_param or ""
         if not is_input:
             return named if named in dims else named or f"{tensor}_dim{axis}"
-        name = named or ("batch" if axis == 0 and "batch" not in dims else f"{tensor}_dim{axis}")
-        if name not in dims:
-            hi = DEFAULT_UNBOUNDED_MAX  # ONNX declares no ranges: the spec may narrow this
-            typical = default_typical(1, hi)
-            dims[name] = DynamicDim(name=name, min=1, max=hi, typical=typical, source="default")
-        return name
+        return unranged_dim(
+            dims, named or ("batch" if axis == 0 and "batch" not in dims else f"{tensor}_dim{axis}")
+        )
 
     def spec(value: Any, is_input: bool) -> TensorSpec:
         tensor = value.type.tensor_type

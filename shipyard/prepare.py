@@ -139,6 +139,10 @@ def load_source(source: Path) -> Any:
         from shipyard.keras_model import load_keras
 
         return load_keras(source)
+    if kind is SourceKind.SAVED_MODEL_ARCHIVE:
+        from shipyard.saved_model import load_saved_model
+
+        return load_saved_model(source)
     from shipyard.torch_program import load_program
 
     return load_program(source)
@@ -148,11 +152,14 @@ def run_source(model: Any, signature: Signature, inputs: dict[str, np.ndarray]) 
     """The source model's outputs on `inputs` (eager PyTorch, ONNX Runtime, or TensorFlow)."""
     from shipyard.keras_model import KerasSource, run_keras
     from shipyard.onnx_model import OnnxSource, run_onnx
+    from shipyard.saved_model import SavedModelSource, run_saved_model
 
     if isinstance(model, OnnxSource):
         return run_onnx(model, signature, inputs)
     if isinstance(model, KerasSource):
         return run_keras(model, signature, inputs)
+    if isinstance(model, SavedModelSource):
+        return run_saved_model(model, signature, inputs)
     from shipyard.torch_program import run_program
 
     return run_program(model, signature, inputs)
@@ -161,14 +168,18 @@ def run_source(model: Any, signature: Signature, inputs: dict[str, np.ndarray]) 
 def _source_signature(model: Any, spec: Spec) -> Signature:
     from shipyard.keras_model import KerasSource, keras_signature
     from shipyard.onnx_model import OnnxSource, onnx_signature
+    from shipyard.saved_model import SavedModelSource, saved_model_signature
 
-    if isinstance(model, OnnxSource | KerasSource) and (spec.inputs or spec.outputs):
-        kind = "an ONNX" if isinstance(model, OnnxSource) else "a Keras"
+    kinds = {OnnxSource: "an ONNX", KerasSource: "a Keras", SavedModelSource: "a SavedModel"}
+    if type(model) in kinds and (spec.inputs or spec.outputs):  # its artifacts keep its names
+        kind = kinds[type(model)]
         raise SpecError(f"spec fields inputs/outputs: {kind} source keeps its own tensor names")
     if isinstance(model, OnnxSource):
         return onnx_signature(model)
     if isinstance(model, KerasSource):
         return keras_signature(model)
+    if isinstance(model, SavedModelSource):
+        return saved_model_signature(model)
     from shipyard.torch_program import program_signature
 
     return program_signature(model)

@@ -6,7 +6,16 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DimRange", "DynamicDim", "Envelope", "Signature", "TensorSpec", "default_typical"]
+__all__ = [
+    "DimRange",
+    "DynamicDim",
+    "Envelope",
+    "Signature",
+    "TensorSpec",
+    "declared_shape",
+    "default_typical",
+    "unranged_dim",
+]
 
 DEFAULT_UNBOUNDED_MAX = 32
 
@@ -89,3 +98,20 @@ class Signature(BaseModel):
 def default_typical(lo: int, hi: int) -> int:
     """A mid-range value: the geometric mean of the bounds, rounded."""
     return max(lo, min(hi, round(math.sqrt(max(lo, 1) * hi))))
+
+
+def unranged_dim(dims: dict[str, DynamicDim], name: str) -> str:
+    """Declare dim `name` once with the default range, for sources whose dynamic dims carry no
+    range (ONNX, Keras, SavedModel); the spec may narrow it."""
+    if name not in dims:
+        hi = DEFAULT_UNBOUNDED_MAX
+        dims[name] = DynamicDim(name=name, min=1, max=hi, typical=default_typical(1, hi), source="default")
+    return name
+
+
+def declared_shape(sizes: list[int | None], tensor: str, dims: dict[str, DynamicDim]) -> list[int | str]:
+    """A shape whose unknown sizes become dynamic dims: `batch` on axis 0, else `<tensor>_dim<axis>`."""
+    return [
+        int(size) if size is not None else unranged_dim(dims, "batch" if axis == 0 else f"{tensor}_dim{axis}")
+        for axis, size in enumerate(sizes)
+    ]

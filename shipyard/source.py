@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 import zlib
 from enum import StrEnum
@@ -16,7 +17,8 @@ class SourceKind(StrEnum):
     TORCH_EXPORT = "torch-export"  # torch.export.save archive (.pt2)
     AOTI_PACKAGE = "aoti-package"  # torch._inductor.aoti_compile_and_package output
     KERAS = "keras"  # Keras 3 .keras zip
-    SAVED_MODEL = "saved-model"  # TensorFlow SavedModel folder
+    SAVED_MODEL = "saved-model"  # TensorFlow SavedModel folder (packed into a tar when checked)
+    SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
     ONNX = "onnx"
 
 
@@ -35,7 +37,24 @@ def _zip_kind(names: list[str]) -> SourceKind:
         return SourceKind.TORCH_EXPORT
     if {"config.json", "metadata.json"} <= set(names):
         return SourceKind.KERAS
-    raise SourceError("zip archive is not a torch.export, AOTInductor or Keras model")
+    if any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names):
+        return SourceKind.SAVED_MODEL_ARCHIVE
+    raise SourceError("zip archive is not a torch.export, AOTInductor, Keras or SavedModel model")
+
+
+def _tar_kind(path: Path) -> SourceKind:
+    """A tar (or .tar.gz) holding a SavedModel; reads only the listing."""
+    try:
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise SourceError(f"{path} is a damaged tar archive ({exc})") from None
+    unsafe = next((n for n in names if _unsafe_name(n)), None)
+    if unsafe is not None:
+        raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
+    if any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names):
+        return SourceKind.SAVED_MODEL_ARCHIVE
+    raise SourceError(f"{path} is a tar archive without a saved_model.pb")
 
 
 def _unsafe_name(name: str) -> bool:
@@ -75,6 +94,8 @@ def detect_kind(path: Path) -> SourceKind:
         raise SourceError(f"{path} is empty")
     if head.startswith(b"PK"):
         return _zip_kind(_checked_entries(path))
+    if head.startswith(b"\x1f\x8b") or _is_tar(path):
+        return _tar_kind(path)
     if head[:1] == b"\x80" and head[1:2] in {bytes([p]) for p in range(2, 6)}:
         raise SourceError(
             f"{path} is a Python pickle, which can run code when loaded and is refused; "
@@ -84,7 +105,13 @@ def detect_kind(path: Path) -> SourceKind:
         raise SourceError(f"{path} is a legacy Keras HDF5 file; save it as .keras instead")
     if _looks_like_onnx(path):
         return SourceKind.ONNX
-    raise SourceError(f"{path} is not a recognized model (torch.export .pt2, .keras, ONNX)")
+    raise SourceError(f"{path} is not a recognized model (torch.export .pt2, .keras, ONNX, SavedModel)")
+
+
+def _is_tar(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(257)
+        return fh.read(5) == b"ustar"
 
 
 def _looks_like_onnx(path: Path) -> bool:

@@ -77,11 +77,32 @@ def keras_to_saved_model(job: ExportJob) -> ExportResult:
 
 
 def keras_to_onnx(job: ExportJob) -> ExportResult:
-    from exporters.keras2onnx import export_onnx_from_keras
+    from exporters.tensorflow2onnx import export_onnx_from_keras
 
     options = OnnxOptions.model_validate(job.options)
     path = export_onnx_from_keras(
         job.input(Format.KERAS), job.interface, job.out_path / "model.onnx", options.opset
+    )
+    return ExportResult(files=[path.name], product=path.name)
+
+
+def unpack_saved_model(job: ExportJob) -> ExportResult:
+    """The archive's SavedModel, unpacked after every entry and its serving ops were checked."""
+    from shipyard.saved_model import check_ops, unpack_saved_model
+
+    folder = unpack_saved_model(job.input(Format.SAVED_MODEL_ARCHIVE), job.work_path / "unpacked")
+    check_ops(folder)
+    shutil.copytree(folder, job.out_path, dirs_exist_ok=True)
+    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    return ExportResult(files=files, product=".")
+
+
+def saved_model_to_onnx(job: ExportJob) -> ExportResult:
+    from exporters.tensorflow2onnx import export_onnx_from_saved_model
+
+    options = OnnxOptions.model_validate(job.options)
+    path = export_onnx_from_saved_model(
+        job.input(Format.SAVED_MODEL), job.interface, job.out_path / "model.onnx", options.opset
     )
     return ExportResult(files=[path.name], product=path.name)
 
@@ -155,7 +176,30 @@ register_conversion(
         toolchain=("keras", "tensorflow", "tf2onnx", "onnx"),
         cost_s=4,
         family=Family.TF,
-        warm=("tensorflow", "keras", "tf2onnx", "exporters.keras2onnx"),
+        warm=("tensorflow", "keras", "tf2onnx", "exporters.tensorflow2onnx"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.SAVED_MODEL_ARCHIVE,
+        produces=Format.SAVED_MODEL,
+        converter="targets._conversions:unpack_saved_model",
+        toolchain=("tensorflow",),
+        cost_s=1,
+        family=Family.TF,
+        warm=("tensorflow", "shipyard.saved_model"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.SAVED_MODEL,
+        produces=Format.ONNX,
+        converter="targets._conversions:saved_model_to_onnx",
+        options=OnnxOptions,
+        toolchain=("tensorflow", "tf2onnx", "onnx"),
+        cost_s=4,
+        family=Family.TF,
+        warm=("tensorflow", "tf2onnx", "exporters.tensorflow2onnx"),
     )
 )
 register_conversion(

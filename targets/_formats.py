@@ -40,12 +40,14 @@ class Format(StrEnum):
     SAVED_MODEL = "saved-model"  # a TensorFlow SavedModel folder with a serving signature
     TFLITE_FP32 = "tflite-fp32"  # a float32 .tflite
     KERAS = "keras"  # a Keras 3 .keras file
+    SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
 
 
 _SOURCE_FORMATS = {
     SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT,
     SourceKind.ONNX: Format.ONNX,
     SourceKind.KERAS: Format.KERAS,
+    SourceKind.SAVED_MODEL_ARCHIVE: Format.SAVED_MODEL_ARCHIVE,
 }
 
 

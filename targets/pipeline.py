@@ -105,6 +105,9 @@ def check_request(
         spec = spec.model_copy(update={"samples": str(samples)})
     source = source.resolve()
     kind = check_source(source)
+    model_name = choose_model_name(spec, source, name)
+    if kind is SourceKind.SAVED_MODEL:  # a folder: from here on, one deterministic tar of it
+        source, kind = _packed(source), SourceKind.SAVED_MODEL_ARCHIVE
     refused = [t.name for t in chosen if not t.accepts(kind)]
     skipped = {}
     if refused and not targets:  # all targets: build those that can be, say why not the others
@@ -123,9 +126,25 @@ def check_request(
         source_bytes=source.stat().st_size,
         spec=spec,
         targets=[t.name for t in chosen],
-        model_name=choose_model_name(spec, source, name),
+        model_name=model_name,
         skipped=skipped,
     )
+
+
+def _packed(folder: Path) -> Path:
+    """The SavedModel folder as a tar under $SHIPYARD_HOME/sources, named by its digest."""
+    from shipyard.saved_model import pack_folder
+
+    store = shipyard_home() / "sources"
+    store.mkdir(parents=True, exist_ok=True)
+    partial = store / f".{os.getpid()}.{folder.name}.tar.partial"
+    try:
+        pack_folder(folder, partial)
+        packed = store / f"{sha256_file(partial)}.tar"
+        partial.replace(packed)
+    finally:
+        partial.unlink(missing_ok=True)
+    return packed
 
 
 def _no_path_reason(target: str, kind: SourceKind) -> str:

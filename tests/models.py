@@ -147,3 +147,27 @@ def save_keras_lambda(path: Path) -> Path:
     features = keras.Input((4,), name="features")
     keras.Model(features, keras.layers.Dense(2)(payload(features))).save(path)
     return path
+
+
+def save_saved_model(folder: Path) -> Path:
+    """A Keras MLP exported as a TensorFlow SavedModel folder (`serving_default`, input `features`)."""
+    import keras
+
+    model = keras.saving.load_model(save_keras_mlp(folder.with_suffix(".keras")))
+    model.export(str(folder), format="tf_saved_model", verbose=False)
+    return folder
+
+
+def save_writing_saved_model(folder: Path, marker: Path) -> Path:
+    """A SavedModel whose serving function writes `marker` whenever it runs."""
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            tf.io.write_file(str(marker), "the graph ran")
+            return {"y": x * 2.0}
+
+    module = Writer()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    return folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from flows._signing import sign
 from infra.service import wait_http
 from tests.conftest import ROOT, free_port
 from tests.corrupt import STRUCTURAL, corruptions
-from tests.models import save_convnet_onnx, save_keras_cnn
+from tests.models import save_convnet_onnx, save_keras_cnn, save_saved_model
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -458,15 +459,18 @@ def test_shipyard_submit_signs_for_the_user(service: dict, models: dict[str, Pat
     assert wrong.returncode == 2 and "401" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-@pytest.mark.parametrize("kind", ["onnx", "keras"])
-def test_onnx_and_keras_uploads_run_every_target_that_can_take_them(
+@pytest.mark.parametrize("kind", ["onnx", "keras", "saved-model"])
+def test_onnx_keras_and_saved_model_uploads_run_every_target_that_can_take_them(
     service: dict, models: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
     """Detected by content (the upload is called model.pt2); the torch-only targets are skipped."""
     if kind == "onnx":
         model, dim = save_convnet_onnx(models["convnet"], tmp_path / "convnet.onnx"), "N"
-    else:
+    elif kind == "keras":
         model, dim = save_keras_cnn(tmp_path / "cnn.keras"), "batch"
+    else:  # a zipped SavedModel folder
+        folder = save_saved_model(tmp_path / "saved_model")
+        model, dim = Path(shutil.make_archive(str(tmp_path / "sm"), "zip", folder)), "batch"
     spec = json.dumps({"dims": {dim: {"max": 4}}})
     answer = _post(service["url"], f"from-{kind}", model.read_bytes(), {"spec": spec})
     assert answer.status_code == 202, answer.text

@@ -27,7 +27,10 @@ __all__ = [
     "verbosity",
 ]
 
-SOURCE_HELP = "the model: a torch.export archive (.pt2), an ONNX file (.onnx) or a Keras 3 model (.keras)"
+SOURCE_HELP = (
+    "the model: a torch.export archive (.pt2), an ONNX file (.onnx), a Keras 3 model (.keras), "
+    "or a TensorFlow SavedModel (a folder, or a .zip/.tar.gz of one)"
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -38,8 +38,12 @@ DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
 SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program", "targets.engine.steps")
 # What runs the source model, for its reference outputs: distributions and warm family
-_SOURCE_TOOLCHAINS = {SourceKind.ONNX: ("onnx", "onnxruntime"), SourceKind.KERAS: ("keras", "tensorflow")}
-_SOURCE_FAMILIES = {SourceKind.KERAS: Family.TF}
+_SOURCE_TOOLCHAINS = {
+    SourceKind.ONNX: ("onnx", "onnxruntime"),
+    SourceKind.KERAS: ("keras", "tensorflow"),
+    SourceKind.SAVED_MODEL_ARCHIVE: ("tensorflow",),
+}
+_SOURCE_FAMILIES = {SourceKind.KERAS: Family.TF, SourceKind.SAVED_MODEL_ARCHIVE: Family.TF}
 
 
 def source_toolchain(kind: SourceKind) -> tuple[str, ...]:

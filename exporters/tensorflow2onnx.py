@@ -1,0 +1,70 @@
+"""Keras model or TensorFlow SavedModel -> a single-file ONNX model through tf2onnx.
+
+Inputs keep the source's names and layout (channels-last stays channels-last); outputs are
+named as the source's signature names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shipyard.signature import Signature
+
+__all__ = ["export_onnx_from_keras", "export_onnx_from_saved_model"]
+
+
+def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset: int) -> Path:
+    import tensorflow as tf
+    import tf2onnx
+
+    from shipyard.keras_model import load_keras
+
+    model = load_keras(source).model
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
+    converted, _ = tf2onnx.convert.from_keras(model, input_signature=specs, opset=opset)
+    return _finish(converted, signature, path)
+
+
+def export_onnx_from_saved_model(saved_model: Path, signature: Signature, path: Path, opset: int) -> Path:
+    """From the `serving_default` signature, called with positional inputs in signature order."""
+    import tensorflow as tf
+    import tf2onnx
+
+    from shipyard.saved_model import SIGNATURE_KEY
+
+    loaded = tf.saved_model.load(str(saved_model))  # kept alive: the function's variables live in it
+    serving = loaded.signatures[SIGNATURE_KEY]
+    names = [t.name for t in signature.inputs]
+
+    def positional(*args: Any) -> list[Any]:
+        result = serving(**dict(zip(names, args, strict=True)))
+        return [result[t.name] for t in signature.outputs]
+
+    declared = serving.structured_input_signature[1]
+    specs = [tf.TensorSpec(declared[n].shape, declared[n].dtype, name=n) for n in names]
+    converted, _ = tf2onnx.convert.from_function(tf.function(positional), input_signature=specs, opset=opset)
+    written = _finish(converted, signature, path)
+    del loaded
+    return written
+
+
+def _finish(converted: Any, signature: Signature, path: Path) -> Path:
+    """Rewrite what tf2onnx leaves unmapped, name the outputs, save and check the file."""
+    import onnx
+
+    from exporters.onnx_rewrites import erfc_as_erf
+
+    erfc_as_erf(converted)  # exact GELU's Erfc has no ONNX op
+    known = {schema.name for schema in onnx.defs.get_all_schemas()}
+    unknown = sorted({n.op_type for n in converted.graph.node if not n.domain and n.op_type not in known})
+    if unknown:  # tf2onnx leaves TensorFlow ops it cannot map as they are
+        raise RuntimeError(f"tf2onnx: no ONNX op for TensorFlow op(s) {', '.join(unknown)}")
+    for value, spec in zip(converted.graph.output, signature.outputs, strict=True):
+        for node in converted.graph.node:
+            node.output[:] = [spec.name if o == value.name else o for o in node.output]
+            node.input[:] = [spec.name if i == value.name else i for i in node.input]
+        value.name = spec.name
+    onnx.save_model(converted, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return path

@@ -1,0 +1,249 @@
+"""A TensorFlow SavedModel source: packed, unpacked safely, checked for unsafe ops, then read.
+
+A SavedModel folder is packed into one deterministic tar when a run is checked, so that a
+source is always one file (hashed, stored in the registry, replayed by the nightly). Archives
+are unpacked only after every entry is checked: no path leaving the folder, no links, bounded
+size. Before TensorFlow loads the graph, its serving function (and every function it calls) is
+checked for ops that touch files or run Python: such a model is refused, never run.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.errors import SourceError
+from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
+
+__all__ = [
+    "SIGNATURE_KEY",
+    "SavedModelSource",
+    "load_saved_model",
+    "pack_folder",
+    "run_saved_model",
+    "saved_model_signature",
+    "unpack_saved_model",
+]
+
+SIGNATURE_KEY = "serving_default"
+MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_SAVED_MODEL_BYTES", 8 * 2**30))
+MAX_ENTRIES = 100_000
+# Ops that read or write files, list folders, or call back into Python: a serving graph has no
+# business with them, and running one would run what the upload says.
+UNSAFE_OPS = frozenset(
+    {
+        "ReadFile", "WriteFile", "MatchingFiles", "MatchingFilesDataset", "Save", "SaveV2",
+        "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints", "PyFunc",
+        "PyFuncStateless", "EagerPyFunc", "ImmutableConst", "FixedLengthRecordDataset",
+        "FixedLengthRecordDatasetV2", "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset",
+        "ExperimentalLMDBDataset", "LMDBDataset", "ExperimentalSqlDataset", "SqlDataset",
+        "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2",
+        "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2",
+        "LoadAndRemapMatrix", "DebugIdentityV2", "DebugIdentityV3", "SummaryWriter",
+        "CreateSummaryFileWriter", "WriteSummary", "WriteRawProtoSummary", "DatasetToTFRecord",
+        "ExperimentalDatasetToTFRecord", "SaveDataset", "SaveDatasetV2", "LoadDataset",
+        "ExperimentalSaveDataset", "Print", "PrintV2",
+    }
+)  # fmt: skip
+
+
+def _is_saved_model_name(name: str) -> bool:
+    return name == "saved_model.pb" or name.endswith("/saved_model.pb")
+
+
+def pack_folder(folder: Path, dest: Path) -> Path:
+    """A deterministic tar of the SavedModel folder (sorted names, no owners or times)."""
+    with tarfile.open(dest, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink():
+                raise SourceError(f"{folder}: {path.relative_to(folder)} is a link; a SavedModel has none")
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
+    return dest
+
+
+def _checked_names(names: list[str], sizes: list[int], source: Path) -> None:
+    if len(names) > MAX_ENTRIES:
+        raise SourceError(f"{source}: {len(names)} archive entries, more than {MAX_ENTRIES}")
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts or "\0" in name or (parts[0][1:2] == ":"):
+            raise SourceError(f"{source}: archive entry {name[:80]!r} points outside the archive")
+    if sum(sizes) > MAX_UNPACKED_BYTES:
+        raise SourceError(
+            f"{source}: unpacks to {sum(sizes):,} bytes, more than {MAX_UNPACKED_BYTES:,} "
+            "(SHIPYARD_MAX_SAVED_MODEL_BYTES)"
+        )
+    if not any(_is_saved_model_name(n) for n in names):
+        raise SourceError(f"{source}: the archive holds no saved_model.pb")
+
+
+def _unpack_tar(source: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(source) as tar:
+            members = tar.getmembers()
+            links = [m.name for m in members if not (m.isfile() or m.isdir())]
+            if links:
+                raise SourceError(f"{source}: archive entry {links[0][:80]!r} is a link or device; refused")
+            _checked_names([m.name for m in members], [m.size for m in members], source)
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise SourceError(f"{source} is a damaged tar archive ({exc})") from None
+
+
+def _unpack_zip(source: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(source) as zf:
+            infos = zf.infolist()
+            links = [i.filename for i in infos if (i.external_attr >> 16) & 0o170000 == 0o120000]
+            if links:
+                raise SourceError(f"{source}: archive entry {links[0][:80]!r} is a link; refused")
+            _checked_names([i.filename for i in infos], [i.file_size for i in infos], source)
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise SourceError(f"{source} is a damaged zip archive ({exc})") from None
+
+
+def unpack_saved_model(source: Path, dest: Path) -> Path:
+    """Unpack the archive into `dest` after checking every entry; returns the SavedModel folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(source):
+        _unpack_zip(source, dest)
+    else:
+        _unpack_tar(source, dest)
+    found = sorted(p.parent for p in dest.rglob("saved_model.pb"))
+    if len(found) != 1:
+        raise SourceError(f"{source}: expected one saved_model.pb, found {len(found)}")
+    return found[0]
+
+
+def _node_name(tensor: str) -> str:
+    return tensor.lstrip("^").split(":")[0]
+
+
+def _serving_ops(folder: Path) -> set[str]:
+    """The ops the serving signature can run, read as protobuf (nothing runs): the graph nodes its
+    outputs depend on, and every function those call, transitively. (The save/restore functions
+    a SavedModel also holds are not reachable from it; variables are restored by TensorFlow's
+    own loader.)"""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception:
+        raise SourceError(f"{folder.name}: saved_model.pb is not a SavedModel protobuf") from None
+    ops: set[str] = set()
+    for meta in proto.meta_graphs:
+        if SIGNATURE_KEY not in meta.signature_def:
+            continue
+        nodes = {n.name: n for n in meta.graph_def.node}
+        functions = {f.signature.name: f for f in meta.graph_def.library.function}
+        pending_nodes = [_node_name(t.name) for t in meta.signature_def[SIGNATURE_KEY].outputs.values()]
+        pending_functions: list[str] = []
+        seen_nodes: set[str] = set()
+        while pending_nodes:
+            name = pending_nodes.pop()
+            if name in seen_nodes or name not in nodes:
+                continue
+            seen_nodes.add(name)
+            node = nodes[name]
+            ops.add(node.op)
+            pending_nodes += [_node_name(i) for i in node.input]
+            pending_functions += [a.func.name for a in node.attr.values() if a.HasField("func")]
+        seen_functions: set[str] = set()
+        while pending_functions:
+            name = pending_functions.pop()
+            if name in seen_functions:
+                continue
+            seen_functions.add(name)
+            if name not in functions:
+                ops.add(name)  # not a library function: a (custom) op called by name
+                continue
+            for node in functions[name].node_def:
+                ops.add(node.op)
+                pending_functions += [node.op] if node.op in functions else []
+                pending_functions += [a.func.name for a in node.attr.values() if a.HasField("func")]
+    return ops
+
+
+class SavedModelSource:
+    """A checked SavedModel loaded by TensorFlow, with its serving function."""
+
+    def __init__(self, folder: Path, loaded: Any, function: Any, unpacked: Any = None) -> None:
+        self.folder = folder
+        self.unpacked = unpacked  # the temporary folder it was unpacked into, removed with it
+        self.loaded = loaded  # keeps the function's variables alive
+        self.function = function
+
+
+def check_ops(folder: Path) -> None:
+    """SourceError when the serving signature can run an op that touches files or runs Python."""
+    unsafe = sorted(_serving_ops(folder) & UNSAFE_OPS)
+    if unsafe:
+        raise SourceError(
+            f"the SavedModel's functions use {', '.join(unsafe)}, which read or write files or run "
+            "Python; refused without running it"
+        )
+
+
+def load_saved_model(source: Path) -> SavedModelSource:
+    """Unpack (into a temporary folder), check the ops, then load with TensorFlow."""
+    import tensorflow as tf
+
+    unpacked = tempfile.TemporaryDirectory(prefix="shipyard-saved-model-")
+    folder = unpack_saved_model(source, Path(unpacked.name))
+    check_ops(folder)
+    try:
+        loaded = tf.saved_model.load(str(folder))
+    except Exception as exc:
+        first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
+        raise SourceError(f"{source} is not a loadable SavedModel: {first}") from None
+    signatures = getattr(loaded, "signatures", {})
+    if SIGNATURE_KEY not in signatures:
+        raise SourceError(f"{source}: the SavedModel has no {SIGNATURE_KEY!r} signature to serve")
+    return SavedModelSource(folder, loaded, signatures[SIGNATURE_KEY], unpacked)
+
+
+def saved_model_signature(source: SavedModelSource) -> Signature:
+    """The serving signature's inputs (by name; None dims dynamic) and outputs (sorted by name)."""
+    _, kwargs = source.function.structured_input_signature
+    dims: dict[str, DynamicDim] = {}
+
+    inputs = []
+    for name in sorted(kwargs):
+        spec = kwargs[name]
+        if spec.shape.rank is None:
+            raise SourceError(f"input {name} has no known rank")
+        shape = declared_shape(spec.shape.as_list(), name, dims)
+        inputs.append(TensorSpec(name=name, dtype=spec.dtype.name, shape=shape))
+    outputs = []
+    for name, spec in sorted(source.function.structured_outputs.items()):
+        shape = [s if s is not None else ("batch" if i == 0 and "batch" in dims else f"{name}_dim{i}")
+                 for i, s in enumerate(spec.shape.as_list())]  # fmt: skip
+        outputs.append(TensorSpec(name=name, dtype=spec.dtype.name, shape=shape))
+    return Signature(inputs=inputs, outputs=outputs, dims=dims)
+
+
+def run_saved_model(
+    source: SavedModelSource, signature: Signature, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The serving function's outputs, keyed by the signature's output names."""
+    import tensorflow as tf
+
+    result = source.function(**{t.name: tf.constant(inputs[t.name]) for t in signature.inputs})
+    return {t.name: np.asarray(result[t.name]) for t in signature.outputs}

@@ -1,0 +1,108 @@
+"""A TensorFlow SavedModel as the source: a folder, a .zip or a .tar.gz of one, unpacked safely;
+graphs that touch files are refused without running."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shipyard.report import Status
+from shipyard.source import SourceKind
+from targets.pipeline import Engine, PipelineResult, check_request
+from tests.conftest import run_cli, run_targets
+from tests.models import save_saved_model, save_writing_saved_model
+from tests.test_bad_input import assert_refused
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_saved_model(tmp_path_factory.mktemp("sm") / "mlp_saved_model")
+
+
+@pytest.fixture(scope="module")
+def packaged(engine: Engine, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
+    return run_targets(engine, folder, [], tmp_path_factory.mktemp("run"), {"dims": {"batch": {"max": 6}}})
+
+
+def test_a_saved_model_folder_builds_four_targets(packaged: PipelineResult) -> None:
+    states = {n: r.status for n, r in packaged.reports.items()}
+    assert {n for n, s in states.items() if s is Status.PASSED} == {
+        "litert-int4",
+        "tfjs",
+        "ort-web",
+        "triton",
+    }, {n: r.error for n, r in packaged.reports.items()}
+    assert states["executorch"] is Status.SKIPPED and states["aoti"] is Status.SKIPPED
+    assert [t.name for t in packaged.signature.inputs] == ["features"]
+    assert packaged.signature.inputs[0].shape == ["batch", 24]
+    assert "convert:saved-model" in {s.step for s in packaged.steps}  # the checked unpack
+
+
+def test_a_folder_is_packed_into_one_deterministic_tar(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
+    first, again = check_request(folder, None, "ort-web"), check_request(folder, None, "ort-web")
+    assert first.source_kind is SourceKind.SAVED_MODEL_ARCHIVE
+    assert first.source == again.source and first.source_sha256 == again.source_sha256
+    assert first.source.name == f"{first.source_sha256}.tar" and first.model_name == "mlp_saved_model"
+
+
+def _zip_of(folder: Path, path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"model/{file.relative_to(folder).as_posix()}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+def _tar_gz_of(folder: Path, path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="model")
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("pack", [_zip_of, _tar_gz_of], ids=["zip", "tar.gz"])
+def test_an_archived_saved_model_is_detected_by_content(
+    engine: Engine, folder: Path, tmp_path: Path, pack
+) -> None:
+    source = pack(folder, tmp_path / "upload.bin")  # no telling name
+    result = run_targets(engine, source, ["ort-web"], tmp_path / "run")
+    assert result.request.source_kind is SourceKind.SAVED_MODEL_ARCHIVE
+    assert result.reports["ort-web"].status is Status.PASSED, result.reports["ort-web"].error
+
+
+@pytest.mark.parametrize("pack", [_zip_of, _tar_gz_of], ids=["zip", "tar.gz"])
+def test_archive_entries_leaving_the_folder_are_refused_and_nothing_is_written(
+    home: Path, folder: Path, tmp_path: Path, pack
+) -> None:
+    inside = tmp_path / "a" / "b"
+    inside.mkdir(parents=True)
+    source = pack(folder, inside / "evil.bin", {"../../escaped.txt": b"out"})
+    assert_refused(run_cli(["package", str(source)], home), home, "points outside the archive")
+    assert not (tmp_path / "escaped.txt").exists() and not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_graph_that_writes_files_is_refused_without_running(home: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "the-graph-ran"
+    source = save_writing_saved_model(tmp_path / "writer", marker)
+    assert_refused(run_cli(["package", str(source)], home), home, "WriteFile", "refused without running")
+    assert not marker.exists()
+
+
+def test_a_saved_model_folder_with_a_link_is_refused(home: Path, folder: Path, tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    shutil.copytree(folder, linked)
+    (linked / "assets").mkdir(exist_ok=True)
+    (linked / "assets" / "passwd").symlink_to("/etc/passwd")
+    assert_refused(run_cli(["package", str(linked)], home), home, "is a link")
+    assert not list((home / "sources").glob("*"))  # no partial tar left behind
