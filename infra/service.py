@@ -1,8 +1,10 @@
 """`make up` / `make down`: the Shipyard service on 127.0.0.1 without Docker.
 
-Starts the Prefect server (API and UI on :4200, SQLite under the state folder), the deployments
-(`python -m flows.serve`) and the webhook (:8000). Usage: python -m infra.service up|down|status
-Ports: SHIPYARD_PREFECT_PORT (4200), SHIPYARD_WEBHOOK_PORT (8000). State, logs and pids live in
+Starts PostgreSQL (infra/postgres.py; SQLite only when PostgreSQL cannot start, and `up` says
+so), the Prefect server on it (API and UI on :4200), the deployments (`python -m flows.serve`)
+and the webhook (:8000). Usage: python -m infra.service up|down|status
+Ports: SHIPYARD_PREFECT_PORT (4200), SHIPYARD_WEBHOOK_PORT (8000), SHIPYARD_POSTGRES_PORT (54320).
+State (PostgreSQL's data too, kept across down/up), logs and pids live in
 SHIPYARD_SERVICE_DIR (default .shipyard/service). The registry is $SHIPYARD_REGISTRY, else a
 folder in the state folder. A webhook secret is generated once if SHIPYARD_WEBHOOK_SECRET is unset.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 STATE = Path(os.environ.get("SHIPYARD_SERVICE_DIR", ".shipyard/service")).resolve()
 PREFECT_PORT = int(os.environ.get("SHIPYARD_PREFECT_PORT", "4200"))
 WEBHOOK_PORT = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
+POSTGRES_PORT = int(os.environ.get("SHIPYARD_POSTGRES_PORT", "54320"))
 PROCESSES = ("prefect", "serve", "webhook")
 
 
@@ -92,9 +95,24 @@ def _pid(name: str) -> int | None:
     return pid
 
 
+def _database() -> dict[str, str]:
+    """Prefect's database setting: PostgreSQL, else SQLite with the reason printed."""
+    from infra import postgres
+
+    try:
+        url = postgres.start(STATE, POSTGRES_PORT)
+    except (postgres.PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
+        print(f"PostgreSQL could not start ({exc}); Prefect uses SQLite under {STATE / 'prefect'}")
+        return {}
+    print(
+        f"PostgreSQL: 127.0.0.1:{POSTGRES_PORT}, database {postgres.DATABASE}, data in {STATE / 'postgres'}"
+    )
+    return {"PREFECT_API_DATABASE_CONNECTION_URL": url}
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    env = _env()
+    env = {**_env(), **_database()}
     for name, cmd in _commands().items():
         if _pid(name):
             print(f"{name} already running (pid {_pid(name)})")
@@ -123,6 +141,8 @@ def up() -> None:
 
 
 def down() -> None:
+    from infra import postgres
+
     for name in reversed(PROCESSES):
         pid = _pid(name)
         if pid:
@@ -135,12 +155,17 @@ def down() -> None:
                 os.killpg(pid, signal.SIGKILL)
             print(f"stopped {name} (pid {pid})")
         (STATE / f"{name}.pid").unlink(missing_ok=True)
+    if postgres.stop(STATE):
+        print(f"stopped postgres (its data stays in {STATE / 'postgres'})")
 
 
 def status() -> None:
+    from infra import postgres
+
     for name in PROCESSES:
         pid = _pid(name)
         print(f"{name:<8} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    print(f"{'postgres':<8} {'running' if postgres.running(STATE) else 'stopped'}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, free_port
 
@@ -17,6 +23,92 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _service(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.service", command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _prefect_tables(port: int, password: str) -> list[str]:
+    """The Prefect database's tables, read straight from PostgreSQL."""
+    from infra.postgres import DATABASE, bin_dir
+
+    query = "select tablename from pg_tables where schemaname = 'public'"
+    done = subprocess.run(
+        [
+            str(bin_dir() / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            DATABASE,
+            "-Atc",
+            query,
+        ],
+        env={**os.environ, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A state folder other users can pass through (pytest's own tmp root is private): as root,
+    PostgreSQL runs as a system user that must reach its data."""
+    folder = Path(tempfile.mkdtemp(prefix="shipyard-service-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_prefect_runs_on_postgresql_and_keeps_its_data_across_down_and_up(open_folder: Path) -> None:
+    tmp_path = open_folder
+    prefect_port, webhook_port, postgres_port = free_port(), free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    env = {
+        **os.environ,
+        "SHIPYARD_SERVICE_DIR": str(tmp_path / "service"),
+        "SHIPYARD_PREFECT_PORT": str(prefect_port),
+        "SHIPYARD_WEBHOOK_PORT": str(webhook_port),
+        "SHIPYARD_POSTGRES_PORT": str(postgres_port),
+    }
+    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY"):
+        env.pop(key, None)
+    try:
+        up = _service("up", env)
+        assert up.returncode == 0, up.stderr[-2000:] + up.stdout
+        assert f"PostgreSQL: 127.0.0.1:{postgres_port}" in up.stdout, up.stdout
+        password = (tmp_path / "service/postgres.password").read_text().strip()
+        assert {"flow", "deployment", "flow_run"} <= set(_prefect_tables(postgres_port, password))
+        marker = json.dumps({"name": "shipyard_marker", "value": "kept"}).encode()
+        request = urllib.request.Request(
+            f"{api}/variables/", data=marker, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 201
+        assert _service("down", env).returncode == 0
+        assert not _listening(postgres_port)
+        again = _service("up", env)
+        assert again.returncode == 0, again.stderr[-2000:] + again.stdout
+        with urllib.request.urlopen(f"{api}/variables/name/shipyard_marker", timeout=10) as r:
+            assert json.loads(r.read())["value"] == "kept"
+    finally:
+        down = _service("down", env)
+    assert down.returncode == 0, down.stderr
+    assert not _listening(prefect_port) and not _listening(postgres_port)
+
+
 def test_up_and_down(tmp_path: Path) -> None:
     prefect_port, webhook_port = free_port(), free_port()
     env = {
@@ -24,6 +116,7 @@ def test_up_and_down(tmp_path: Path) -> None:
         "SHIPYARD_SERVICE_DIR": str(tmp_path / "service"),
         "SHIPYARD_PREFECT_PORT": str(prefect_port),
         "SHIPYARD_WEBHOOK_PORT": str(webhook_port),
+        "SHIPYARD_POSTGRES_PORT": str(free_port()),
     }
     for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY"):
         env.pop(key, None)
