@@ -22,6 +22,11 @@ __all__ = ["DATABASE", "PostgresUnavailable", "bin_dir", "running", "start", "st
 
 DATABASE = "prefect"
 SYSTEM_USER = "shipyard-pg"
+_SERVER_USER: dict[str, Any] = {
+    "user": SYSTEM_USER,
+    "group": SYSTEM_USER,
+    "extra_groups": [],
+}  # no root groups
 
 
 class PostgresUnavailable(RuntimeError):
@@ -62,8 +67,8 @@ def _as_server_user(data: Path) -> dict[str, Any]:
             check=True,
             capture_output=True,
         )
-    shutil.chown(data, user=SYSTEM_USER)
-    return {"user": SYSTEM_USER}
+    shutil.chown(data, user=SYSTEM_USER, group=SYSTEM_USER)
+    return _SERVER_USER
 
 
 def _run(args: list[str], password: str | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -73,11 +78,17 @@ def _run(args: list[str], password: str | None = None, **kwargs: Any) -> subproc
     )
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` with mode 0600 from the start; never through an existing file or link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def _password(state: Path) -> str:
     path = state / "postgres.password"
     if not path.exists():
-        path.write_text(secrets.token_hex(24))
-        path.chmod(0o600)
+        _write_private(path, secrets.token_hex(24))
     return path.read_text().strip()
 
 
@@ -90,10 +101,10 @@ def start(state: Path, port: int) -> str:
     cluster, password = data / "cluster", _password(state)
     if not (cluster / "PG_VERSION").exists():
         pwfile = data / "initdb.pw"  # read once by initdb, as the server user
-        pwfile.write_text(password)
+        pwfile.unlink(missing_ok=True)
+        _write_private(pwfile, password)
         if as_user:
             shutil.chown(pwfile, user=SYSTEM_USER)
-        pwfile.chmod(0o600)
         try:
             init = _run(
                 [str(tools / "initdb"), "-D", str(cluster), "--auth=scram-sha-256", "--pwfile", str(pwfile),
@@ -143,7 +154,7 @@ def _pg_ctl(state: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     cluster = state / "postgres" / "cluster"
     if not (cluster / "PG_VERSION").exists():
         return None
-    as_user = {"user": SYSTEM_USER} if os.geteuid() == 0 else {}
+    as_user: dict[str, Any] = _SERVER_USER if os.geteuid() == 0 else {}
     return _run([str(bin_dir() / "pg_ctl"), "-D", str(cluster), *args], **as_user)
 
 

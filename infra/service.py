@@ -112,7 +112,7 @@ def _database() -> dict[str, str]:
 
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    env = {**_env(), **_database()}
+    env, database = _env(), _database()
     for name, cmd in _commands().items():
         if _pid(name):
             print(f"{name} already running (pid {_pid(name)})")
@@ -120,7 +120,7 @@ def up() -> None:
         log = (STATE / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             cmd,
-            env=env,
+            env={**env, **database} if name == "prefect" else env,  # only the server sees the DB password
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -21,6 +21,21 @@ class OnnxSource:
         self.session = session
 
 
+def _all_tensors(graph: Any) -> list[Any]:
+    """Every tensor a graph holds: initializers, sparse ones, node attributes, and subgraphs'."""
+    tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
+    tensors += [s.indices for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors += [attr.t] if attr.HasField("t") else []
+            tensors += list(attr.tensors)
+            for sub in [attr.g] if attr.HasField("g") else []:
+                tensors += _all_tensors(sub)
+            for sub in attr.graphs:
+                tensors += _all_tensors(sub)
+    return tensors
+
+
 def _check(path: Path) -> Any:
     import onnx
 
@@ -28,7 +43,7 @@ def _check(path: Path) -> Any:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # an untrusted file: any failure to parse is bad input
         raise SourceError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
-    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t.name for t in _all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:  # a path in the file would be read from wherever it points
         raise SourceError(
             f"{path}: {len(external)} tensor(s) (e.g. {external[0][:60]!r}) keep their data in "

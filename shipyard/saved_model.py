@@ -48,9 +48,18 @@ UNSAFE_OPS = frozenset(
         "LoadAndRemapMatrix", "DebugIdentityV2", "DebugIdentityV3", "SummaryWriter",
         "CreateSummaryFileWriter", "WriteSummary", "WriteRawProtoSummary", "DatasetToTFRecord",
         "ExperimentalDatasetToTFRecord", "SaveDataset", "SaveDatasetV2", "LoadDataset",
-        "ExperimentalSaveDataset", "Print", "PrintV2",
+        "ExperimentalSaveDataset", "Print", "PrintV2", "InitializeTableFromTextFile",
+        "InitializeTableFromTextFileV2", "CacheDataset", "CacheDatasetV2", "SnapshotDataset",
+        "SnapshotDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset",
+        "ExperimentalMatchingFilesDataset", "RecordInput", "DebugIdentity", "CreateSummaryDbWriter",
+        "DecodeProtoV2", "GenerateVocabRemapping", "DatasetFromGraph", "FileSystemSetConfiguration",
     }
 )  # fmt: skip
+# Checkpoint ops: TensorFlow's own save/restore machinery in every SavedModel, allowed only there
+CHECKPOINT_OPS = frozenset(
+    {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "Restore", "SaveSlices", "RestoreSlice"}
+)
+_SAVER_FUNCTIONS = ("__inference__traced_save", "__inference__traced_restore")
 
 
 def _is_saved_model_name(name: str) -> bool:
@@ -131,15 +140,10 @@ def unpack_saved_model(source: Path, dest: Path) -> Path:
     return found[0]
 
 
-def _node_name(tensor: str) -> str:
-    return tensor.lstrip("^").split(":")[0]
-
-
-def _serving_ops(folder: Path) -> set[str]:
-    """The ops the serving signature can run, read as protobuf (nothing runs): the graph nodes its
-    outputs depend on, and every function those call, transitively. (The save/restore functions
-    a SavedModel also holds are not reachable from it; variables are restored by TensorFlow's
-    own loader.)"""
+def _every_op(folder: Path) -> set[str]:
+    """Every op the SavedModel could run, read as protobuf (nothing runs): all graph nodes and
+    all library functions, not only what the serving signature reaches (loading also runs
+    initializers and object-graph functions). Checkpoint ops count only outside the saver."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -149,35 +153,10 @@ def _serving_ops(folder: Path) -> set[str]:
         raise SourceError(f"{folder.name}: saved_model.pb is not a SavedModel protobuf") from None
     ops: set[str] = set()
     for meta in proto.meta_graphs:
-        if SIGNATURE_KEY not in meta.signature_def:
-            continue
-        nodes = {n.name: n for n in meta.graph_def.node}
-        functions = {f.signature.name: f for f in meta.graph_def.library.function}
-        pending_nodes = [_node_name(t.name) for t in meta.signature_def[SIGNATURE_KEY].outputs.values()]
-        pending_functions: list[str] = []
-        seen_nodes: set[str] = set()
-        while pending_nodes:
-            name = pending_nodes.pop()
-            if name in seen_nodes or name not in nodes:
-                continue
-            seen_nodes.add(name)
-            node = nodes[name]
-            ops.add(node.op)
-            pending_nodes += [_node_name(i) for i in node.input]
-            pending_functions += [a.func.name for a in node.attr.values() if a.HasField("func")]
-        seen_functions: set[str] = set()
-        while pending_functions:
-            name = pending_functions.pop()
-            if name in seen_functions:
-                continue
-            seen_functions.add(name)
-            if name not in functions:
-                ops.add(name)  # not a library function: a (custom) op called by name
-                continue
-            for node in functions[name].node_def:
-                ops.add(node.op)
-                pending_functions += [node.op] if node.op in functions else []
-                pending_functions += [a.func.name for a in node.attr.values() if a.HasField("func")]
+        ops.update(n.op for n in meta.graph_def.node if n.op not in CHECKPOINT_OPS)  # TF1 saver
+        for function in meta.graph_def.library.function:
+            saver = function.signature.name.startswith(_SAVER_FUNCTIONS)
+            ops.update(n.op for n in function.node_def if not (saver and n.op in CHECKPOINT_OPS))
     return ops
 
 
@@ -192,11 +171,11 @@ class SavedModelSource:
 
 
 def check_ops(folder: Path) -> None:
-    """SourceError when the serving signature can run an op that touches files or runs Python."""
-    unsafe = sorted(_serving_ops(folder) & UNSAFE_OPS)
+    """SourceError when the SavedModel holds an op that touches files or runs Python."""
+    unsafe = sorted(_every_op(folder) & (UNSAFE_OPS | CHECKPOINT_OPS))
     if unsafe:
         raise SourceError(
-            f"the SavedModel's functions use {', '.join(unsafe)}, which read or write files or run "
+            f"the SavedModel uses {', '.join(unsafe)}, which read or write files or run "
             "Python; refused without running it"
         )
 

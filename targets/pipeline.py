@@ -109,16 +109,15 @@ def check_request(
     if kind is SourceKind.SAVED_MODEL:  # a folder: from here on, one deterministic tar of it
         source, kind = _packed(source), SourceKind.SAVED_MODEL_ARCHIVE
     refused = [t.name for t in chosen if not t.accepts(kind)]
-    skipped = {}
-    if refused and not targets:  # all targets: build those that can be, say why not the others
-        skipped = {name: _no_path_reason(name, kind) for name in refused}
-        chosen = [t for t in chosen if t.name not in skipped]
-    elif refused:
+    named = [n for n in (targets.split(",") if isinstance(targets, str) else targets or []) if n.strip()]
+    if refused and (named or len(refused) == len(chosen)):  # asked by name, or nothing is left
         able = sorted({k.value for k in SourceKind for t in chosen if t.accepts(k)})
         raise SourceError(
             f"{source} is a {kind.value} model; {', '.join(refused)} cannot be built from it "
             f"(this version takes {', '.join(able) or 'no'} sources)"
         )
+    skipped = {name: _no_path_reason(name, kind) for name in refused}  # all were asked
+    chosen = [t for t in chosen if t.name not in skipped]
     return PackagingRequest(
         source=source,
         source_kind=kind,

@@ -94,6 +94,19 @@ def test_external_data_is_never_read(home: Path, tmp_path: Path) -> None:
     assert_refused(run_cli(["package", str(path)], home), home, "external files", "single-file")
 
 
+def test_external_data_inside_a_node_attribute_is_refused_too(home: Path, tmp_path: Path) -> None:
+    """Not only initializers: a Constant node's tensor may point at a file as well."""
+    value = numpy_helper.from_array(np.zeros(2, dtype=np.float32), "c")
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value="/etc/hostname")
+    model = _tiny_model(numpy_helper.from_array(np.zeros(2, dtype=np.float32), "w"))
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["c"], value=value))
+    path = tmp_path / "constant.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert_refused(run_cli(["package", str(path)], home), home, "external files")
+
+
 def test_an_invalid_graph_is_refused_by_the_checker(home: Path, tmp_path: Path) -> None:
     model = _tiny_model(numpy_helper.from_array(np.zeros(2, dtype=np.float32), "w"))
     model.graph.node[0].input[1] = "nowhere"  # an input no node or initializer produces

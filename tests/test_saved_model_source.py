@@ -106,3 +106,32 @@ def test_a_saved_model_folder_with_a_link_is_refused(home: Path, folder: Path, t
     (linked / "assets" / "passwd").symlink_to("/etc/passwd")
     assert_refused(run_cli(["package", str(linked)], home), home, "is a link")
     assert not list((home / "sources").glob("*"))  # no partial tar left behind
+
+
+def test_a_file_op_outside_the_serving_function_is_refused_too(home: Path, tmp_path: Path) -> None:
+    """A lookup table read from a text file at load time: its initializer is not part of the
+    serving signature, and loading would run it; the whole SavedModel is checked."""
+    import tensorflow as tf
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("a\nb\n")
+
+    class Lookup(tf.Module):
+        def __init__(self) -> None:
+            init = tf.lookup.TextFileInitializer(
+                str(vocab),
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+            )
+            self.table = tf.lookup.StaticHashTable(init, default_value=-1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
+        def serve(self, words: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"ids": self.table.lookup(words)}
+
+    module = Lookup()
+    folder = tmp_path / "lookup"
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    assert_refused(run_cli(["package", str(folder)], home), home, "InitializeTableFromTextFile")
