@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SavedModelOptions", "convert_to_saved_model"]
+from shipyard.errors import one_line
+from shipyard.saved_model import SIGNATURE_KEY
 
-SIGNATURE_KEY = "serving_default"
+__all__ = ["SavedModelOptions", "convert_to_saved_model"]
 
 
 class SavedModelOptions(BaseModel):
@@ -48,12 +49,6 @@ def _write_saved_model(model: object, input_names: list[str], out_dir: Path) -> 
         archive.write_out(str(out_dir))
 
 
-def _one_line(exc: BaseException, limit: int = 240) -> str:
-    """A multi-line converter error (Keras puts the reason after a blank line) as one short line."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _run_onnx2tf(
     onnx_path: Path, keep_layout_inputs: list[str], pseudo_ops: list[str], work_dir: Path
 ) -> Any:
@@ -76,7 +71,7 @@ def _run_onnx2tf(
     except (Exception, SystemExit) as exc:
         node = re.search(r"onnx_op_name: (\S+)", console.getvalue())
         where = f" at ONNX node {node.group(1)}" if node else ""
-        raise RuntimeError(f"onnx2tf{where}: {_one_line(exc)}") from exc
+        raise RuntimeError(f"onnx2tf{where}: {one_line(exc, 240)}") from exc
     finally:
         sys.stdout.write(console.getvalue())
 

@@ -41,8 +41,10 @@ def convert_to_tfjs(saved_model: Path, out_dir: Path, output_names: list[str]) -
     """Convert the serving signature; returns model.json and its shard files."""
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
 
+    from shipyard.saved_model import SIGNATURE_KEY
+
     tfjs.convert_tf_saved_model(
-        str(saved_model), str(out_dir), signature_def="serving_default", saved_model_tags="serve"
+        str(saved_model), str(out_dir), signature_def=SIGNATURE_KEY, saved_model_tags="serve"
     )
     model_json = out_dir / "model.json"
     if not model_json.is_file():

@@ -12,12 +12,14 @@ def convert_saved_model_to_tflite(saved_model: Path, path: Path) -> Path:
     (no TensorFlow Select ops, which a phone's LiteRT build does not have)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
+    from shipyard.errors import one_line
+    from shipyard.saved_model import SIGNATURE_KEY
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE_KEY])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # the converter's own message names the ops it could not lower
-        first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
-        raise RuntimeError(f"TFLite converter: {first}") from exc
+        raise RuntimeError(f"TFLite converter: {one_line(exc, 400)}") from exc
     path.write_bytes(flatbuffer)
     return path

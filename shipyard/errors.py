@@ -27,7 +27,14 @@ __all__ = [
     "SpecError",
     "UnknownTarget",
     "ValidationMismatch",
+    "one_line",
 ]
+
+
+def one_line(message: object, limit: int = 300) -> str:
+    """A multi-line message (a converter's, a loader's) as one line of at most `limit` characters."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ShipyardError(Exception):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import SourceError
+from shipyard.errors import SourceError, one_line
 from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
 
 __all__ = ["KerasSource", "keras_signature", "load_keras", "run_keras"]
@@ -32,8 +32,7 @@ def load_keras(path: Path) -> KerasSource:
             named.symlink_to(path.resolve())  # (a stored upload is named by its digest)
             model = keras.saving.load_model(str(named), compile=False, safe_mode=True)
     except Exception as exc:  # an untrusted file: any failure to load is bad input, said in one line
-        first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
-        raise SourceError(f"{path} is not a loadable Keras model: {first}") from None
+        raise SourceError(f"{path} is not a loadable Keras model: {one_line(exc)}") from None
     if not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
         raise SourceError(f"{path}: the model has no defined inputs (build it with keras.Input first)")
     return KerasSource(model)

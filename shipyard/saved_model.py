@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import SourceError
+from shipyard.errors import SourceError, one_line
 from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
+from shipyard.source import holds_saved_model, unsafe_entry_name
 
 __all__ = [
     "SIGNATURE_KEY",
@@ -62,10 +63,6 @@ CHECKPOINT_OPS = frozenset(
 _SAVER_FUNCTIONS = ("__inference__traced_save", "__inference__traced_restore")
 
 
-def _is_saved_model_name(name: str) -> bool:
-    return name == "saved_model.pb" or name.endswith("/saved_model.pb")
-
-
 def pack_folder(folder: Path, dest: Path) -> Path:
     """A deterministic tar of the SavedModel folder (sorted names, no owners or times)."""
     with tarfile.open(dest, "w") as tar:
@@ -88,16 +85,15 @@ def pack_folder(folder: Path, dest: Path) -> Path:
 def _checked_names(names: list[str], sizes: list[int], source: Path) -> None:
     if len(names) > MAX_ENTRIES:
         raise SourceError(f"{source}: {len(names)} archive entries, more than {MAX_ENTRIES}")
-    for name in names:
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith("/") or ".." in parts or "\0" in name or (parts[0][1:2] == ":"):
-            raise SourceError(f"{source}: archive entry {name[:80]!r} points outside the archive")
+    unsafe = next((n for n in names if unsafe_entry_name(n)), None)
+    if unsafe is not None:
+        raise SourceError(f"{source}: archive entry {unsafe[:80]!r} points outside the archive")
     if sum(sizes) > MAX_UNPACKED_BYTES:
         raise SourceError(
             f"{source}: unpacks to {sum(sizes):,} bytes, more than {MAX_UNPACKED_BYTES:,} "
             "(SHIPYARD_MAX_SAVED_MODEL_BYTES)"
         )
-    if not any(_is_saved_model_name(n) for n in names):
+    if not holds_saved_model(names):
         raise SourceError(f"{source}: the archive holds no saved_model.pb")
 
 
@@ -190,8 +186,7 @@ def load_saved_model(source: Path) -> SavedModelSource:
     try:
         loaded = tf.saved_model.load(str(folder))
     except Exception as exc:
-        first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
-        raise SourceError(f"{source} is not a loadable SavedModel: {first}") from None
+        raise SourceError(f"{source} is not a loadable SavedModel: {one_line(exc)}") from None
     signatures = getattr(loaded, "signatures", {})
     if SIGNATURE_KEY not in signatures:
         raise SourceError(f"{source}: the SavedModel has no {SIGNATURE_KEY!r} signature to serve")

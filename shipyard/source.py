@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shipyard.errors import SourceError
 
-__all__ = ["SourceKind", "detect_kind"]
+__all__ = ["SourceKind", "detect_kind", "holds_saved_model", "unsafe_entry_name"]
 
 
 class SourceKind(StrEnum):
@@ -37,7 +37,7 @@ def _zip_kind(names: list[str]) -> SourceKind:
         return SourceKind.TORCH_EXPORT
     if {"config.json", "metadata.json"} <= set(names):
         return SourceKind.KERAS
-    if any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names):
+    if holds_saved_model(names):
         return SourceKind.SAVED_MODEL_ARCHIVE
     raise SourceError("zip archive is not a torch.export, AOTInductor, Keras or SavedModel model")
 
@@ -49,18 +49,23 @@ def _tar_kind(path: Path) -> SourceKind:
             names = tar.getnames()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise SourceError(f"{path} is a damaged tar archive ({exc})") from None
-    unsafe = next((n for n in names if _unsafe_name(n)), None)
+    unsafe = next((n for n in names if unsafe_entry_name(n)), None)
     if unsafe is not None:
         raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
-    if any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names):
+    if holds_saved_model(names):
         return SourceKind.SAVED_MODEL_ARCHIVE
     raise SourceError(f"{path} is a tar archive without a saved_model.pb")
 
 
-def _unsafe_name(name: str) -> bool:
+def holds_saved_model(names: list[str]) -> bool:
+    """Does an archive with these entry names hold a SavedModel?"""
+    return any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names)
+
+
+def unsafe_entry_name(name: str) -> bool:
     """An absolute path, a drive, a `..` step or a NUL: a name that could leave the archive."""
     parts = name.replace("\\", "/").split("/")
-    drive = len(parts[0]) == 2 and parts[0][1] == ":"
+    drive = parts[0][1:2] == ":"  # C:... on Windows
     return name.startswith("/") or drive or ".." in parts or "\0" in name
 
 
@@ -69,7 +74,7 @@ def _checked_entries(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            unsafe = next((n for n in names if _unsafe_name(n)), None)
+            unsafe = next((n for n in names if unsafe_entry_name(n)), None)
             if unsafe is not None:
                 raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
             damaged = zf.testzip()  # reads every entry once, checking its CRC-32

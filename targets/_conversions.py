@@ -7,6 +7,7 @@ function here and a `register_conversion` below it.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,11 @@ from targets._formats import Conversion, Family, Format, register_conversion
 from targets._jobs import ExportJob, ExportResult
 
 __all__: list[str] = []
+
+
+def _files_in(folder: Path) -> list[str]:
+    """Every file under `folder`, relative and '/'-separated (a folder-shaped product)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def to_onnx(job: ExportJob) -> ExportResult:
@@ -60,7 +66,7 @@ def to_saved_model(job: ExportJob) -> ExportResult:
         ],
         outputs={t.name: t.shape for t in job.interface.outputs},
     )
-    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    files = _files_in(job.out_path)
     notes += [f"input layout kept as in the source for {keep}"] if keep else []
     return ExportResult(files=files, product=".", notes=notes)
 
@@ -70,7 +76,7 @@ def keras_to_saved_model(job: ExportJob) -> ExportResult:
 
     options = KerasSavedModelOptions.model_validate(job.options)
     export_saved_model(job.input(Format.KERAS), job.out_path, options.erfc_as_erf)
-    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    files = _files_in(job.out_path)
     notes = ["input layout as in the Keras model (channels-last)"]
     notes += ["erfc traced as 1 - erf (TF.js has no Erfc)"] if options.erfc_as_erf else []
     return ExportResult(files=files, product=".", notes=notes)
@@ -93,7 +99,7 @@ def unpack_saved_model(job: ExportJob) -> ExportResult:
     folder = unpack_saved_model(job.input(Format.SAVED_MODEL_ARCHIVE), job.work_path / "unpacked")
     check_ops(folder)
     shutil.copytree(folder, job.out_path, dirs_exist_ok=True)
-    files = sorted(p.relative_to(job.out_path).as_posix() for p in job.out_path.rglob("*") if p.is_file())
+    files = _files_in(job.out_path)
     return ExportResult(files=files, product=".")
 
 
