@@ -12,7 +12,7 @@ DEMO_REGISTRY ?= file://$(CURDIR)/.shipyard/registry
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint lock clean s3 s3-stop up down compose-tool
+.PHONY: setup demo test lint lock clean s3 s3-stop up worker down compose-tool
 
 setup: $(PY_STAMP) $(JS_STAMP)
 
@@ -67,10 +67,14 @@ s3: setup
 s3-stop:
 	-test -f .shipyard/seaweedfs/weed.pid && kill -- -$$(cat .shipyard/seaweedfs/weed.pid) && rm .shipyard/seaweedfs/weed.pid
 
-# The service on 127.0.0.1 without Docker: Prefect server + UI (:4200), the deployments
-# package-model and nightly-reexport (flows.serve), the webhook (:8000). State in .shipyard/service.
+# The service on 127.0.0.1 without Docker: PostgreSQL, SeaweedFS (the registry), Prefect server
+# + UI (:4200), the work pool `shipyard` with both deployments, one worker, the webhook (:8000).
+# `make worker` adds a worker. State in .shipyard/service.
 up: setup
 	$(BIN)/python -m infra.service up
+
+worker: setup
+	$(BIN)/python -m infra.service worker
 
 down:
 	$(BIN)/python -m infra.service down

@@ -1,9 +1,12 @@
-"""Bounded load on the webhook: signed uploads accepted (202) and forged ones refused (401).
+"""Bounded load on the webhook of the `make up` service: signed uploads (202) and forgeries (401).
 
-Usage: python bench/webhook_load.py [--requests 200] [--concurrency 8] [--out DIR]
-Starts its own Prefect server and webhook on free 127.0.0.1 ports (temp dirs), sends a fixed
-number of requests, stops everything, prints latency percentiles and writes DIR/webhook_load.json.
-Accepted uploads create scheduled flow runs that nothing executes (no worker is started).
+Usage: python bench/webhook_load.py [--requests 300] [--clients 1,4,16] [--out DIR]
+Starts the whole service as `make up` does (PostgreSQL, SeaweedFS, Prefect, a worker, the
+webhook) in a temp state folder on free 127.0.0.1 ports, pauses the work pool so the worker
+does not compete for the 2 cores while the door is measured, sends a fixed number of small
+signed uploads (each a new submission) and as many forgeries at each client count, then waits
+until every accepted submission has its Prefect flow run (the dispatch backlog), stops
+everything and writes DIR/webhook_load.json.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,18 +51,20 @@ async def _send(client, url: str, model: bytes, seed: int, forged: bool) -> tupl
 
 
 async def _load(
-    url: str, model: bytes, count: int, concurrency: int, forged: bool
+    url: str, model: bytes, count: int, clients: int, forged: bool, tag: int
 ) -> list[tuple[int, float]]:
+    """`clients` connections, each sending its share of `count` requests back to back."""
     import httpx
 
-    limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients)) as client:
 
-        async def one(i: int) -> tuple[int, float]:
-            async with limit:
-                return await _send(client, url, model, i, forged)
+        async def one_client(c: int) -> list[tuple[int, float]]:
+            return [
+                await _send(client, url, model, tag * 1_000_000 + i, forged) for i in range(c, count, clients)
+            ]
 
-        return await asyncio.gather(*(one(i) for i in range(count)))
+        per_client = await asyncio.gather(*(one_client(c) for c in range(clients)))
+    return [r for results in per_client for r in results]
 
 
 def _summary(results: list[tuple[int, float]], seconds: float) -> dict:
@@ -71,98 +75,71 @@ def _summary(results: list[tuple[int, float]], seconds: float) -> dict:
     return {
         "requests": len(results),
         "codes": codes,
-        "rps": round(len(results) / seconds, 1),
+        "per_s": round(len(results) / seconds, 1),
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1),
     }
+
+
+def _flow_runs(api: str) -> int:
+    import httpx
+
+    answer = httpx.post(f"{api}/flow_runs/count", json={}, timeout=30)
+    answer.raise_for_status()
+    return int(answer.json())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=300, help="per client count, signed and forged each")
+    parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    from infra.seaweed import free_port
-    from infra.service import wait_http
+    from bench._service import running_service
     from tests.models import save_convnet
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        prefect_port, port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(work / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-            "SHIPYARD_WEBHOOK_SECRET": SECRET,
-            "SHIPYARD_WEBHOOK_PORT": str(port),
-            "SHIPYARD_REGISTRY": (work / "registry").as_uri(),
-        }
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(prefect_port),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        ]
-        try:
-            wait_http(f"http://127.0.0.1:{prefect_port}/api/health", 180)
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "from flows.serve import package_model as p; "
-                    "p.to_deployment(name='package-model').apply()",
-                ],
-                env=env,
-                check=True,
-                capture_output=True,
-                cwd=ROOT,
-            )
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "flows.webhook"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-            wait_http(f"http://127.0.0.1:{port}/healthz", 60)
-            model = save_convnet(work / "convnet.pt2").read_bytes()
-            url = f"http://127.0.0.1:{port}/v1/models/loadtest"
-            rows = {}
-            for label, forged in (("signed uploads (202)", False), ("forged signatures (401)", True)):
+    rows: dict[str, dict] = {}
+    with running_service(1, SECRET) as service, tempfile.TemporaryDirectory() as tmp:
+        service.command("prefect", "work-pool", "pause", "shipyard")
+        model = save_convnet(Path(tmp) / "convnet.pt2").read_bytes()
+        url = f"{service.webhook}/v1/models/loadtest"
+        runs_before = _flow_runs(service.api)
+        accepted = 0
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for label, forged in (("signed", False), ("forged", True)):
                 start = time.perf_counter()
-                results = asyncio.run(_load(url, model, args.requests, args.concurrency, forged))
-                rows[label] = _summary(results, time.perf_counter() - start)
-        finally:
-            for proc in procs:
-                os.killpg(proc.pid, 15)
-                proc.wait(30)
+                results = asyncio.run(_load(url, model, args.requests, clients, forged, clients))
+                rows[f"{label} x{clients}"] = {
+                    "clients": clients,
+                    **_summary(results, time.perf_counter() - start),
+                }
+                accepted += sum(1 for code, _ in results if code == 202)
+        start = time.perf_counter()
+        while _flow_runs(service.api) - runs_before < accepted and time.perf_counter() - start < 600:
+            time.sleep(0.5)
+        drained_s = time.perf_counter() - start
+        dispatched = _flow_runs(service.api) - runs_before
+        database = service.database
+    result = {
+        "model_bytes": len(model),
+        "database": database,
+        "cores": os.cpu_count(),
+        "accepted": accepted,
+        "flow_runs_created": dispatched,
+        "dispatch_backlog_drained_s": round(drained_s, 1),
+        "results": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"model_bytes": len(model), "concurrency": args.concurrency, "results": rows}
-    (args.out / "webhook_load.json").write_text(json.dumps(result, indent=2))
-    print(f"{'case':<26} {'requests':>8} {'rps':>7} {'p50 ms':>8} {'p95 ms':>8}  codes")
+    (args.out / "webhook_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'case':<12} {'requests':>8} {'per s':>7} {'p50 ms':>8} {'p95 ms':>8}  codes")
     for label, r in rows.items():
-        print(f"{label:<26} {r['requests']:>8} {r['rps']:>7} {r['p50_ms']:>8} {r['p95_ms']:>8}  {r['codes']}")
+        print(
+            f"{label:<12} {r['requests']:>8} {r['per_s']:>7} {r['p50_ms']:>8} {r['p95_ms']:>8}  {r['codes']}"
+        )
+    print(f"{accepted} accepted; {dispatched} flow runs created, backlog drained {drained_s:.1f} s later")
 
 
 if __name__ == "__main__":

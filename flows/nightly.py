@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.runtime import deployment as prefect_deployment
+from prefect.runtime import flow_run as prefect_flow_run
 
-from flows._parameters import SpecForm, TargetName
+from flows._parameters import TargetName
 from flows.package import package_model
 from registry import VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
-from shipyard.errors import NotFound
+from shipyard.errors import NotFound, one_line
 from shipyard.report import Status
 from targets import all_targets
 
-__all__ = ["nightly_reexport"]
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+__all__ = ["PACKAGE_DEPLOYMENT", "nightly_reexport"]
+
+PACKAGE_DEPLOYMENT = "package-model/package-model"
+WAIT_FOR_RUNS_S = 12 * 3600
+POLL_S = 5
 
 
 @task(name="tracked-versions")
@@ -33,22 +42,10 @@ def tracked_versions(registry: str | None, alias: str, models: list[str] | None)
     return found
 
 
-@task(name="fetch-source")
-def fetch_source_blob(registry: str | None, manifest: VersionManifest, folder: str) -> str:
-    """The version's source model, from the registry, digest checked."""
-    dest = Path(folder) / f"{manifest.model}.pt2"
-    open_registry(registry).download_blob(manifest.source.sha256, dest, label=f"{manifest.model} source")
-    return str(dest)
-
-
-@task(name="fetch-samples")
-def fetch_samples_blob(registry: str | None, manifest: VersionManifest, folder: str) -> str | None:
-    """The version's validation samples, from the registry, digest checked (None if it had none)."""
-    if manifest.samples is None:
-        return None
-    dest = Path(folder) / f"{manifest.model}.samples.npz"
-    open_registry(registry).download_blob(manifest.samples.sha256, dest, label=f"{manifest.model} samples")
-    return str(dest)
+def _blob_uri(registry: str | None, digest: str) -> str:
+    """Where the package-model flow fetches a stored blob from, on whichever worker runs it."""
+    reg = open_registry(registry)
+    return f"{reg.url.rstrip('/')}/{reg.blob_key(digest)}"
 
 
 def _asked_targets(old: VersionManifest) -> list[TargetName]:
@@ -58,19 +55,70 @@ def _asked_targets(old: VersionManifest) -> list[TargetName]:
     return [TargetName(n) for n, r in sorted(old.targets.items()) if r.status is not Status.SKIPPED]
 
 
-def _reexport(
-    old: VersionManifest, registry: str | None, folder: str
-) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """Package one tracked version's source again; its drift rows and its summary."""
-    source = fetch_source_blob(registry, old, folder)
-    new = package_model(
-        source=source,
-        targets=_asked_targets(old),
-        spec=SpecForm.model_validate({k: v for k, v in old.spec.items() if k != "samples"}),
-        name=old.model,
-        registry=registry,
-        samples=fetch_samples_blob(registry, old, folder),
-    )
+def _package_parameters(old: VersionManifest, registry: str | None) -> dict[str, Any]:
+    """package-model's parameters that package this version's source and spec again."""
+    return {
+        "source": _blob_uri(registry, old.source.sha256),
+        "targets": _asked_targets(old),
+        "spec": {k: v for k, v in old.spec.items() if k != "samples"},
+        "name": old.model,
+        "registry": registry,
+        "samples": _blob_uri(registry, old.samples.sha256) if old.samples else None,
+    }
+
+
+def _on_workers(runs: dict[str, dict[str, Any]], registry: str | None) -> dict[str, dict[str, Any] | str]:
+    """One package-model flow run per model, for any worker of the pool; each one's report or error.
+
+    Idempotency keys tie the runs to this nightly run, so a re-run of the nightly (after a crash)
+    waits for the same runs instead of starting them twice.
+    """
+    from prefect.client.orchestration import get_client
+
+    started = {
+        model: cast(
+            "FlowRun",
+            run_deployment(
+                PACKAGE_DEPLOYMENT,
+                parameters=parameters,
+                timeout=0,
+                idempotency_key=f"{prefect_flow_run.id}.{model}",
+                tags=["nightly"],
+            ),
+        )
+        for model, parameters in runs.items()
+    }
+    results: dict[str, dict[str, Any] | str] = {}
+    deadline = time.monotonic() + WAIT_FOR_RUNS_S
+    with get_client(sync_client=True) as client:
+        for model, run in started.items():
+            while True:
+                state = client.read_flow_run(run.id).state
+                if state is not None and state.is_final():
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"package-model runs still unfinished after {WAIT_FOR_RUNS_S} s")
+                time.sleep(POLL_S)
+            report = open_registry(registry).run_report(str(run.id))
+            results[model] = (
+                report if report is not None else f"run {run.id} ended {state.type.value.lower()}"
+            )
+    return results
+
+
+def _in_process(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | str]:
+    """Each model packaged as a subflow of this run (no deployment to fan out to)."""
+    results: dict[str, dict[str, Any] | str] = {}
+    for model, parameters in runs.items():
+        try:
+            results[model] = package_model(**parameters)
+        except Exception as exc:  # one model's failure must not stop the others
+            results[model] = f"{type(exc).__name__}: {one_line(exc)}"
+    return results
+
+
+def _summary(old: VersionManifest, new: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """One re-exported version's drift rows and its summary."""
     before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
     changes = toolchain_changes(old.toolchain, new["toolchain"])
     reran = [s["step"] for s in new["steps"] if not s["reused"]]
@@ -100,6 +148,9 @@ def nightly_reexport(
 ) -> dict[str, Any]:
     """Re-package each tracked model's source with today's toolchain; publish and report drift.
 
+    Run from its deployment, it starts one package-model run per model, so every worker of the
+    pool shares the night's work; run directly (no deployment), it packages them one by one here.
+
     An unchanged toolchain gives the same identity, so no new version is written, and every
     step comes from the step cache; a changed tool re-runs only the steps that use it.
 
@@ -109,21 +160,20 @@ def nightly_reexport(
         alias: The version of each model to re-export is the one this alias points at.
         models: The models to re-export; none means every model that has the alias.
     """
-    logger = get_run_logger()
+    tracked = {old.model: old for old in tracked_versions(registry, alias, models)}
+    runs = {model: _package_parameters(old, registry) for model, old in tracked.items()}
+    results = _on_workers(runs, registry) if prefect_deployment.id else _in_process(runs)
     rows: list[dict[str, str]] = []
     summary: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="shipyard-nightly-") as folder:
-        for old in tracked_versions(registry, alias, models):
-            try:
-                model_rows, model_summary = _reexport(old, registry, folder)
-            except Exception as exc:  # one model's failure must not stop the others
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                logger.error("%s: re-export failed: %s", old.model, reason)
-                failures.append({"model": old.model, "error": f"{type(exc).__name__}: {reason}"})
-                continue
-            rows += model_rows
-            summary.append(model_summary)
+    for model, result in results.items():
+        if isinstance(result, str):
+            get_run_logger().error("%s: re-export failed: %s", model, result)
+            failures.append({"model": model, "error": result})
+            continue
+        model_rows, model_summary = _summary(tracked[model], result)
+        rows += model_rows
+        summary.append(model_summary)
     if rows:
         create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")
     return {"models": summary, "drift": rows, "failures": failures}

@@ -10,8 +10,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import deployment as prefect_deployment
 from prefect.runtime import flow_run as prefect_flow_run
 
+from flows._concurrency import ensure_step_limit, step_slot
 from flows._packaging import package, publish_version
 from flows._parameters import SpecForm, TargetName, spec_dict, target_names
 from registry import RunInfo, fetch_source, open_registry
@@ -19,7 +21,9 @@ from shipyard.report import RunReport, StepStatus
 from shipyard.table import table_rows
 from targets.pipeline import PipelineResult, Step, StepOutcome, check_request
 
-__all__ = ["package_model"]
+__all__ = ["MAX_RUN_ATTEMPTS", "package_model"]
+
+MAX_RUN_ATTEMPTS = 3  # a run re-queued after crashes (flows/deploy.py) fails itself after this
 
 
 @task(name="step", task_run_name="{step_id}", cache_policy=NO_CACHE, persist_result=False)
@@ -34,10 +38,19 @@ def run_step(step_id: str, call: Callable[[], StepOutcome]) -> StepOutcome:
 
 
 class PrefectStepHooks:
-    """Each step is a Prefect task run of the flow run, so the UI shows the graph as it runs."""
+    """Each step is a Prefect task run of the flow run, so the UI shows the graph as it runs.
+
+    With `step_limit`, each step first takes a slot of that concurrency limit (the worker's).
+    """
+
+    def __init__(self, step_limit: str | None = None) -> None:
+        self.step_limit = step_limit
 
     def run(self, step: Step, call: Callable[[], StepOutcome]) -> StepOutcome:
-        return run_step(step.id, call)
+        if self.step_limit is None:
+            return run_step(step.id, call)
+        with step_slot(self.step_limit):
+            return run_step(step.id, call)
 
     def ended(self, outcome: StepOutcome) -> None:
         return None
@@ -96,6 +109,10 @@ def package_model(
         samples: Validation inputs, an .npz with one array per input name: a path or URI like source.
     """
     flow_run_id = str(prefect_flow_run.id) if prefect_flow_run.id else None
+    attempt = prefect_flow_run.run_count
+    if attempt > MAX_RUN_ATTEMPTS:
+        raise RuntimeError(f"this run crashed {attempt - 1} times; not starting it again")
+    step_limit = ensure_step_limit() if prefect_deployment.id else None  # runs on a worker
     with tempfile.TemporaryDirectory(prefix="shipyard-source-") as downloads:
         given = spec_dict(spec)
         if samples:
@@ -105,7 +122,7 @@ def package_model(
         report = package(
             request,
             registry,
-            hooks=PrefectStepHooks(),
+            hooks=PrefectStepHooks(step_limit),
             publish=publish,
             flow_run_id=flow_run_id,
             keep_workdir=keep_workdir,

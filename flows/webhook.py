@@ -7,25 +7,29 @@ GET  /healthz            -> {"ok": true}
 
 Both /v1 routes are signed (flows/_signing.py: timestamp, method, path and raw body; a GET signs an
 empty body). Missing, malformed or stale signature headers are refused (401) before any of the
-body is read; at most SHIPYARD_WEBHOOK_MAX_UPLOADS uploads are spooled at once (503 with
+body is read; at most SHIPYARD_WEBHOOK_MAX_UPLOADS large (or chunked) uploads and
+SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS uploads of at most 8 MiB are spooled at once (503 with
 Retry-After beyond that); the spool is removed on every exit, a client disconnect included.
 
 Run: python -m flows.webhook (127.0.0.1:$SHIPYARD_WEBHOOK_PORT, default 8000). Settings come from
 the environment: SHIPYARD_WEBHOOK_SECRET (required, at least 16 characters), SHIPYARD_REGISTRY,
 SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR, PREFECT_API_URL.
-The handler checks and stores the upload, starts the deployment, and returns: the work happens
-in the Prefect worker. Nothing in an upload is ever executed here.
+The handler checks the upload, stores it and the submission in the registry, and answers 202:
+from then on the submission is durable (a webhook or Prefect restart loses nothing accepted).
+A background dispatcher (flows/_dispatcher.py) starts its package-model flow run; the work
+happens on a Prefect worker. The run id names the submission before and after its flow run
+exists. Nothing in an upload is ever executed here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from flows._dispatcher import Dispatcher
 from flows._signing import RequestSigner, header_problem
+from flows._submissions import read_submission, record_submission, run_id_for, submission_key
+from registry import Registry
 from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError
 from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text
@@ -49,6 +56,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_AGAIN_STATES = {"FAILED", "CRASHED", "CANCELLED"}  # a redelivery after these starts a new run
 MAX_RUN_ATTEMPTS = 1000
 RETRY_AFTER_S = 5
+SMALL_UPLOAD_BYTES = 8 * 1024 * 1024  # uploads up to this size have slots of their own
 
 
 @dataclass
@@ -59,7 +67,8 @@ class WebhookSettings:
     public_url: str = "http://127.0.0.1:8000"
     deployment: str = DEPLOYMENT
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
-    max_uploads: int = 4  # uploads spooled at once
+    max_uploads: int = 4  # large or chunked uploads spooled at once
+    max_small_uploads: int = 64  # uploads that declare at most SMALL_UPLOAD_BYTES, spooled at once
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
@@ -74,6 +83,7 @@ class WebhookSettings:
             public_url=os.environ.get("SHIPYARD_WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             spool_dir=Path(os.environ.get("SHIPYARD_WEBHOOK_SPOOL_DIR", tempfile.gettempdir())),
             max_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_UPLOADS", "4")),
+            max_small_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS", "64")),
         )
 
 
@@ -104,14 +114,18 @@ def _too_large(settings: WebhookSettings) -> JSONResponse:
     return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
 
 
-async def _spool_signed_body(request: Request, settings: WebhookSettings, spool: Any) -> JSONResponse | None:
-    """Stream the body to disk with a size cap, checking the signature over the raw bytes."""
+async def _spool_signed_body(
+    request: Request, settings: WebhookSettings, spool: Any, cap: int
+) -> JSONResponse | None:
+    """Stream the body to disk, at most `cap` bytes, checking the signature over the raw bytes."""
     signer = _signer(request, settings)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > settings.max_bytes:
-            return _too_large(settings)
+        if size > cap:
+            return (
+                _too_large(settings) if cap == settings.max_bytes else _error(400, "body exceeds its length")
+            )
         signer.update(chunk)
         spool.write(chunk)
     if not signer.matches(request.headers["x-shipyard-signature"]):
@@ -138,7 +152,8 @@ def _save_upload(upload: UploadFile, path: Path) -> Path:
 
 
 async def submit_model(request: Request) -> JSONResponse:
-    settings: WebhookSettings = request.app.state.settings
+    state: WebhookState = request.app.state.shipyard
+    settings = state.settings
     name = request.path_params["name"]
     if not MODEL_NAME_RE.fullmatch(name):
         return _error(400, "model name must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
@@ -146,26 +161,32 @@ async def submit_model(request: Request) -> JSONResponse:
     if refused:
         return refused
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_bytes:
+    size = int(declared) if declared and declared.isdigit() else None
+    if size is not None and size > settings.max_bytes:
         return _too_large(settings)
-    slots: asyncio.Semaphore = request.app.state.upload_slots
+    small = size is not None and size <= SMALL_UPLOAD_BYTES
+    cap = size if size is not None and small else settings.max_bytes
+    slots = state.small_upload_slots if small else state.upload_slots
     if slots.locked():
-        busy = _error(503, f"{settings.max_uploads} uploads are being received; try again shortly")
+        count = settings.max_small_uploads if small else settings.max_uploads
+        busy = _error(503, f"{count} uploads of this size are being received; try again shortly")
         busy.headers["Retry-After"] = str(RETRY_AFTER_S)
         return busy
     async with slots:
         folder = Path(tempfile.mkdtemp(prefix="shipyard-upload-", dir=settings.spool_dir))
         try:
-            return await _receive(request, settings, name, folder)
+            return await _receive(request, settings, name, folder, cap=cap)
         except ClientDisconnect:
             return _error(400, "the client went away before the upload was complete")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-async def _receive(request: Request, settings: WebhookSettings, name: str, folder: Path) -> JSONResponse:
+async def _receive(
+    request: Request, settings: WebhookSettings, name: str, folder: Path, cap: int
+) -> JSONResponse:
     with (folder / "body").open("w+b") as spool:
-        refused = await _spool_signed_body(request, settings, spool)
+        refused = await _spool_signed_body(request, settings, spool, cap)
         if refused:
             return refused
         form = await _form_from(request, spool)
@@ -173,18 +194,19 @@ async def _receive(request: Request, settings: WebhookSettings, name: str, folde
         if not isinstance(upload, UploadFile):
             return _error(422, "missing multipart field 'file' (the model)")
         try:
-            return await _accept(settings, name, form, upload, folder)
+            return await _accept(request.app.state.shipyard, name, form, upload, folder)
         except ShipyardError as exc:  # say what is wrong, not where the server keeps the upload
             message = str(exc).replace(str(folder.resolve() / "source"), "the uploaded file")
             return _error(422, message.replace(str(folder.resolve() / "samples"), "the uploaded samples"))
 
 
 async def _accept(
-    settings: WebhookSettings, name: str, form: Any, upload: UploadFile, folder: Path
+    state: WebhookState, name: str, form: Any, upload: UploadFile, folder: Path
 ) -> JSONResponse:
-    from registry import open_registry, store_incoming
+    from registry import store_incoming
     from targets.pipeline import check_request
 
+    settings = state.settings
     spec_text = form.get("spec") or ""
     spec = parse_spec(parse_spec_text(spec_text, "spec") if str(spec_text).strip() else None)
     if spec.samples:
@@ -199,7 +221,7 @@ async def _accept(
     samples_path = await run_in_threadpool(_save_upload, samples, folder / "samples") if samples else None
     checked = spec.model_copy(update={"samples": str(samples_path)}) if samples_path else spec
     request = await run_in_threadpool(check_request, path, checked, str(form.get("targets") or ""), name)
-    registry = open_registry(settings.registry)
+    registry = state.registry
     source_uri = await run_in_threadpool(store_incoming, registry, path, request.source_sha256)
     parameters = {
         "source": source_uri,
@@ -211,7 +233,7 @@ async def _accept(
     if samples_path:
         digest = await run_in_threadpool(sha256_file, samples_path)
         parameters["samples"] = await run_in_threadpool(store_incoming, registry, samples_path, digest)
-    run_id = await _start_run(settings, parameters)
+    run_id = await _submit(state, parameters)
     return JSONResponse(
         {
             "run_id": run_id,
@@ -222,69 +244,65 @@ async def _accept(
     )
 
 
-async def _start_run(settings: WebhookSettings, parameters: dict[str, Any]) -> str:
-    """The run for these parameters: an existing one, unless it failed, crashed or was cancelled.
+async def _submit(state: WebhookState, parameters: dict[str, Any]) -> str:
+    """The run id for these parameters: a new durable submission, or the earlier one of a redelivery.
 
-    The same upload with the same spec and targets, delivered twice, starts one run; delivered
-    again after that run failed, it starts a new one (the next idempotency key of the series).
+    The same upload with the same spec and targets, delivered twice, is one run; delivered again
+    after that run failed, crashed or was cancelled, it is a new one (the next attempt).
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
-
-    base = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()
-    async with get_client() as client:
-        deployment = await client.read_deployment_by_name(settings.deployment)
-        for attempt in range(MAX_RUN_ATTEMPTS):
-            key = base if attempt == 0 else f"{base}.{attempt}"
-            found = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])),
-                limit=1,
-            )
-            if found and found[0].state and found[0].state.type.value in RUN_AGAIN_STATES:
-                continue
-            if found:
-                return str(found[0].id)
-            flow_run = await client.create_flow_run_from_deployment(
-                deployment.id, parameters=parameters, idempotency_key=key, tags=["webhook"]
-            )
-            return str(flow_run.id)
+    key = submission_key(parameters)
+    for attempt in range(MAX_RUN_ATTEMPTS):
+        submission = await run_in_threadpool(record_submission, state.registry, parameters, attempt)
+        if submission is not None:
+            state.dispatcher.submit(submission)
+            return submission.run_id
+        run_id = run_id_for(key, attempt)
+        try:
+            flow_run = await state.dispatcher.flow_run(run_id)
+        except Exception:  # Prefect away: it may be running; never start a twin on a guess
+            return run_id
+        if flow_run and flow_run.state and flow_run.state.type.value in RUN_AGAIN_STATES:
+            continue
+        return run_id
     raise ShipyardError(f"this upload has failed {MAX_RUN_ATTEMPTS} times; not starting it again")
 
 
 async def run_status(request: Request) -> JSONResponse:
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from registry import open_registry
-
-    settings: WebhookSettings = request.app.state.settings
+    state: WebhookState = request.app.state.shipyard
     refused = _refused_headers(request)
     if refused:
         return refused
-    signer = _signer(request, settings)
+    signer = _signer(request, state.settings)
     if not signer.matches(request.headers["x-shipyard-signature"]):
         return _error(401, "bad signature: signature does not match")
     try:
-        run_id = uuid.UUID(request.path_params["run_id"])
+        run_id = str(uuid.UUID(request.path_params["run_id"]))
     except ValueError:
         return _error(400, "run id must be a UUID")
-    async with get_client() as client:
+    submission = await run_in_threadpool(read_submission, state.registry, run_id)
+    if submission is not None:
+        flow_run = await state.dispatcher.flow_run(run_id)
+        if flow_run is None:  # accepted, its Prefect run not started yet
+            return JSONResponse({"run_id": run_id, "state": "PENDING", "state_name": "Submitted"})
+    else:  # a run started another way (the UI, the CLI)
         try:
-            flow_run = await client.read_flow_run(run_id)
+            flow_run = await state.dispatcher.client.read_flow_run(uuid.UUID(run_id))
         except ObjectNotFound:
             return _error(404, f"no run {run_id}")
-    state = flow_run.state.type.value if flow_run.state else "PENDING"
+    kind = flow_run.state.type.value if flow_run.state else "PENDING"
     body: dict[str, Any] = {
-        "run_id": str(run_id),
-        "state": state,
+        "run_id": run_id,
+        "state": kind,
         "state_name": flow_run.state.name if flow_run.state else None,
     }
-    if state in FINAL_STATES:
-        report = await run_in_threadpool(open_registry(settings.registry).run_report, str(run_id))
+    if kind in FINAL_STATES:
+        report = await run_in_threadpool(state.registry.run_report, str(flow_run.id))
         if report:
             body.update({k: report[k] for k in ("model", "version", "source_sha256", "toolchain", "targets")})
-        elif state != "COMPLETED":  # the details stay in the service's logs
-            body["error"] = f"the run ended {state.lower()} without a report; the service logs say why"
+        elif kind != "COMPLETED":  # the details stay in the service's logs
+            body["error"] = f"the run ended {kind.lower()} without a report; the service logs say why"
     return JSONResponse(body)
 
 
@@ -292,16 +310,46 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
+@dataclass
+class WebhookState:
+    """What the handlers share: settings, one registry client, the dispatcher, the upload slots."""
+
+    settings: WebhookSettings
+    registry: Registry
+    dispatcher: Dispatcher
+    upload_slots: asyncio.Semaphore
+    small_upload_slots: asyncio.Semaphore
+
+
 def create_app(settings: WebhookSettings) -> Starlette:
+    from registry import open_registry
+
+    registry = open_registry(settings.registry)
+    state = WebhookState(
+        settings=settings,
+        registry=registry,
+        dispatcher=Dispatcher(registry, settings.deployment),
+        upload_slots=asyncio.Semaphore(settings.max_uploads),
+        small_upload_slots=asyncio.Semaphore(settings.max_small_uploads),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.dispatcher.start()
+        try:
+            yield
+        finally:
+            await state.dispatcher.stop()
+
     app = Starlette(
         routes=[
             Route("/v1/models/{name}", submit_model, methods=["POST"]),
             Route("/v1/runs/{run_id}", run_status, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.upload_slots = asyncio.Semaphore(settings.max_uploads)
+    app.state.shipyard = state
     return app
 
 

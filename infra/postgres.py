@@ -21,6 +21,7 @@ from typing import Any
 __all__ = ["DATABASE", "PostgresUnavailable", "bin_dir", "running", "start", "stop"]
 
 DATABASE = "prefect"
+ROLE = "prefect"  # owns Prefect's database; Prefect connects as it, not as the superuser
 SYSTEM_USER = "shipyard-pg"
 _SERVER_USER: dict[str, Any] = {
     "user": SYSTEM_USER,
@@ -85,8 +86,8 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _password(state: Path) -> str:
-    path = state / "postgres.password"
+def _password(state: Path, name: str = "postgres.password") -> str:
+    path = state / name
     if not path.exists():
         _write_private(path, secrets.token_hex(24))
     return path.read_text().strip()
@@ -134,19 +135,38 @@ def start(state: Path, port: int) -> str:
         if started.returncode != 0:
             log = (data / "server.log").read_text()[-300:] if (data / "server.log").exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()[-200:]} {log}")
-    exists = _run(
-        [str(tools / "psql"), "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-Atc",
-         f"select 1 from pg_database where datname = '{DATABASE}'"],
-        password,
+    return _prefect_database(state, tools, port, password)
+
+
+def _sql(tools: Path, port: int, password: str, sql: str) -> str:
+    """Run SQL as the superuser (sent on stdin, so no secret shows in the process list)."""
+    done = subprocess.run(
+        [str(tools / "psql"), "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
+         "-At", "-v", "ON_ERROR_STOP=1"],
+        input=sql, capture_output=True, text=True, timeout=120, env={**os.environ, "PGPASSWORD": password},
     )  # fmt: skip
-    if exists.stdout.strip() != "1":
-        created = _run(
-            [str(tools / "createdb"), "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE],
-            password,
-        )
-        if created.returncode != 0:
-            raise PostgresUnavailable(f"createdb failed: {created.stderr.strip()[-300:]}")
-    return f"postgresql+asyncpg://postgres:{password}@127.0.0.1:{port}/{DATABASE}"
+    if done.returncode != 0:
+        raise PostgresUnavailable(f"psql failed: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip()
+
+
+def _prefect_database(state: Path, tools: Path, port: int, superuser_password: str) -> str:
+    """Prefect's database, owned by the login role `prefect` (not the superuser); its URL.
+
+    A database made before the role existed keeps its owner, and Prefect keeps connecting as it.
+    """
+    owner = _sql(
+        tools, port, superuser_password,
+        f"select pg_get_userbyid(datdba) from pg_database where datname = '{DATABASE}';",
+    )  # fmt: skip
+    role_password = _password(state, f"postgres.{ROLE}.password")
+    if not owner:
+        if not _sql(tools, port, superuser_password, f"select 1 from pg_roles where rolname = '{ROLE}';"):
+            _sql(tools, port, superuser_password, f"create role {ROLE} login password '{role_password}';")
+        _sql(tools, port, superuser_password, f"create database {DATABASE} owner {ROLE} encoding 'UTF8';")
+        owner = ROLE
+    user, secret = (ROLE, role_password) if owner == ROLE else ("postgres", superuser_password)
+    return f"postgresql+asyncpg://{user}:{secret}@127.0.0.1:{port}/{DATABASE}"
 
 
 def _pg_ctl(state: Path, *args: str) -> subprocess.CompletedProcess[str] | None:

@@ -42,9 +42,17 @@ def weed_binary() -> str:
 
 
 def start_seaweedfs(
-    data_dir: Path, s3_port: int, bucket: str, log_path: Path, ports: dict[str, int] | None = None
+    data_dir: Path,
+    s3_port: int,
+    bucket: str,
+    log_path: Path,
+    ports: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `weed mini` in its own process group; returns at once (see wait_for_s3)."""
+    """Start `weed mini` in its own process group; returns at once (see wait_for_s3).
+
+    Its S3 keys are AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of `env` (default: this process's).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     p = ports or {name: free_port() for name in ("master", "volume", "filer", "admin", "iceberg", "lance")}
     cmd = [
@@ -72,12 +80,12 @@ def start_seaweedfs(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        env=os.environ.copy(),
+        env=env if env is not None else os.environ.copy(),
     )
 
 
-def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90) -> None:
-    """Block until the S3 endpoint answers and the bucket exists."""
+def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90, env: dict[str, str] | None = None) -> None:
+    """Block until the S3 endpoint answers and the bucket exists (keys from `env`, else the environment)."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -85,6 +93,9 @@ def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90) -> None:
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
+        aws_access_key_id=(env or os.environ).get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=(env or os.environ).get("AWS_SECRET_ACCESS_KEY"),
+        region_name=(env or os.environ).get("AWS_DEFAULT_REGION", "us-east-1"),
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
     deadline = time.monotonic() + timeout_s

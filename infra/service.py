@@ -1,16 +1,22 @@
-"""`make up` / `make down`: the Shipyard service on 127.0.0.1 without Docker.
+"""`make up` / `make worker` / `make down`: the Shipyard service on 127.0.0.1 without Docker.
 
-Starts PostgreSQL (infra/postgres.py; SQLite only when PostgreSQL cannot start, and `up` says
-so), the Prefect server on it (API and UI on :4200), the deployments (`python -m flows.serve`)
-and the webhook (:8000). Usage: python -m infra.service up|down|status
-Ports: SHIPYARD_PREFECT_PORT (4200), SHIPYARD_WEBHOOK_PORT (8000), SHIPYARD_POSTGRES_PORT (54320).
-State (PostgreSQL's data too, kept across down/up), logs and pids live in
-SHIPYARD_SERVICE_DIR (default .shipyard/service). The registry is $SHIPYARD_REGISTRY, else a
-folder in the state folder. A webhook secret is generated once if SHIPYARD_WEBHOOK_SECRET is unset.
+`up` starts, in order: PostgreSQL (infra/postgres.py; SQLite only when PostgreSQL cannot start,
+and `up` says so), SeaweedFS as the S3 registry (unless SHIPYARD_REGISTRY names another), the
+Prefect server on PostgreSQL (API and UI on :4200), registers the work pool, deployments and
+automations (`python -m flows.deploy`), then one worker (infra/worker.py) and the webhook (:8000).
+`worker` adds one more worker; each worker has a home folder of its own, since nothing a run
+needs may live on one machine's disk. Usage: python -m infra.service up|worker|down|status
+
+Ports: SHIPYARD_PREFECT_PORT (4200), SHIPYARD_WEBHOOK_PORT (8000), SHIPYARD_POSTGRES_PORT (54320),
+SHIPYARD_S3_PORT (8333). State (PostgreSQL's and SeaweedFS's data too, kept across down/up),
+logs and pids live in SHIPYARD_SERVICE_DIR (default .shipyard/service). A webhook secret and S3
+keys are generated once unless SHIPYARD_WEBHOOK_SECRET / AWS_ACCESS_KEY_ID are set.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import secrets
 import signal
@@ -24,44 +30,48 @@ STATE = Path(os.environ.get("SHIPYARD_SERVICE_DIR", ".shipyard/service")).resolv
 PREFECT_PORT = int(os.environ.get("SHIPYARD_PREFECT_PORT", "4200"))
 WEBHOOK_PORT = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
 POSTGRES_PORT = int(os.environ.get("SHIPYARD_POSTGRES_PORT", "54320"))
-PROCESSES = ("prefect", "serve", "webhook")
+S3_PORT = int(os.environ.get("SHIPYARD_S3_PORT", "8333"))
+BUCKET = "shipyard"
+
+
+def _secret(name: str, given: str | None, length: int = 24) -> str:
+    """`given`, else a secret generated once into the state folder (mode 0600)."""
+    if given:
+        return given
+    path = STATE / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(length))
+    return path.read_text().strip()
+
+
+def _own_s3() -> bool:
+    return not os.environ.get("SHIPYARD_REGISTRY")
 
 
 def _env() -> dict[str, str]:
-    secret_file = STATE / "webhook.secret"
-    if not os.environ.get("SHIPYARD_WEBHOOK_SECRET") and not secret_file.exists():
-        secret_file.write_text(secrets.token_hex(24))
-        secret_file.chmod(0o600)
-    return {
+    env = {
         **os.environ,
         "PREFECT_HOME": str(STATE / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "SHIPYARD_REGISTRY": os.environ.get("SHIPYARD_REGISTRY", (STATE / "registry").as_uri()),
         "SHIPYARD_HOME": os.environ.get("SHIPYARD_HOME", str(STATE / "home")),
-        "SHIPYARD_WEBHOOK_SECRET": os.environ.get("SHIPYARD_WEBHOOK_SECRET") or secret_file.read_text(),
+        "SHIPYARD_WEBHOOK_SECRET": _secret("webhook.secret", os.environ.get("SHIPYARD_WEBHOOK_SECRET")),
         "SHIPYARD_WEBHOOK_PORT": str(WEBHOOK_PORT),
     }
-
-
-def _commands() -> dict[str, list[str]]:
-    py = sys.executable
-    return {
-        "prefect": [
-            py,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(PREFECT_PORT),
-        ],
-        "serve": [py, "-m", "flows.serve"],
-        "webhook": [py, "-m", "flows.webhook"],
-    }
+    if _own_s3():
+        env.update(
+            {
+                "SHIPYARD_REGISTRY": f"s3://{BUCKET}/registry",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "shipyard",
+                "AWS_SECRET_ACCESS_KEY": _secret("s3.secret", os.environ.get("AWS_SECRET_ACCESS_KEY")),
+                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            }
+        )
+    return env
 
 
 def wait_http(url: str, timeout: float = 180, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -95,6 +105,23 @@ def _pid(name: str) -> int | None:
     return pid
 
 
+def _start(name: str, cmd: list[str], env: dict[str, str]) -> None:
+    """Start `cmd` in its own session, logging to <name>.log, unless it already runs."""
+    if _pid(name):
+        print(f"{name} already running (pid {_pid(name)})")
+        return
+    with (STATE / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    (STATE / f"{name}.pid").write_text(str(proc.pid))
+
+
 def _database() -> dict[str, str]:
     """Prefect's database setting: PostgreSQL, else SQLite with the reason printed."""
     from infra import postgres
@@ -110,29 +137,64 @@ def _database() -> dict[str, str]:
     return {"PREFECT_API_DATABASE_CONNECTION_URL": url}
 
 
+def _seaweedfs_ports() -> dict[str, int]:
+    """Its internal ports, chosen once and kept (its data remembers where its volumes were)."""
+    from infra.seaweed import free_port
+
+    path = STATE / "seaweedfs.ports.json"
+    if not path.exists():
+        names = ("master", "volume", "filer", "admin", "iceberg", "lance")
+        path.write_text(json.dumps({name: free_port() for name in names}))
+    ports: dict[str, int] = json.loads(path.read_text())
+    return ports
+
+
+def _start_seaweedfs(env: dict[str, str]) -> None:
+    from infra.seaweed import start_seaweedfs, wait_for_s3
+
+    if not _pid("seaweedfs"):
+        proc = start_seaweedfs(
+            STATE / "seaweedfs", S3_PORT, BUCKET, STATE / "seaweedfs.log", _seaweedfs_ports(), env
+        )
+        (STATE / "seaweedfs.pid").write_text(str(proc.pid))
+    wait_for_s3(env["AWS_ENDPOINT_URL"], BUCKET, env=env)
+    print(f"SeaweedFS S3: {env['AWS_ENDPOINT_URL']}, registry {env['SHIPYARD_REGISTRY']}")
+
+
+def _worker_names() -> list[str]:
+    return sorted(p.stem for p in STATE.glob("worker-*.pid"))
+
+
+def start_worker(env: dict[str, str], name: str | None = None) -> str:
+    """One more worker (worker-1, worker-2, ...), with its own home folder."""
+    if name is None:
+        name = next(f"worker-{i}" for i in itertools.count(1) if not _pid(f"worker-{i}"))
+    home = STATE / name
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    worker_env = {**env, "SHIPYARD_HOME": str(home / "home"), "PREFECT_HOME": str(home / "prefect")}
+    _start(name, [sys.executable, "-m", "infra.worker", "--name", name], worker_env)
+    return name
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     env, database = _env(), _database()
-    for name, cmd in _commands().items():
-        if _pid(name):
-            print(f"{name} already running (pid {_pid(name)})")
-            continue
-        log = (STATE / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd,
-            env={**env, **database} if name == "prefect" else env,  # only the server sees the DB password
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    if _own_s3():
+        _start_seaweedfs(env)
+    _start("prefect", _prefect_server(), {**env, **database})  # only the server sees the DB password
+    _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/health", "prefect")
+    with (STATE / "deploy.log").open("ab") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.deploy"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        (STATE / f"{name}.pid").write_text(str(proc.pid))
-        if name == "prefect":
-            _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/health", name)
+    if done.returncode != 0:
+        raise SystemExit(f"registering the deployments failed; see {STATE / 'deploy.log'}")
+    if not _worker_names() or not any(_pid(n) for n in _worker_names()):
+        start_worker(env, "worker-1")
+    _start("webhook", [sys.executable, "-m", "flows.webhook"], env)
     _wait(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", "webhook")
-    for deployment in ("package-model/package-model", "nightly-reexport/nightly-reexport"):
-        _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/deployments/name/{deployment}", "serve")
-    print(f"Prefect UI and API: http://127.0.0.1:{PREFECT_PORT} (API under /api)")
+    print(f"Prefect UI and API: http://127.0.0.1:{PREFECT_PORT} (API under /api); work pool 'shipyard'")
+    print(f"Workers: {', '.join(n for n in _worker_names() if _pid(n))}; `make worker` adds one")
     print(
         f"Webhook: http://127.0.0.1:{WEBHOOK_PORT}  (secret in {STATE / 'webhook.secret'} "
         "unless SHIPYARD_WEBHOOK_SECRET is set)"
@@ -140,21 +202,36 @@ def up() -> None:
     print(f"Registry: {env['SHIPYARD_REGISTRY']}; logs in {STATE}")
 
 
+def worker() -> None:
+    if not wait_http(f"http://127.0.0.1:{PREFECT_PORT}/api/health", 5):
+        raise SystemExit("the Prefect server is not running; `make up` first")
+    print(f"started {start_worker(_env())}")
+
+
+def _prefect_server() -> list[str]:
+    server = [sys.executable, "-m", "prefect", "server", "start"]
+    return [*server, "--host", "127.0.0.1", "--port", str(PREFECT_PORT)]
+
+
+def _stop(name: str) -> None:
+    pid = _pid(name)
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(60):
+            if _pid(name) is None:
+                break
+            time.sleep(0.5)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        print(f"stopped {name} (pid {pid})")
+    (STATE / f"{name}.pid").unlink(missing_ok=True)
+
+
 def down() -> None:
     from infra import postgres
 
-    for name in reversed(PROCESSES):
-        pid = _pid(name)
-        if pid:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(60):
-                if _pid(name) is None:
-                    break
-                time.sleep(0.5)
-            else:
-                os.killpg(pid, signal.SIGKILL)
-            print(f"stopped {name} (pid {pid})")
-        (STATE / f"{name}.pid").unlink(missing_ok=True)
+    for name in ["webhook", *_worker_names(), "prefect", "seaweedfs"]:
+        _stop(name)
     if postgres.stop(STATE):
         print(f"stopped postgres (its data stays in {STATE / 'postgres'})")
 
@@ -162,11 +239,12 @@ def down() -> None:
 def status() -> None:
     from infra import postgres
 
-    for name in PROCESSES:
+    for name in ["prefect", "seaweedfs", *_worker_names(), "webhook"]:
         pid = _pid(name)
-        print(f"{name:<8} {'running, pid ' + str(pid) if pid else 'stopped'}")
-    print(f"{'postgres':<8} {'running' if postgres.running(STATE) else 'stopped'}")
+        print(f"{name:<10} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    print(f"{'postgres':<10} {'running' if postgres.running(STATE) else 'stopped'}")
 
 
 if __name__ == "__main__":
-    {"up": up, "down": down, "status": status}[sys.argv[1] if len(sys.argv) > 1 else "status"]()
+    commands = {"up": up, "worker": worker, "down": down, "status": status}
+    commands[sys.argv[1] if len(sys.argv) > 1 else "status"]()

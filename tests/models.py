@@ -35,8 +35,8 @@ def save_convnet(path: Path, max_batch: int = 16) -> Path:
     return path
 
 
-def save_multi_io(path: Path) -> Path:
-    torch.manual_seed(1)
+def save_multi_io(path: Path, seed: int = 1) -> Path:
+    torch.manual_seed(seed)
     batch = torch.export.Dim("batch", min=1, max=8)
     program = torch.export.export(
         MultiIO().eval(),

@@ -39,7 +39,10 @@ def test_compose_file_is_valid_and_private() -> None:
             assert "127.0.0.1" in str(published), (name, port)
     assert "-master.telemetry=false" in services["seaweedfs"]["command"]
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    assert services["worker"]["command"] == ["python", "-m", "flows.serve"]
+    assert services["worker"]["command"] == ["python", "-m", "infra.worker"]  # as `make up` starts it
+    assert services["deploy"]["command"] == ["python", "-m", "flows.deploy"]
+    assert "volumes" not in services["worker"]  # replicas share nothing but the registry and Prefect
+    assert services["worker"]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
 
 
 def test_validator_rejects_unknown_keys(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.seaweed import free_port as free_s3_port
 from tests.conftest import ROOT, free_port
 
 
@@ -35,10 +36,10 @@ def _service(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 
 def _prefect_tables(port: int, password: str) -> list[str]:
-    """The Prefect database's tables, read straight from PostgreSQL."""
+    """The Prefect database's tables as `name:owner`, read straight from PostgreSQL."""
     from infra.postgres import DATABASE, bin_dir
 
-    query = "select tablename from pg_tables where schemaname = 'public'"
+    query = "select tablename || ':' || tableowner from pg_tables where schemaname = 'public'"
     done = subprocess.run(
         [
             str(bin_dir() / "psql"),
@@ -82,15 +83,18 @@ def test_prefect_runs_on_postgresql_and_keeps_its_data_across_down_and_up(open_f
         "SHIPYARD_PREFECT_PORT": str(prefect_port),
         "SHIPYARD_WEBHOOK_PORT": str(webhook_port),
         "SHIPYARD_POSTGRES_PORT": str(postgres_port),
+        "SHIPYARD_S3_PORT": str(free_s3_port()),
     }
-    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY"):
+    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID"):
         env.pop(key, None)
     try:
         up = _service("up", env)
         assert up.returncode == 0, up.stderr[-2000:] + up.stdout
         assert f"PostgreSQL: 127.0.0.1:{postgres_port}" in up.stdout, up.stdout
         password = (tmp_path / "service/postgres.password").read_text().strip()
-        assert {"flow", "deployment", "flow_run"} <= set(_prefect_tables(postgres_port, password))
+        tables = dict(t.split(":") for t in _prefect_tables(postgres_port, password))
+        assert {"flow", "deployment", "flow_run"} <= set(tables)
+        assert set(tables.values()) == {"prefect"}  # Prefect connects as its own role, not the superuser
         marker = json.dumps({"name": "shipyard_marker", "value": "kept"}).encode()
         request = urllib.request.Request(
             f"{api}/variables/", data=marker, headers={"Content-Type": "application/json"}, method="POST"
@@ -117,8 +121,9 @@ def test_up_and_down(tmp_path: Path) -> None:
         "SHIPYARD_PREFECT_PORT": str(prefect_port),
         "SHIPYARD_WEBHOOK_PORT": str(webhook_port),
         "SHIPYARD_POSTGRES_PORT": str(free_port()),
+        "SHIPYARD_S3_PORT": str(free_s3_port()),
     }
-    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY"):
+    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID"):
         env.pop(key, None)
     try:
         up = subprocess.run(

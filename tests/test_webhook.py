@@ -53,7 +53,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def service(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Webhook + `flows.serve` (the deployments), sharing a local registry."""
+    """Webhook + the deployments (flows/deploy.py) + one worker, sharing a local registry."""
     root = tmp_path_factory.mktemp("service")
     port = free_port()
     env = {
@@ -65,20 +65,19 @@ def service(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "SHIPYARD_WEBHOOK_PORT": str(port),
         "SHIPYARD_WEBHOOK_MAX_MB": "4",
         "SHIPYARD_WEBHOOK_MAX_UPLOADS": "2",
+        "SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS": "2",
         "SHIPYARD_WEBHOOK_SPOOL_DIR": str(root / "spool"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     (root / "spool").mkdir()
+    deployed = subprocess.run(
+        [sys.executable, "-m", "flows.deploy"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     webhook = _start(["flows.webhook"], env, root / "webhook.log")
-    server = _start(["flows.serve"], env, root / "serve.log")
+    worker = _start(["infra.worker", "--name", "webhook-tests"], env, root / "worker.log")
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz", webhook, root / "webhook.log")
-        _wait_http(
-            f"{prefect_api}/deployments/name/package-model/package-model",
-            server,
-            root / "serve.log",
-            timeout=180,
-        )
         yield {
             "url": f"http://127.0.0.1:{port}",
             "port": port,
@@ -88,7 +87,7 @@ def service(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         }
     finally:
         _stop(webhook)
-        _stop(server)
+        _stop(worker)
 
 
 def _post(
@@ -137,6 +136,21 @@ def _get(url: str, path: str, signed: bool = True) -> httpx.Response:
         {"X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": sign(SECRET, ts, "GET", path)} if signed else {}
     )
     return httpx.get(f"{url}{path}", headers=headers, timeout=30)
+
+
+def flow_run_of(prefect_api: str, run_id: str, timeout: float = 60) -> str:
+    """The Prefect flow run the webhook started for a submission (its idempotency key)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = httpx.post(
+            f"{prefect_api}/flow_runs/filter",
+            json={"flow_runs": {"idempotency_key": {"any_": [run_id]}}, "limit": 1},
+            timeout=30,
+        ).json()
+        if found:
+            return str(found[0]["id"])
+        time.sleep(0.5)
+    raise AssertionError(f"no flow run for submission {run_id} after {timeout} s")
 
 
 def _incoming(service: dict) -> list[Path]:
@@ -427,7 +441,7 @@ def test_a_redelivery_after_a_cancelled_run_starts_a_new_one(
     fields = {"targets": "triton", "spec": json.dumps({"seed": 7})}
     first = _post(service["url"], "retried", model, fields).json()["run_id"]
     cancelled = httpx.post(
-        f"{prefect_api}/flow_runs/{first}/set_state",
+        f"{prefect_api}/flow_runs/{flow_run_of(prefect_api, first)}/set_state",
         json={"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True},
         timeout=30,
     )
