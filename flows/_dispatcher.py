@@ -1,6 +1,6 @@
 """Start a package-model flow run for each durable submission, in the background of the webhook.
 
-The webhook answers 202 once a submission is in the registry (flows/_submissions.py); this
+The webhook answers 202 once a submission is in the registry (registry/_submissions.py); this
 turns it into a Prefect flow run afterwards, so a slow or restarting Prefect server never holds
 up an upload. While Prefect is away it retries with backoff; on start, and every RESCAN_S, it
 picks up submissions left pending by a restart or by another webhook replica.
@@ -19,8 +19,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempoten
 from prefect.client.schemas.objects import FlowRun
 from starlette.concurrency import run_in_threadpool
 
-from flows._submissions import Submission, mark_dispatched, pending_run_ids, read_submission
-from registry import Registry
+from registry import Registry, Submission, mark_dispatched, pending_run_ids, read_submission
 
 __all__ = ["Dispatcher"]
 

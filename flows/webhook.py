@@ -43,8 +43,7 @@ from starlette.routing import Route
 
 from flows._dispatcher import Dispatcher
 from flows._signing import RequestSigner, header_problem
-from flows._submissions import read_submission, record_submission, run_id_for, submission_key
-from registry import Registry
+from registry import Registry, read_submission, record_submission, run_id_for, submission_key
 from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError
 from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text

@@ -11,6 +11,16 @@ from registry._incoming import fetch_source, store_incoming
 from registry._local import LocalBackend
 from registry._manifest import AliasRecord, GcReport, RunInfo, SourceInfo, VersionDraft, VersionManifest
 from registry._registry import Registry, parse_ref
+from registry._submissions import (
+    Submission,
+    is_pending,
+    mark_dispatched,
+    pending_run_ids,
+    read_submission,
+    record_submission,
+    run_id_for,
+    submission_key,
+)
 from shipyard.errors import InputError
 
 __all__ = [
@@ -21,13 +31,21 @@ __all__ = [
     "Registry",
     "RunInfo",
     "SourceInfo",
+    "Submission",
     "VersionDraft",
     "VersionManifest",
     "default_registry_url",
     "fetch_source",
+    "is_pending",
+    "mark_dispatched",
     "open_registry",
     "parse_ref",
+    "pending_run_ids",
+    "read_submission",
+    "record_submission",
+    "run_id_for",
     "store_incoming",
+    "submission_key",
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from registry._backend import Backend, Progress
 from registry._local import temp_file_beside
 from registry._manifest import AliasRecord, GcItem, GcReport, VersionDraft, VersionManifest
+from registry._submissions import PENDING, pending_run_ids, waiting_sources
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
 from shipyard.spec import MODEL_NAME_RE, normalize_model_name
@@ -206,7 +207,8 @@ class Registry:
         An unreferenced blob older than `grace` is moved to trash/; a trash entry is deleted for
         good once it has been there longer than `grace` and still no version references it. A
         publish that chose to reuse a blob just before gc moved it brings it back, and so do
-        readers and the next gc. Uploaded sources (incoming/) that no version references and
+        readers and the next gc. Uploaded sources (incoming/) that neither a version nor a
+        pending webhook submission references, submission records no longer pending, and
         unfinished uploads are deleted once older than `grace`. This holds as long as no
         publish takes longer than `grace` (default 24 h).
         """
@@ -227,16 +229,31 @@ class Registry:
             ("blobs/sha256/", report.trashed, self._to_trash),
             ("incoming/", report.deleted, lambda key, _: self.backend.delete(key)),
         )
+        needed = referenced | waiting_sources(self)
         for prefix, done, action in collect:
             for key, modified in self.backend.list(prefix):
                 digest, age = key.rsplit("/", 1)[-1], now - modified
-                if digest not in referenced and age > grace:
+                if digest not in needed and age > grace:
                     done.append(GcItem(key=key, age_s=int(age.total_seconds())))
                     if not dry_run:
                         action(key, digest)
+        report.deleted += self._old_submissions(now - grace, dry_run)
         if not dry_run:
             report.partial_uploads = self.backend.sweep_partial_uploads(grace)
         return report
+
+    def _old_submissions(self, before: datetime, dry_run: bool) -> list[GcItem]:
+        """Webhook submission records older than `before` whose flow run exists (not pending)."""
+        pending = {run_id for run_id, _ in pending_run_ids(self)}
+        old = []
+        for key, modified in self.backend.list("submissions/"):
+            run_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if key.startswith(PENDING) or run_id in pending or modified >= before:
+                continue
+            old.append(GcItem(key=key, age_s=int((datetime.now(UTC) - modified).total_seconds())))
+            if not dry_run:
+                self.backend.delete(key)
+        return old
 
     def _to_trash(self, key: str, digest: str) -> None:
         self.backend.move(key, self.trash_key(digest))

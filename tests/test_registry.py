@@ -296,6 +296,27 @@ def test_gc_deletes_unreferenced_uploaded_sources(setup, tmp_path: Path) -> None
     assert [k for k, _ in registry.backend.list("incoming/")] == [f"incoming/{sha256_file(source)}"]
 
 
+def test_gc_keeps_what_a_pending_webhook_submission_needs(setup, tmp_path: Path) -> None:
+    from registry import mark_dispatched, record_submission, store_incoming
+
+    registry, *_ = setup
+    upload = tmp_path / "queued.pt2"
+    upload.write_bytes(b"uploaded, its run not started yet")
+    source = store_incoming(registry, upload, sha256_file(upload))
+    submission = record_submission(registry, {"source": source, "name": "queued"}, attempt=0)
+    assert submission is not None
+    assert record_submission(registry, {"source": source, "name": "queued"}, attempt=0) is None  # redelivery
+    time.sleep(1.5)
+    assert registry.gc(timedelta(0)).deleted == []  # pending: its upload and its record stay
+    mark_dispatched(registry, submission.run_id)  # its flow run exists now
+    report = registry.gc(timedelta(0))
+    assert sorted(_keys(report.deleted)) == [
+        f"incoming/{sha256_file(upload)}",
+        f"submissions/{submission.run_id}.json",
+    ]
+    assert list(registry.backend.list("submissions/")) == []
+
+
 class FailsOnce:
     """The real backend, except that its Nth write fails: before it reached storage (a crash) or
     after (the answer was lost)."""

@@ -3,6 +3,9 @@
     submissions/<run_id>.json        the submission: its package-model parameters (written once)
     submissions/pending/<run_id>     present until its Prefect flow run exists
 
+`registry gc` keeps the uploads a pending submission needs and removes records older than its
+grace period once they are no longer pending.
+
 A submission's run id is derived from its content and attempt number, so the same upload
 delivered twice is one submission (the second `create` finds the first). The flow run made for
 it carries the run id as its idempotency key, so dispatching twice starts it once.
@@ -15,12 +18,14 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from registry import Registry
 from shipyard.errors import AlreadyExists, NotFound
+
+if TYPE_CHECKING:
+    from registry._registry import Registry
 
 __all__ = [
     "Submission",
@@ -30,6 +35,7 @@ __all__ = [
     "read_submission",
     "record_submission",
     "submission_key",
+    "waiting_sources",
 ]
 
 PENDING = "submissions/pending/"
@@ -103,3 +109,15 @@ def pending_run_ids(registry: Registry) -> list[tuple[str, datetime]]:
 def mark_dispatched(registry: Registry, run_id: str) -> None:
     with contextlib.suppress(NotFound):
         registry.backend.delete(PENDING + run_id)
+
+
+def waiting_sources(registry: Registry) -> set[str]:
+    """Digests under incoming/ that submissions still waiting for their flow run will need."""
+    digests = set()
+    for run_id, _ in pending_run_ids(registry):
+        submission = read_submission(registry, run_id)
+        for field in ("source", "samples"):
+            uri = submission.parameters.get(field) if submission else None
+            if isinstance(uri, str) and "/incoming/" in uri:
+                digests.add(uri.rsplit("/", 1)[-1])
+    return digests
