@@ -178,18 +178,23 @@ def casts_to_bool_as_compare(model: Any) -> int:
 
 def erfc_as_erf(model: Any) -> int:
     """Turn every TensorFlow `Erfc` node tf2onnx leaves in the graph (ONNX has no Erfc; exact GELU
-    uses it) into 1 - Erf(x); returns how many."""
+    uses it) into 1 - Erf(x), the constant in x's own element type; returns how many."""
     import numpy as np
+    import onnx
     from onnx import helper, numpy_helper
 
     graph = model.graph
+    if not any(n.op_type == "Erfc" and not n.domain for n in graph.node):
+        return 0
     nodes, rewritten = [], 0
+    types = _element_types(model)
     for node in graph.node:
         if node.op_type != "Erfc" or node.domain:
             nodes.append(node)
             continue
         base = (node.name or node.output[0]).replace("/", "_")
-        graph.initializer.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{base}__one"))
+        dtype = helper.tensor_dtype_to_np_dtype(types.get(node.input[0], onnx.TensorProto.FLOAT))
+        graph.initializer.append(numpy_helper.from_array(np.ones((), dtype=dtype), f"{base}__one"))
         nodes += [
             helper.make_node("Erf", [node.input[0]], [f"{base}__erf"]),
             helper.make_node("Sub", [f"{base}__one", f"{base}__erf"], list(node.output)),

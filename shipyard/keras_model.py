@@ -20,6 +20,15 @@ class KerasSource:
     def __init__(self, model: Any) -> None:
         self.model = model
 
+    label = "a Keras"
+    keeps_own_names = True
+
+    def signature(self) -> Signature:
+        return keras_signature(self)
+
+    def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_keras(self, signature, inputs)
+
 
 def load_keras(path: Path) -> KerasSource:
     """keras.saving.load_model with safe_mode=True: a Lambda layer or any other serialized Python

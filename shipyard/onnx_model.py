@@ -20,6 +20,15 @@ class OnnxSource:
         self.model = model
         self.session = session
 
+    label = "an ONNX"
+    keeps_own_names = True
+
+    def signature(self) -> Signature:
+        return onnx_signature(self)
+
+    def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_onnx(self, signature, inputs)
+
 
 def _all_tensors(graph: Any) -> list[Any]:
     """Every tensor a graph holds: initializers, sparse ones, node attributes, and subgraphs'."""

@@ -7,7 +7,6 @@ this module holds the plain functions those steps call.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 from shipyard.errors import SourceError, SpecError
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SourceKind, detect_kind
+from shipyard.source_model import SourceModel
 from shipyard.spec import MODEL_NAME_RE, Spec, normalize_model_name
 from shipyard.variants import (
     DEFAULT_MAX_VARIANT_ELEMENTS,
@@ -127,9 +127,8 @@ def choose_model_name(spec: Spec, source: Path, name: str | None) -> str:
     return chosen
 
 
-def load_source(source: Path) -> Any:
-    """The source model, loaded without running code from it: a torch.export program, or an ONNX
-    model with its ONNX Runtime session."""
+def load_source(source: Path) -> SourceModel:
+    """The source model, loaded by its own framework without running code from it."""
     kind = detect_kind(source)
     if kind is SourceKind.ONNX:
         from shipyard.onnx_model import load_onnx
@@ -143,51 +142,27 @@ def load_source(source: Path) -> Any:
         from shipyard.saved_model import load_saved_model
 
         return load_saved_model(source)
-    from shipyard.torch_program import load_program
+    from shipyard.torch_program import load_torch_source
 
-    return load_program(source)
+    return load_torch_source(source)
 
 
-def run_source(model: Any, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_source(
+    model: SourceModel, signature: Signature, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The source model's outputs on `inputs` (eager PyTorch, ONNX Runtime, or TensorFlow)."""
-    from shipyard.keras_model import KerasSource, run_keras
-    from shipyard.onnx_model import OnnxSource, run_onnx
-    from shipyard.saved_model import SavedModelSource, run_saved_model
-
-    if isinstance(model, OnnxSource):
-        return run_onnx(model, signature, inputs)
-    if isinstance(model, KerasSource):
-        return run_keras(model, signature, inputs)
-    if isinstance(model, SavedModelSource):
-        return run_saved_model(model, signature, inputs)
-    from shipyard.torch_program import run_program
-
-    return run_program(model, signature, inputs)
+    return model.run(signature, inputs)
 
 
-def _source_signature(model: Any, spec: Spec) -> Signature:
-    from shipyard.keras_model import KerasSource, keras_signature
-    from shipyard.onnx_model import OnnxSource, onnx_signature
-    from shipyard.saved_model import SavedModelSource, saved_model_signature
-
-    kinds = {OnnxSource: "an ONNX", KerasSource: "a Keras", SavedModelSource: "a SavedModel"}
-    if type(model) in kinds and (spec.inputs or spec.outputs):  # its artifacts keep its names
-        kind = kinds[type(model)]
-        raise SpecError(f"spec fields inputs/outputs: {kind} source keeps its own tensor names")
-    if isinstance(model, OnnxSource):
-        return onnx_signature(model)
-    if isinstance(model, KerasSource):
-        return keras_signature(model)
-    if isinstance(model, SavedModelSource):
-        return saved_model_signature(model)
-    from shipyard.torch_program import program_signature
-
-    return program_signature(model)
+def _source_signature(model: SourceModel, spec: Spec) -> Signature:
+    if model.keeps_own_names and (spec.inputs or spec.outputs):  # its artifacts keep its names
+        raise SpecError(f"spec fields inputs/outputs: {model.label} source keeps its own tensor names")
+    return model.signature()
 
 
 def read_signature(
     source: Path, spec: Spec, max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS
-) -> tuple[Signature, Any]:
+) -> tuple[Signature, SourceModel]:
     """Load the model (never running code from it) and read its signature with the spec applied and
     every dim's max bounded so that one variant's inputs hold at most `max_elements`."""
     model = load_source(source)
@@ -207,7 +182,7 @@ def save_variant(
 
 
 def validation_inputs(
-    program: Any,
+    model: SourceModel,
     signature: Signature,
     spec: Spec,
     folder: Path,
@@ -215,7 +190,7 @@ def validation_inputs(
 ) -> list[PreparedVariant]:
     """Every variant's inputs and the source model's outputs on them, saved under `folder`."""
     return [
-        save_variant(folder, variant, inputs, run_source(program, signature, inputs))
+        save_variant(folder, variant, inputs, run_source(model, signature, inputs))
         for variant, inputs in build_variants(signature, spec, max_elements)
     ]
 

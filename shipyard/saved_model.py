@@ -9,7 +9,6 @@ checked for ops that touch files or run Python: such a model is refused, never r
 
 from __future__ import annotations
 
-import os
 import tarfile
 import tempfile
 import zipfile
@@ -20,7 +19,13 @@ import numpy as np
 
 from shipyard.errors import SourceError, one_line
 from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
-from shipyard.source import holds_saved_model, unsafe_entry_name
+from shipyard.source import (
+    MAX_ARCHIVE_ENTRIES,
+    MAX_UNPACKED_BYTES,
+    holds_saved_model,
+    tar_members,
+    unsafe_entry_name,
+)
 
 __all__ = [
     "SIGNATURE_KEY",
@@ -33,8 +38,6 @@ __all__ = [
 ]
 
 SIGNATURE_KEY = "serving_default"
-MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_SAVED_MODEL_BYTES", 8 * 2**30))
-MAX_ENTRIES = 100_000
 # Ops that read or write files, list folders, or call back into Python: a serving graph has no
 # business with them, and running one would run what the upload says.
 UNSAFE_OPS = frozenset(
@@ -83,15 +86,15 @@ def pack_folder(folder: Path, dest: Path) -> Path:
 
 
 def _checked_names(names: list[str], sizes: list[int], source: Path) -> None:
-    if len(names) > MAX_ENTRIES:
-        raise SourceError(f"{source}: {len(names)} archive entries, more than {MAX_ENTRIES}")
+    if len(names) > MAX_ARCHIVE_ENTRIES:
+        raise SourceError(f"{source}: {len(names):,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}")
     unsafe = next((n for n in names if unsafe_entry_name(n)), None)
     if unsafe is not None:
         raise SourceError(f"{source}: archive entry {unsafe[:80]!r} points outside the archive")
     if sum(sizes) > MAX_UNPACKED_BYTES:
         raise SourceError(
             f"{source}: unpacks to {sum(sizes):,} bytes, more than {MAX_UNPACKED_BYTES:,} "
-            "(SHIPYARD_MAX_SAVED_MODEL_BYTES)"
+            "(SHIPYARD_MAX_UNPACKED_BYTES)"
         )
     if not holds_saved_model(names):
         raise SourceError(f"{source}: the archive holds no saved_model.pb")
@@ -100,7 +103,7 @@ def _checked_names(names: list[str], sizes: list[int], source: Path) -> None:
 def _unpack_tar(source: Path, dest: Path) -> None:
     try:
         with tarfile.open(source) as tar:
-            members = tar.getmembers()
+            members = tar_members(tar, source)
             links = [m.name for m in members if not (m.isfile() or m.isdir())]
             if links:
                 raise SourceError(f"{source}: archive entry {links[0][:80]!r} is a link or device; refused")
@@ -164,6 +167,15 @@ class SavedModelSource:
         self.unpacked = unpacked  # the temporary folder it was unpacked into, removed with it
         self.loaded = loaded  # keeps the function's variables alive
         self.function = function
+
+    label = "a SavedModel"
+    keeps_own_names = True
+
+    def signature(self) -> Signature:
+        return saved_model_signature(self)
+
+    def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_saved_model(self, signature, inputs)
 
 
 def check_ops(folder: Path) -> None:

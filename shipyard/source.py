@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -10,7 +12,10 @@ from pathlib import Path
 
 from shipyard.errors import SourceError
 
-__all__ = ["SourceKind", "detect_kind", "holds_saved_model", "unsafe_entry_name"]
+__all__ = ["SourceKind", "detect_kind", "holds_saved_model", "tar_members", "unsafe_entry_name"]
+
+MAX_ARCHIVE_ENTRIES = 100_000
+MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_UNPACKED_BYTES", 8 * 2**30))
 
 
 class SourceKind(StrEnum):
@@ -42,11 +47,29 @@ def _zip_kind(names: list[str]) -> SourceKind:
     raise SourceError("zip archive is not a torch.export, AOTInductor, Keras or SavedModel model")
 
 
+def tar_members(tar: tarfile.TarFile, path: Path) -> list[tarfile.TarInfo]:
+    """The archive's entries, read one header at a time and refused past the limits, so that a
+    listing of millions of entries, or a .tar.gz that inflates without end, costs neither all
+    the memory nor all the time."""
+    members: list[tarfile.TarInfo] = []
+    unpacked = 0
+    for member in tar:
+        members.append(member)
+        unpacked += member.size
+        if len(members) > MAX_ARCHIVE_ENTRIES:
+            raise SourceError(f"{path}: more than {MAX_ARCHIVE_ENTRIES:,} archive entries")
+        if unpacked > MAX_UNPACKED_BYTES:
+            raise SourceError(
+                f"{path}: unpacks to more than {MAX_UNPACKED_BYTES:,} bytes (SHIPYARD_MAX_UNPACKED_BYTES)"
+            )
+    return members
+
+
 def _tar_kind(path: Path) -> SourceKind:
     """A tar (or .tar.gz) holding a SavedModel; reads only the listing."""
     try:
         with tarfile.open(path) as tar:
-            names = tar.getnames()
+            names = [m.name for m in tar_members(tar, path)]
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise SourceError(f"{path} is a damaged tar archive ({exc})") from None
     unsafe = next((n for n in names if unsafe_entry_name(n)), None)
@@ -69,14 +92,51 @@ def unsafe_entry_name(name: str) -> bool:
     return name.startswith("/") or drive or ".." in parts or "\0" in name
 
 
+def _declared_zip_entries(path: Path) -> int:
+    """The entry count a zip's end record declares (zip64 too), read before zipfile builds its
+    whole directory in memory; 0 if there is no end record (zipfile then says what is wrong)."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 16) - 22))
+        tail = fh.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or end + 22 > len(tail):
+        return 0
+    entries = int(struct.unpack("<H", tail[end + 10 : end + 12])[0])
+    locator = end - 20
+    if entries == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        with path.open("rb") as fh:
+            fh.seek(int(struct.unpack("<Q", tail[locator + 8 : locator + 16])[0]))
+            record = fh.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            entries = int(struct.unpack("<Q", record[32:40])[0])
+    return entries
+
+
 def _checked_entries(path: Path) -> list[str]:
-    """The entry names of a zip archive whose every entry matches its checksum and stays inside it."""
+    """The entry names of a zip archive within the limits, whose every entry matches its checksum
+    and stays inside it. Declared sizes bound the checksum pass: zipfile reads no more than them."""
+    declared = _declared_zip_entries(path)
+    if declared > MAX_ARCHIVE_ENTRIES:
+        raise SourceError(f"{path}: {declared:,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
             unsafe = next((n for n in names if unsafe_entry_name(n)), None)
             if unsafe is not None:
                 raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
+            if len(infos) > MAX_ARCHIVE_ENTRIES:
+                raise SourceError(
+                    f"{path}: {len(infos):,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}"
+                )
+            unpacked = sum(i.file_size for i in infos)
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise SourceError(
+                    f"{path}: unpacks to {unpacked:,} bytes, more than {MAX_UNPACKED_BYTES:,} "
+                    "(SHIPYARD_MAX_UNPACKED_BYTES)"
+                )
             damaged = zf.testzip()  # reads every entry once, checking its CRC-32
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         raise SourceError(f"{path} is a damaged zip archive ({exc})") from None

@@ -15,7 +15,7 @@ import numpy as np
 from shipyard.errors import SourceError
 from shipyard.signature import DEFAULT_UNBOUNDED_MAX, DynamicDim, Signature, TensorSpec, default_typical
 
-__all__ = ["load_program", "program_signature", "run_program"]
+__all__ = ["TorchSource", "load_program", "load_torch_source", "program_signature", "run_program"]
 
 
 @contextmanager
@@ -164,3 +164,23 @@ def served_ranges(ep: Any, signature: Signature) -> dict[str, tuple[int, int]]:
                 hi = 2**31 if _is_infinite(vr.upper) else int(vr.upper)
                 ranges[dim] = (int(vr.lower), hi)
     return ranges
+
+
+class TorchSource:
+    """A torch.export program loaded without unpickling code."""
+
+    label = "a torch.export"
+    keeps_own_names = False  # inputs and outputs can be renamed by the spec
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+
+    def signature(self) -> Signature:
+        return program_signature(self.program)
+
+    def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_program(self.program, signature, inputs)
+
+
+def load_torch_source(path: Path) -> TorchSource:
+    return TorchSource(load_program(path))

@@ -48,12 +48,23 @@ def _fed(array: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
     return cast
 
 
+class UnmatchedSignature(Exception):
+    """The .tflite's signature keys cannot be matched to the model's inputs or outputs."""
+
+
 def _keys(found: list[str], names: list[str]) -> list[str]:
     """The runner's keys in the order of `names`: by name (a .tflite from a SavedModel keeps them),
-    else by position (litert-torch numbers them args_0.. and output_0..)."""
+    else by position (litert-torch numbers them args_0.. and output_0..). Anything else is a
+    .tflite whose signature cannot be matched to the model's, said as such."""
     if set(found) == set(names):
         return names
-    return sorted(found, key=lambda k: int(k.rsplit("_", 1)[-1]))
+    numbered = {k: k.rsplit("_", 1)[-1] for k in found}
+    if len(found) != len(names) or not all(n.isdigit() for n in numbered.values()):
+        raise UnmatchedSignature(
+            f"the .tflite signature has {sorted(found)}, which match neither the model's names "
+            f"{names} nor numbered positions"
+        )
+    return sorted(found, key=lambda k: int(numbered[k]))
 
 
 def _predict(runner: Any, signature: Signature) -> Predict:

@@ -117,3 +117,13 @@ def test_one_converter_rejecting_names_its_reason_and_the_others_publish(
     assert "\n" not in error and len(error) < 1500 and "Traceback" not in error
     for name in ("ort-web", "triton"):
         assert report["targets"][name]["metrics"]["max_abs_err"] < 1e-4
+
+
+def test_signature_keys_match_by_name_by_position_or_not_at_all() -> None:
+    from targets.litert_int4 import UnmatchedSignature, _keys
+
+    assert _keys(["b", "a"], ["a", "b"]) == ["a", "b"]  # by name, in the model's order
+    assert _keys(["args_10", "args_2", "args_0"], ["x", "y", "z"]) == ["args_0", "args_2", "args_10"]
+    for found in (["serving_x", "serving_y"], ["args_0"]):  # unnumbered, or one short
+        with pytest.raises(UnmatchedSignature, match="match neither"):
+            _keys(found, ["x", "y"])

@@ -7,9 +7,15 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.onnx_rewrites import casts_to_bool_as_compare, gather_nd_as_gather, split_grouped_convs
+from exporters.onnx_rewrites import (
+    casts_to_bool_as_compare,
+    erfc_as_erf,
+    gather_nd_as_gather,
+    split_grouped_convs,
+)
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any]:
@@ -85,3 +91,28 @@ def test_grouped_conv_split_per_group_is_exact_up_to_summation_order() -> None:
     assert split_grouped_convs(model) == 1
     assert sum(n.op_type == "Conv" for n in model.graph.node) == 4
     np.testing.assert_allclose(_run(model, {"x": x})[0], before[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("elem", "dtype"), [(TensorProto.FLOAT, np.float32), (TensorProto.FLOAT16, np.float16)]
+)
+def test_erfc_becomes_one_minus_erf_in_the_inputs_own_precision(elem: int, dtype: type) -> None:
+    """Erfc is not an ONNX op (tf2onnx leaves it for exact GELU): after the rewrite the graph
+    checks and runs, and the constant 1 has the element type of what it is subtracted from."""
+    import math
+
+    model = _model(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Erfc", ["h"], ["y"], name="gelu/erfc")],
+        [helper.make_tensor_value_info("x", elem, [5])],
+        [helper.make_tensor_value_info("y", elem, [5])],
+        [],
+    )
+    assert erfc_as_erf(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Relu", "Erf", "Sub"]
+    assert model.graph.initializer[0].data_type == elem
+    x = np.array([-1.0, 0.0, 0.5, 1.0, 2.0], dtype=dtype)
+    (y,) = _run(model, {"x": x})
+    expected = np.array([math.erfc(max(float(v), 0.0)) for v in x])
+    np.testing.assert_allclose(
+        y.astype(np.float64), expected, rtol=0, atol=1e-6 if dtype == np.float32 else 2e-3
+    )

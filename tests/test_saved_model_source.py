@@ -135,3 +135,67 @@ def test_a_file_op_outside_the_serving_function_is_refused_too(home: Path, tmp_p
     folder = tmp_path / "lookup"
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
     assert_refused(run_cli(["package", str(folder)], home), home, "InitializeTableFromTextFile")
+
+
+def _tar_gz(path: Path, entries: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_listing_past_the_entry_limit_is_refused_while_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shipyard.source
+    from shipyard.errors import SourceError
+
+    monkeypatch.setattr(shipyard.source, "MAX_ARCHIVE_ENTRIES", 10)
+    many = _tar_gz(tmp_path / "many.tar.gz", {"m/saved_model.pb": b"x", **{f"m/{i}": b"" for i in range(40)}})
+    read: list[str] = []
+    original = tarfile.TarFile.next
+
+    def counting_next(self: tarfile.TarFile) -> tarfile.TarInfo | None:
+        member = original(self)
+        if member is not None:
+            read.append(member.name)
+        return member
+
+    monkeypatch.setattr(tarfile.TarFile, "next", counting_next)
+    with pytest.raises(SourceError, match="more than 10 archive entries"):
+        shipyard.source.detect_kind(many)
+    assert len(set(read)) == 11  # stopped at the first entry past the limit, not after listing all 41
+
+
+def test_a_tar_gz_that_inflates_past_the_limit_is_refused(home: Path, tmp_path: Path) -> None:
+    """A few KB of gzip that lists 64 MB of zeros: refused while the listing is read."""
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", {"m/saved_model.pb": b"x", "m/zeros": bytes(64 * 2**20)})
+    assert bomb.stat().st_size < 2**20
+    limited = run_cli(["package", str(bomb)], home, extra_env={"SHIPYARD_MAX_UNPACKED_BYTES": str(2**20)})
+    assert_refused(limited, home, "unpacks to more than 1,048,576 bytes")
+
+
+def test_zip_sources_past_the_limits_are_refused_before_they_are_read(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shipyard.source
+    from shipyard.errors import SourceError
+
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(40):
+            zf.writestr(f"m/{i}", b"")
+    monkeypatch.setattr(shipyard.source, "MAX_ARCHIVE_ENTRIES", 10)
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", None)  # the end record alone must refuse it
+    with pytest.raises(SourceError, match="40 archive entries, more than 10"):
+        shipyard.source.detect_kind(many)
+    monkeypatch.undo()
+    bomb = tmp_path / "bomb.pt2"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m/archive_format", b"pt2")
+        zf.writestr("m/models/zeros", bytes(64 * 2**20))
+    assert bomb.stat().st_size < 2**20
+    limited = run_cli(["package", str(bomb)], home, extra_env={"SHIPYARD_MAX_UNPACKED_BYTES": str(2**20)})
+    assert_refused(limited, home, "unpacks to 67,108,867 bytes, more than 1,048,576")
