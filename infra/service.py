@@ -247,4 +247,7 @@ def status() -> None:
 
 if __name__ == "__main__":
     commands = {"up": up, "worker": worker, "down": down, "status": status}
-    commands[sys.argv[1] if len(sys.argv) > 1 else "status"]()
+    command = sys.argv[1] if len(sys.argv) > 1 else "status"
+    if command not in commands:
+        raise SystemExit(f"usage: python -m infra.service {'|'.join(commands)}")
+    commands[command]()

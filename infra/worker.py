@@ -40,7 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--name", default=os.environ.get("SHIPYARD_WORKER_NAME") or socket.gethostname())
+    parser.add_argument(
+        "--name",
+        default=os.environ.get("SHIPYARD_WORKER_NAME") or socket.gethostname(),
+        help="its name in Prefect, unique per worker (default: $SHIPYARD_WORKER_NAME, else the host name)",
+    )
     parser.add_argument(
         "--slots", type=int, default=worker_slots(), help="runs and steps at once (default: cores)"
     )
