@@ -13,7 +13,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from flows._parameters import TargetName
 from flows.package import package_model
-from registry import VersionManifest, open_registry
+from registry import Registry, VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
 from shipyard.errors import NotFound, one_line
 from shipyard.report import Status
@@ -42,9 +42,8 @@ def tracked_versions(registry: str | None, alias: str, models: list[str] | None)
     return found
 
 
-def _blob_uri(registry: str | None, digest: str) -> str:
+def _blob_uri(reg: Registry, digest: str) -> str:
     """Where the package-model flow fetches a stored blob from, on whichever worker runs it."""
-    reg = open_registry(registry)
     return f"{reg.url.rstrip('/')}/{reg.blob_key(digest)}"
 
 
@@ -55,19 +54,19 @@ def _asked_targets(old: VersionManifest) -> list[TargetName]:
     return [TargetName(n) for n, r in sorted(old.targets.items()) if r.status is not Status.SKIPPED]
 
 
-def _package_parameters(old: VersionManifest, registry: str | None) -> dict[str, Any]:
+def _package_parameters(old: VersionManifest, reg: Registry, registry: str | None) -> dict[str, Any]:
     """package-model's parameters that package this version's source and spec again."""
     return {
-        "source": _blob_uri(registry, old.source.sha256),
+        "source": _blob_uri(reg, old.source.sha256),
         "targets": _asked_targets(old),
         "spec": {k: v for k, v in old.spec.items() if k != "samples"},
         "name": old.model,
         "registry": registry,
-        "samples": _blob_uri(registry, old.samples.sha256) if old.samples else None,
+        "samples": _blob_uri(reg, old.samples.sha256) if old.samples else None,
     }
 
 
-def _on_workers(runs: dict[str, dict[str, Any]], registry: str | None) -> dict[str, dict[str, Any] | str]:
+def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, dict[str, Any] | str]:
     """One package-model flow run per model, for any worker of the pool; each one's report or error.
 
     Idempotency keys tie the runs to this nightly run, so a re-run of the nightly (after a crash)
@@ -99,7 +98,7 @@ def _on_workers(runs: dict[str, dict[str, Any]], registry: str | None) -> dict[s
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"package-model runs still unfinished after {WAIT_FOR_RUNS_S} s")
                 time.sleep(POLL_S)
-            report = open_registry(registry).run_report(str(run.id))
+            report = reg.run_report(str(run.id))
             results[model] = (
                 report if report is not None else f"run {run.id} ended {state.type.value.lower()}"
             )
@@ -161,8 +160,9 @@ def nightly_reexport(
         models: The models to re-export; none means every model that has the alias.
     """
     tracked = {old.model: old for old in tracked_versions(registry, alias, models)}
-    runs = {model: _package_parameters(old, registry) for model, old in tracked.items()}
-    results = _on_workers(runs, registry) if prefect_deployment.id else _in_process(runs)
+    reg = open_registry(registry)
+    runs = {model: _package_parameters(old, reg, registry) for model, old in tracked.items()}
+    results = _on_workers(runs, reg) if prefect_deployment.id else _in_process(runs)
     rows: list[dict[str, str]] = []
     summary: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from infra._secrets import stored_secret, write_private
 
 __all__ = ["DATABASE", "PostgresUnavailable", "bin_dir", "running", "start", "stop"]
 
@@ -79,31 +80,17 @@ def _run(args: list[str], password: str | None = None, **kwargs: Any) -> subproc
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create `path` with mode 0600 from the start; never through an existing file or link."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
-def _password(state: Path, name: str = "postgres.password") -> str:
-    path = state / name
-    if not path.exists():
-        _write_private(path, secrets.token_hex(24))
-    return path.read_text().strip()
-
-
 def start(state: Path, port: int) -> str:
     """Start (initialising on first use) the server; returns Prefect's database URL."""
     tools = bin_dir()
     data = state / "postgres"
     data.mkdir(mode=0o700, exist_ok=True)
     as_user = _as_server_user(data)
-    cluster, password = data / "cluster", _password(state)
+    cluster, password = data / "cluster", stored_secret(state / "postgres.password")
     if not (cluster / "PG_VERSION").exists():
         pwfile = data / "initdb.pw"  # read once by initdb, as the server user
         pwfile.unlink(missing_ok=True)
-        _write_private(pwfile, password)
+        write_private(pwfile, password)
         if as_user:
             shutil.chown(pwfile, user=SYSTEM_USER)
         try:
@@ -159,7 +146,7 @@ def _prefect_database(state: Path, tools: Path, port: int, superuser_password: s
         tools, port, superuser_password,
         f"select pg_get_userbyid(datdba) from pg_database where datname = '{DATABASE}';",
     )  # fmt: skip
-    role_password = _password(state, f"postgres.{ROLE}.password")
+    role_password = stored_secret(state / f"postgres.{ROLE}.password")
     if not owner:
         if not _sql(tools, port, superuser_password, f"select 1 from pg_roles where rolname = '{ROLE}';"):
             _sql(tools, port, superuser_password, f"create role {ROLE} login password '{role_password}';")

@@ -18,7 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["free_port", "start_seaweedfs", "wait_for_s3"]
+__all__ = ["INTERNAL_PORTS", "free_port", "internal_ports", "start_seaweedfs", "wait_for_s3"]
+
+INTERNAL_PORTS = ("master", "volume", "filer", "admin", "iceberg", "lance")  # besides S3's own
 
 
 def free_port() -> int:
@@ -41,6 +43,11 @@ def weed_binary() -> str:
     return str(beside) if beside.exists() else (shutil.which("weed") or "weed")
 
 
+def internal_ports() -> dict[str, int]:
+    """A free port for each of SeaweedFS's internal listeners."""
+    return {name: free_port() for name in INTERNAL_PORTS}
+
+
 def start_seaweedfs(
     data_dir: Path,
     s3_port: int,
@@ -54,7 +61,7 @@ def start_seaweedfs(
     Its S3 keys are AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of `env` (default: this process's).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    p = ports or {name: free_port() for name in ("master", "volume", "filer", "admin", "iceberg", "lance")}
+    p = ports or internal_ports()
     cmd = [
         weed_binary(),
         "mini",

@@ -18,13 +18,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from infra._secrets import stored_secret
 
 STATE = Path(os.environ.get("SHIPYARD_SERVICE_DIR", ".shipyard/service")).resolve()
 PREFECT_PORT = int(os.environ.get("SHIPYARD_PREFECT_PORT", "4200"))
@@ -34,16 +35,9 @@ S3_PORT = int(os.environ.get("SHIPYARD_S3_PORT", "8333"))
 BUCKET = "shipyard"
 
 
-def _secret(name: str, given: str | None, length: int = 24) -> str:
+def _secret(name: str, given: str | None) -> str:
     """`given`, else a secret generated once into the state folder (mode 0600)."""
-    if given:
-        return given
-    path = STATE / name
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(length))
-    return path.read_text().strip()
+    return given or stored_secret(STATE / name)
 
 
 def _own_s3() -> bool:
@@ -139,12 +133,11 @@ def _database() -> dict[str, str]:
 
 def _seaweedfs_ports() -> dict[str, int]:
     """Its internal ports, chosen once and kept (its data remembers where its volumes were)."""
-    from infra.seaweed import free_port
+    from infra.seaweed import internal_ports
 
     path = STATE / "seaweedfs.ports.json"
     if not path.exists():
-        names = ("master", "volume", "filer", "admin", "iceberg", "lance")
-        path.write_text(json.dumps({name: free_port() for name in names}))
+        path.write_text(json.dumps(internal_ports()))
     ports: dict[str, int] = json.loads(path.read_text())
     return ports
 

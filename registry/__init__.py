@@ -13,7 +13,6 @@ from registry._manifest import AliasRecord, GcReport, RunInfo, SourceInfo, Versi
 from registry._registry import Registry, parse_ref
 from registry._submissions import (
     Submission,
-    is_pending,
     mark_dispatched,
     pending_run_ids,
     read_submission,
@@ -36,7 +35,6 @@ __all__ = [
     "VersionManifest",
     "default_registry_url",
     "fetch_source",
-    "is_pending",
     "mark_dispatched",
     "open_registry",
     "parse_ref",

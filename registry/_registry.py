@@ -229,7 +229,8 @@ class Registry:
             ("blobs/sha256/", report.trashed, self._to_trash),
             ("incoming/", report.deleted, lambda key, _: self.backend.delete(key)),
         )
-        needed = referenced | waiting_sources(self)
+        pending = {run_id for run_id, _ in pending_run_ids(self)}
+        needed = referenced | waiting_sources(self, sorted(pending))
         for prefix, done, action in collect:
             for key, modified in self.backend.list(prefix):
                 digest, age = key.rsplit("/", 1)[-1], now - modified
@@ -237,20 +238,21 @@ class Registry:
                     done.append(GcItem(key=key, age_s=int(age.total_seconds())))
                     if not dry_run:
                         action(key, digest)
-        report.deleted += self._old_submissions(now - grace, dry_run)
+        report.deleted += self._old_submissions(now, grace, pending, dry_run)
         if not dry_run:
             report.partial_uploads = self.backend.sweep_partial_uploads(grace)
         return report
 
-    def _old_submissions(self, before: datetime, dry_run: bool) -> list[GcItem]:
-        """Webhook submission records older than `before` whose flow run exists (not pending)."""
-        pending = {run_id for run_id, _ in pending_run_ids(self)}
+    def _old_submissions(
+        self, now: datetime, grace: timedelta, pending: set[str], dry_run: bool
+    ) -> list[GcItem]:
+        """Webhook submission records older than `grace` whose flow run exists (not pending)."""
         old = []
         for key, modified in self.backend.list("submissions/"):
-            run_id = key.rsplit("/", 1)[-1].removesuffix(".json")
-            if key.startswith(PENDING) or run_id in pending or modified >= before:
+            run_id, age = key.rsplit("/", 1)[-1].removesuffix(".json"), now - modified
+            if key.startswith(PENDING) or run_id in pending or age <= grace:
                 continue
-            old.append(GcItem(key=key, age_s=int((datetime.now(UTC) - modified).total_seconds())))
+            old.append(GcItem(key=key, age_s=int(age.total_seconds())))
             if not dry_run:
                 self.backend.delete(key)
         return old

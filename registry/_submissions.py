@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Submission",
-    "is_pending",
     "mark_dispatched",
     "pending_run_ids",
     "read_submission",
@@ -96,10 +95,6 @@ def read_submission(registry: Registry, run_id: str) -> Submission | None:
     return Submission.model_validate_json(data)
 
 
-def is_pending(registry: Registry, run_id: str) -> bool:
-    return registry.backend.exists(PENDING + run_id)
-
-
 def pending_run_ids(registry: Registry) -> list[tuple[str, datetime]]:
     """Run ids whose flow run may not exist yet, with when they were marked, oldest first."""
     found = sorted(registry.backend.list(PENDING), key=lambda item: item[1])
@@ -111,10 +106,10 @@ def mark_dispatched(registry: Registry, run_id: str) -> None:
         registry.backend.delete(PENDING + run_id)
 
 
-def waiting_sources(registry: Registry) -> set[str]:
-    """Digests under incoming/ that submissions still waiting for their flow run will need."""
+def waiting_sources(registry: Registry, pending: list[str]) -> set[str]:
+    """Digests under incoming/ that these pending submissions will need once their run starts."""
     digests = set()
-    for run_id, _ in pending_run_ids(registry):
+    for run_id in pending:
         submission = read_submission(registry, run_id)
         for field in ("source", "samples"):
             uri = submission.parameters.get(field) if submission else None

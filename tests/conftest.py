@@ -164,11 +164,11 @@ class Seaweed:
     """A real SeaweedFS S3 endpoint on 127.0.0.1 that tests can stop and start again."""
 
     def __init__(self, root: Path) -> None:
-        from infra.seaweed import free_port
+        from infra.seaweed import free_port, internal_ports
 
         self.root = root
         self.port = free_port()
-        self.ports = {n: free_port() for n in ("master", "volume", "filer", "admin", "iceberg", "lance")}
+        self.ports = internal_ports()
         self.bucket = "shipyard"
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.env = {**S3_KEYS, "AWS_ENDPOINT_URL": self.endpoint}
