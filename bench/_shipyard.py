@@ -13,7 +13,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["PackageFailed", "package_process"]
+__all__ = ["PackageFailed", "package_process", "write_readme_section"]
 
 
 class PackageFailed(RuntimeError):
@@ -40,3 +40,12 @@ def package_process(
         raise PackageFailed(done.stderr.strip()[-2000:])
     report: dict[str, Any] = json.loads(done.stdout)
     return report, wall, started
+
+
+def write_readme_section(name: str, rendered: str) -> None:
+    """Put `rendered` into README.md between `<!-- name:start -->` and `<!-- name:end -->`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    readme = (ROOT / "README.md").read_text()
+    before, rest = readme.split(start, 1)
+    after = rest.split(end, 1)[1]
+    (ROOT / "README.md").write_text(f"{before}{start}\n{rendered}\n{end}{after}")

@@ -6,7 +6,7 @@ and packaged by `shipyard package` for every target. Each cell of the table says
 `passed`, or `failed` with the step and the reason's first words (a gate with its value), or
 `skipped` with the reason.
 
-Usage: python bench/coverage.py [--models bert,vit,...] [--readme]
+Usage: python bench/coverage.py [--models bert,vit,...] [--update] [--readme]
 Writes bench/results/coverage.json and prints the table; --readme also puts it in README.md
 between the coverage markers.
 """
@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _shipyard import PackageFailed, package_process  # a sibling of this script
+from _shipyard import PackageFailed, package_process, write_readme_section  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TARGETS = ["litert-int4", "executorch", "tfjs", "aoti", "ort-web", "triton"]
-START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
 
 def _save(name: str, path: Path) -> Path:
@@ -96,6 +95,9 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--render", action="store_true", help="only render the table of the last run again")
+    parser.add_argument(
+        "--update", action="store_true", help="keep the last run's rows for the models not named in --models"
+    )
     args = parser.parse_args()
     if args.render:
         saved = json.loads((args.out / "coverage.json").read_text())["details"]
@@ -103,6 +105,9 @@ def main() -> None:
         return
     results: dict[str, dict[str, str]] = {}
     details: dict[str, Any] = {}
+    if args.update:
+        last = json.loads((args.out / "coverage.json").read_text())
+        results, details = last["cells"], last["details"]
     with tempfile.TemporaryDirectory(prefix="shipyard-coverage-") as tmp:
         for name in args.models.split(","):
             start = time.perf_counter()
@@ -125,10 +130,7 @@ def main() -> None:
 def _publish(rendered: str, args: argparse.Namespace) -> None:
     print(rendered)
     if args.readme:
-        readme = (ROOT / "README.md").read_text()
-        before, rest = readme.split(START, 1)
-        after = rest.split(END, 1)[1]
-        (ROOT / "README.md").write_text(f"{before}{START}\n{rendered}\n{END}{after}")
+        write_readme_section("coverage", rendered)
 
 
 if __name__ == "__main__":

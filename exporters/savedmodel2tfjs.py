@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import types
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["convert_to_tfjs", "input_shapes", "rewrite_model_json"]
+WeightStorage = Literal["float16", "uint8"]
+
+__all__ = ["WeightStorage", "convert_to_tfjs", "input_shapes", "rewrite_model_json", "weight_bytes"]
 
 # tensorflowjs imports tensorflow_decision_forests unconditionally; its wheel pins an older
 # TensorFlow, so an empty stand-in is enough for graph models without decision forests.
@@ -37,20 +41,43 @@ def rewrite_model_json(model_json: Path, output_names: list[str]) -> None:
     model_json.write_text(json.dumps(doc, sort_keys=True))
 
 
-def convert_to_tfjs(saved_model: Path, out_dir: Path, output_names: list[str]) -> list[Path]:
-    """Convert the serving signature; returns model.json and its shard files."""
+def convert_to_tfjs(
+    saved_model: Path, out_dir: Path, output_names: list[str], weights: WeightStorage | None = None
+) -> list[Path]:
+    """Convert the serving signature; returns model.json and its shard files. `weights` stores
+    every float weight as float16 or uint8 (affine, per tensor); TF.js dequantizes them to
+    float32 when it loads the model, so this shrinks the download, not the compute."""
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
 
     from shipyard.saved_model import SIGNATURE_KEY
 
     tfjs.convert_tf_saved_model(
-        str(saved_model), str(out_dir), signature_def=SIGNATURE_KEY, saved_model_tags="serve"
+        str(saved_model),
+        str(out_dir),
+        signature_def=SIGNATURE_KEY,
+        saved_model_tags="serve",
+        quantization_dtype_map={weights: True} if weights else None,
     )
     model_json = out_dir / "model.json"
     if not model_json.is_file():
         raise RuntimeError("tensorflowjs finished without writing model.json")
     rewrite_model_json(model_json, output_names)
     return [model_json, *sorted(out_dir.glob("*.bin"))]
+
+
+_ITEM_BYTES = {"float32": 4, "int32": 4, "float16": 2, "uint8": 1, "int8": 1, "bool": 1, "int64": 8}
+
+
+def weight_bytes(model_json: Path) -> tuple[int, int]:
+    """(bytes the shards hold, bytes the same weights take as float32)."""
+    stored = as_fp32 = 0
+    for group in json.loads(model_json.read_text())["weightsManifest"]:
+        for spec in group["weights"]:
+            count = math.prod(spec["shape"])
+            dtype = spec.get("quantization", {}).get("original_dtype", spec["dtype"])
+            as_fp32 += count * _ITEM_BYTES.get(dtype, 4)
+        stored += sum((model_json.parent / p).stat().st_size for p in group["paths"])
+    return stored, as_fp32
 
 
 def input_shapes(model_json: Path) -> dict[str, list[int | None]]:

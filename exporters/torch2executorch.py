@@ -3,16 +3,62 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.signature import Signature
 
-__all__ = ["export_pte"]
+__all__ = ["Int8Options", "export_pte", "quantized_program"]
+
+
+class Int8Options(BaseModel):
+    """How the executorch-int8 rung quantizes (PT2E with the XNNPACK quantizer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["static", "dynamic"] = Field(
+        default="static",
+        description="static: int8 weights and activations of conv and linear layers, calibrated; "
+        "dynamic: int8 weights of linear layers, activations quantized at run time",
+    )
+
+
+def quantized_program(
+    source: Path, signature: Signature, options: Int8Options, batches: list[dict[str, np.ndarray]]
+) -> Any:
+    """The program with int8 weights (PT2E + XNNPACKQuantizer, per channel), re-exported with
+    the signature's dynamic dims so the lowered .pte keeps them."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from shipyard.torch_program import load_program
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=options.scheme == "dynamic")
+    prepared = prepare_pt2e(load_program(source).module(), XNNPACKQuantizer().set_global(config))
+    names = signature.input_names()
+    for batch in batches:  # a dynamic scheme observes nothing, but must be run once to convert
+        prepared(*[torch.from_numpy(batch[n]) for n in names])
+    converted = convert_pt2e(prepared)
+    dims = {name: torch.export.Dim(name, min=d.min, max=d.max) for name, d in signature.dims.items()}
+    shapes = tuple(
+        {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+        for t in signature.inputs
+    )
+    example = tuple(torch.from_numpy(batches[0][n]) for n in names)
+    return torch.export.export(converted, example, dynamic_shapes=shapes if dims else None)
 
 
 def export_pte(
-    source: Path, signature: Signature, path: Path
+    source: Path, signature: Signature, path: Path, program: Any = None
 ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    """Write `path`; return the delegation counts and each dim's range in the lowered program.
+    """Write `path` from the program at `source` (or the given `program`); return the delegation
+    counts and each dim's range in the lowered program.
 
     Lowering re-traces the program and can narrow dynamic ranges; the memory plan (and so
     the largest size the runtime accepts) follows the narrowed upper bound.
@@ -23,7 +69,8 @@ def export_pte(
 
     from shipyard.torch_program import load_program, served_ranges
 
-    edge = to_edge_transform_and_lower(load_program(source), partitioner=[XnnpackPartitioner()])
+    program = program if program is not None else load_program(source)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     info = get_delegation_info(edge.exported_program().graph_module)
     program = edge.to_executorch()
     with path.open("wb") as fh:

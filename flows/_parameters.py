@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shipyard.gates import Gates
+from shipyard.precision import Precision
 from shipyard.spec import SpecFields
 from targets import all_targets
 from targets._catalog import Target
@@ -50,6 +51,10 @@ def _settings_form(target: Target) -> type[BaseModel]:
         __doc__=target.summary,
         options=(target.options | None, Field(default=None, description=options_help.strip())),
         gates=(GatesForm | None, Field(default=None, description="limits on the comparison metrics")),
+        precisions=(
+            list[Precision] | None,
+            Field(default=None, description="rungs of its precision ladder to build (default: fp32)"),
+        ),
         timeout_s=(int | None, Field(default=None, gt=0, description="seconds per step before it is killed")),
         memory_mb=(
             int | None,

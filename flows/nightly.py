@@ -17,7 +17,7 @@ from registry import Registry, VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
 from shipyard.errors import NotFound, one_line
 from shipyard.report import Status
-from targets import all_targets
+from targets import resolve_targets
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -48,8 +48,9 @@ def _blob_uri(reg: Registry, digest: str) -> str:
 
 
 def _asked_targets(old: VersionManifest) -> list[TargetName]:
-    """The targets the version was packaged for; [] (all, skips reported again) if it was all."""
-    if set(old.targets) == {t.name for t in all_targets()}:
+    """The targets the version was packaged for; [] (the default set, skips reported again) if it
+    was that set."""
+    if set(old.targets) == {t.name for t in resolve_targets(None)}:
         return []
     return [TargetName(n) for n, r in sorted(old.targets.items()) if r.status is not Status.SKIPPED]
 

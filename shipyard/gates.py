@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.report import GateResult, Metrics
 
-__all__ = ["FP32_GATES", "Gates", "apply_gates"]
+__all__ = ["FP16_GATES", "FP32_GATES", "INT8_GATES", "Gates", "apply_gates"]
 
 
 class Gates(BaseModel):
@@ -32,6 +32,9 @@ class Gates(BaseModel):
 
 # Strict defaults for float32 artifacts: kernels differ, math should not.
 FP32_GATES = Gates(max_abs_err=1e-4, max_rel_err=1e-2, min_cosine=0.99999)
+# Lossy rungs of a precision ladder: gate on the direction and relative size of the error.
+FP16_GATES = Gates(min_cosine=0.9999, max_rel_l2_err=0.02)
+INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)  # also TF.js uint8 weight storage
 
 
 def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shipyard.precision import Precision
 from shipyard.signature import DimRange
 
 __all__ = [
@@ -107,6 +108,7 @@ class StepRecord(BaseModel):
 
 class TargetReport(BaseModel):
     status: Status
+    precision: Precision | None = None  # the rung of its precision ladder (None: not built)
     files: list[FileEntry] = []
     metrics: Metrics = Metrics()
     error: str | None = None

@@ -17,6 +17,12 @@ Example (YAML or JSON):
         options: {opset: 18}
         timeout_s: 900
         memory_mb: 16000              # memory cap of each step process (default: a share of the machine)
+      executorch:
+        precisions: [fp32, int8]      # also build executorch-int8 (each rung is its own target)
+      executorch-int8:
+        options: {scheme: dynamic}    # a rung takes options and gates under its own name
+      litert-int4:
+        options: {min_int4_share: 0.5}  # or {recipe: dynamic_wi4_afp32} to fix the recipe (no search)
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shipyard.errors import SpecError
+from shipyard.precision import Precision
 
 __all__ = [
     "MODEL_NAME_RE",
@@ -75,6 +82,11 @@ class TargetSettings(BaseModel):
 
     options: dict[str, Any] = {}
     gates: dict[str, float | None] = {}
+    precisions: list[Precision] | None = Field(
+        default=None,
+        min_length=1,
+        description="the rungs of this target's precision ladder to build (default: fp32 only)",
+    )
     timeout_s: int | None = Field(default=None, gt=0, description="seconds per step before it is killed")
     memory_mb: int | None = Field(
         default=None, ge=512, description="memory cap (MB) per step process; default: a share of the machine"

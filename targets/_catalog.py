@@ -6,13 +6,14 @@ Entries name their exporter and runtime by import path so that reading the catal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from shipyard.errors import SpecError, UnknownTarget
 from shipyard.gates import Gates
+from shipyard.precision import Precision
 from shipyard.source import SourceKind
 from shipyard.spec import TargetSettings, first_error
 from targets._formats import Family, Format, NoOptions, conversion_path, source_format
@@ -22,8 +23,11 @@ __all__ = [
     "Target",
     "all_targets",
     "get_target",
+    "ladder_variant",
+    "precision_ladder",
     "register_target",
     "resolve_targets",
+    "variant_name",
 ]
 
 DEFAULT_TIMEOUT_S = 900
@@ -48,6 +52,20 @@ class Target:
     warm: tuple[str, ...] = ()  # modules the export needs imported ("module:function" warms up)
     runtime_warm: tuple[str, ...] = ()  # and the validation
     needs_signature: bool = True  # False: its export reads only the source, so starts before prepare ends
+    precision: Precision = Precision.FP32
+    ladder: str | None = None  # the fp32 target whose precision ladder this variant is on
+    calibrated: bool = False  # its export gets calibration inputs and its gates (quantizers)
+    unoffered: dict[Precision, str] = field(default_factory=dict)  # ladder rungs it lacks, and why
+
+    def rung(self, precision: Precision, **changes: Any) -> Target:
+        """This target's `precision` rung: a target of its own, named `<name>-<precision>`."""
+        name = variant_name(self.name, precision)
+        return replace(self, name=name, precision=precision, ladder=self.name, unoffered={}, **changes)
+
+    @property
+    def in_default_set(self) -> bool:
+        """Built when no target is named; ladder variants are built only when asked for."""
+        return self.ladder is None
 
     def accepts(self, kind: SourceKind) -> bool:
         """Can this target be built from a source of this kind (through the shared conversions)?"""
@@ -63,6 +81,19 @@ class Target:
     def check_settings(self, settings: TargetSettings) -> None:
         """SpecError naming the field when the spec's options or gates for this target are invalid."""
         self.parse_options(settings.options)
+        if settings.precisions is not None:
+            if self.ladder is not None:
+                raise SpecError(
+                    f"spec field targets.{self.name}.precisions: {self.name} is a rung of "
+                    f"{self.ladder}'s ladder; list precisions under targets.{self.ladder}"
+                )
+            offered = {v.precision for v in precision_ladder(self)} | set(self.unoffered)
+            unknown = [p.value for p in settings.precisions if p not in offered]
+            if unknown:
+                raise SpecError(
+                    f"spec field targets.{self.name}.precisions: {', '.join(unknown)} not on "
+                    f"{self.name}'s ladder ({', '.join(p.value for p in sorted(offered))})"
+                )
         try:
             self.gates.merged(settings.gates)
         except ValidationError as exc:
@@ -93,12 +124,32 @@ def all_targets() -> list[Target]:
     return [_TARGETS[n] for n in sorted(_TARGETS)]
 
 
+def precision_ladder(target: Target) -> list[Target]:
+    """The target and the variants on its ladder (fp32 first)."""
+    base = target.ladder or target.name
+    return [t for t in all_targets() if t.name == base or t.ladder == base]
+
+
+def ladder_variant(base: Target, precision: Precision) -> Target | str:
+    """The target that builds `base` at `precision`, or why the ladder lacks that rung."""
+    for variant in precision_ladder(base):
+        if variant.precision is precision:
+            return variant
+    return base.unoffered.get(precision, f"{base.name} offers no {precision.value} variant")
+
+
+def variant_name(base: str, precision: Precision) -> str:
+    """`executorch` + int8 -> `executorch-int8` (the fp32 rung keeps the family's name)."""
+    return base if precision is Precision.FP32 else f"{base}-{precision.value}"
+
+
 def resolve_targets(names: list[str] | str | None) -> list[Target]:
-    """Targets named by a list or a comma-separated string; None or empty means all."""
+    """Targets named by a list or a comma-separated string; None or empty means the default set
+    (every target but the ladder variants, which are built when named or a spec asks)."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
-        return all_targets()
+        return [t for t in all_targets() if t.in_default_set]
     seen: dict[str, Target] = {}
     for name in names:
         seen.setdefault(name, get_target(name))

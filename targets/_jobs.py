@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from shipyard.gates import Gates
+from shipyard.precision import CalibrationSet
 from shipyard.signature import Envelope, Signature
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 __all__ = [
     "ArtifactRole",
@@ -37,6 +41,28 @@ class ExportJob(BaseModel):
     inputs: dict[str, str]  # format name -> the upstream product (a file or a folder)
     out_dir: str  # everything written here is the step's output
     work_dir: str  # scratch
+    # a quantizing export (Target.calibrated): what it calibrates or searches on (absolute paths)
+    # and the gates its artifact will be judged by
+    calibration: CalibrationSet | None = None
+    gates: Gates | None = None
+
+    def options_as(self, model: type[OptionsT]) -> OptionsT:
+        """The options read as `model`: the fields it has (a target's options may hold more)."""
+        return model.model_validate({k: v for k, v in self.options.items() if k in model.model_fields})
+
+    def calibration_batches(self) -> list[dict[str, Any]]:
+        """The calibration inputs, one dict of arrays per batch (ValueError if none were planned)."""
+        from shipyard.variants import load_arrays
+
+        if self.calibration is None:
+            raise ValueError(f"{self.step} was planned without calibration data")
+        return [load_arrays(Path(p)) for p in self.calibration.batches]
+
+    @property
+    def target_gates(self) -> Gates:
+        if self.gates is None:
+            raise ValueError(f"{self.step} was planned without its target's gates")
+        return self.gates
 
     def input(self, fmt: str) -> Path:
         return Path(self.inputs[fmt])

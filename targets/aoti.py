@@ -6,6 +6,7 @@ from typing import Any
 
 from exporters.torch2aoti import AotiOptions
 from shipyard.gates import FP32_GATES
+from shipyard.precision import Precision
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
@@ -71,6 +72,14 @@ register_target(
         runtime_toolchain=("torch", "iced-x86"),
         cost_s=15,
         needs_signature=False,  # compiles the program as saved, so it starts at once
+        unoffered={  # measured 2026-11-30 on an AVX-512 EPYC (see the README's precision ladder)
+            Precision.INT8: "aoti-int8 is not offered: Inductor's int8 CPU path (PT2E with "
+            "X86InductorQuantizer, frozen) packs the weights for the compiling CPU's ISA, so the "
+            "package would depend on the build host, and it does not shrink (the compiled code "
+            "dominates: 1.62 MB vs 1.59 MB float32 for a small conv net)",
+            Precision.FP16: "aoti-fp16 is not offered: x86 CPUs without AVX512-FP16 or AMX compute "
+            "half precision by converting at every op (a small conv net ran 40x slower than float32)",
+        },
         warm=("torch._inductor.codecache", "exporters.torch2aoti:warm_up"),
         runtime_warm=("torch._inductor", "targets._isa"),
     )

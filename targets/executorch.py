@@ -4,27 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.gates import FP32_GATES
+from exporters.torch2executorch import Int8Options
+from shipyard.gates import FP32_GATES, INT8_GATES
+from shipyard.precision import Precision
 from shipyard.signature import DimRange
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
-__all__ = ["export", "run_artifact"]
+__all__ = ["export", "export_int8", "run_artifact"]
 
 
-def export(job: ExportJob) -> ExportResult:
-    from exporters.torch2executorch import export_pte
+def _export(job: ExportJob, precision: Precision) -> ExportResult:
+    from exporters.torch2executorch import Int8Options, export_pte, quantized_program
 
-    counts, ranges = export_pte(job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.pte")
-    notes = [
+    source = job.input(Format.TORCH_EXPORT)
+    notes: list[str] = []
+    program = None
+    if precision is Precision.INT8:
+        options = job.options_as(Int8Options)
+        static = options.scheme == "static"
+        program = quantized_program(source, job.interface, options, job.calibration_batches())
+        how = (
+            "static int8 weights and activations (conv, linear), per-channel weight scales"
+            if static
+            else "dynamic int8: int8 linear weights, activations quantized at run time"
+        )
+        calibration = f"; {job.calibration.describe()}" if static and job.calibration else ""
+        notes.append(f"PT2E with the XNNPACK quantizer: {how}{calibration}")
+    counts, ranges = export_pte(source, job.interface, job.out_path / "model.pte", program)
+    notes += [
         f"XNNPACK took {counts['delegated_nodes']} node(s) in {counts['delegated_subgraphs']} "
         f"subgraph(s); {counts['portable_nodes']} node(s) run on portable kernels"
     ]
     envelope = {}
-    for name, (_, planned_max) in ranges.items():
+    for name, (_, traced_max) in ranges.items():
         dim = job.interface.dims[name]
+        planned_max = _largest_accepted(job, name, min(traced_max, dim.max))
         if planned_max < dim.max:
             # The runtime accepts sizes below the traced lower bound (validated at min),
             # but nothing above the memory-planned upper bound.
@@ -34,6 +51,42 @@ def export(job: ExportJob) -> ExportResult:
                 f"(memory planned for that size)"
             )
     return ExportResult(files=["model.pte"], envelope=envelope, notes=notes)
+
+
+def _largest_accepted(job: ExportJob, dim: str, high: int) -> int:
+    """The largest size of `dim` up to `high` that the runtime takes (its memory plan can stop
+    below the range the lowered program states, e.g. after quantization), by bisection."""
+    import numpy as np
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(job.out_path / "model.pte").load_method("forward")
+    signature = job.interface
+
+    def accepted(size: int) -> bool:
+        dims = {n: d.min for n, d in signature.dims.items()} | {dim: size}
+        inputs = [torch.from_numpy(np.zeros(t.concrete_shape(dims), dtype=t.dtype)) for t in signature.inputs]
+        try:
+            method.execute(inputs)
+        except RuntimeError:
+            return False
+        return True
+
+    low = signature.dims[dim].min
+    if accepted(high) or not accepted(low):
+        return high  # a model that fails at its smallest size fails validation, with the reason
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if accepted(mid) else (low, mid)
+    return low
+
+
+def export(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.FP32)
+
+
+def export_int8(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.INT8)
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
@@ -54,7 +107,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return RuntimeResult(runs=[run_in_process(job, "model.pte", "ExecuTorch XNNPACK", load)])
 
 
-register_target(
+EXECUTORCH = register_target(
     Target(
         name="executorch",
         summary="ExecuTorch .pte, XNNPACK delegate with portable fallback (run in executorch.runtime)",
@@ -72,5 +125,17 @@ register_target(
             "exporters.torch2executorch",
         ),
         runtime_warm=("executorch.runtime",),
+    )
+)
+register_target(
+    EXECUTORCH.rung(
+        Precision.INT8,
+        summary="executorch with int8 weights (PT2E XNNPACK quantizer: static, calibrated; or dynamic)",
+        exporter="targets.executorch:export_int8",
+        gates=INT8_GATES,
+        options=Int8Options,
+        toolchain=(*EXECUTORCH.toolchain, "torchao"),
+        calibrated=True,
+        warm=(*EXECUTORCH.warm, "torchao.quantization.pt2e.quantize_pt2e"),
     )
 )

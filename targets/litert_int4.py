@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.compare import compare_outputs
 from shipyard.gates import Gates
+from shipyard.precision import Precision
 from shipyard.signature import DimRange, Signature
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ArtifactRole, ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
+if TYPE_CHECKING:
+    from exporters.int4_search import Measured
+
+RECIPE_FILE = "int4_recipe.json"  # the ai-edge-quantizer recipe that made the artifact, to reuse
 __all__ = ["INT4_GATES", "LiteRtInt4Options", "export", "run_artifact"]
 
 # Int4 is lossy: gate on direction and relative size of the error, not on absolute error.
@@ -25,9 +35,18 @@ RUNTIME = "LiteRT XNNPACK"
 class LiteRtInt4Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipe: Literal[
-        "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "dynamic_wi4b64_afp32", "weight_only_wi4_afp32"
-    ] = Field(default="dynamic_wi4_afp32", description="ai-edge-quantizer int4 recipe")
+    recipe: (
+        Literal["dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "dynamic_wi4b64_afp32", "weight_only_wi4_afp32"]
+        | None
+    ) = Field(
+        default=None,
+        description="fix this ai-edge-quantizer int4 recipe (no search); default: search for the "
+        "smallest recipe that passes the gates",
+    )
+    min_int4_share: float = Field(
+        default=0.0, ge=0, le=1, description="least share of weight bytes that must be int4"
+    )
+    search_budget_s: float = Field(default=600, gt=0, description="seconds the int4 search may take")
 
 
 def _signature_runner(path: Path) -> Any:
@@ -119,30 +138,136 @@ def _served_envelope(path: Path, signature: Signature) -> tuple[dict[str, DimRan
     return envelope, f"inputs are fixed at the traced shape {traced}: the interpreter cannot resize them"
 
 
+def _calibration_measure(float_path: Path, job: ExportJob) -> Callable[[bytes], Measured]:
+    """Outputs of a candidate .tflite against the float one's, on the calibration batches that
+    the float .tflite can run (it may be fixed at its traced shape)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exporters.int4_search import Measured
+
+    def run(model: bytes, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        predict = _predict(Interpreter(model_content=model).get_signature_runner(), job.interface)
+        outputs = predict([batch[n] for n in job.interface.input_names()])
+        return dict(zip(job.interface.output_names(), outputs, strict=True))
+
+    reference = float_path.read_bytes()
+    runnable = []
+    for batch in job.calibration_batches():
+        with contextlib.suppress(RuntimeError, ValueError):
+            runnable.append((batch, run(reference, batch)))
+    if not runnable:
+        raise ValueError(
+            "the int4 search has no input to measure on: no calibration batch fits the float "
+            ".tflite's input shapes (litert-torch fixes them at the traced, typical dims); give "
+            "samples at those dims, or fix a recipe in the spec (no search)"
+        )
+    rel_eps = job.target_gates.rel_eps
+
+    def measure(model: bytes) -> Measured:
+        found = [compare_outputs("calibration", "", {}, ref, run(model, b), rel_eps) for b, ref in runnable]
+        return Measured(
+            cosine=min(m.cosine for m in found),
+            rel_l2_err=max(m.rel_l2_err for m in found),
+            max_abs_err=max(m.max_abs_err for m in found),
+            max_rel_err=max(m.max_rel_err for m in found),
+        )
+
+    return measure
+
+
+def _write_recipe(job: ExportJob, rules: list[dict[str, Any]]) -> None:
+    (job.out_path / RECIPE_FILE).write_text(json.dumps(rules, indent=1, sort_keys=True) + "\n")
+
+
+class _Quantized(BaseModel):
+    path: Path
+    notes: list[str]
+    metrics: dict[str, float | int | str] = {}
+
+
+def _fixed_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Options) -> _Quantized:
+    from ai_edge_quantizer import recipe
+
+    from exporters.tflite2int4 import quantize_int4
+
+    assert options.recipe is not None
+    path = quantize_int4(float_path, job.out_path / "model_int4.tflite", options.recipe)
+    _write_recipe(job, getattr(recipe, options.recipe)())
+    return _Quantized(path=path, notes=[f"recipe {options.recipe}, fixed by the spec (no search)"])
+
+
+def _searched_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Options) -> _Quantized:
+    from exporters.int4_search import SearchFailed, search_int4
+
+    measure = _calibration_measure(float_path, job)
+    try:
+        found = search_int4(
+            float_path,
+            job.work_path / "search",
+            measure,
+            job.target_gates,
+            options.min_int4_share,
+            options.search_budget_s,
+        )
+    except SearchFailed as exc:
+        calibration = f" ({job.calibration.describe()})" if job.calibration else ""
+        raise ValueError(f"{exc}{calibration}") from None
+    path = job.out_path / "model_int4.tflite"
+    shutil.copyfile(job.work_path / "search" / found.chosen.file, path)
+    _write_recipe(job, found.chosen.recipe.rules())
+    first = found.tried[0]
+    notes = [
+        f"int4 recipe found by search: {found.chosen.recipe.describe()} ({len(found.tried)} "
+        f"candidate(s) in {found.seconds:.1f} s; on the calibration inputs cosine "
+        f"{found.chosen.measured.cosine:.4f}, rel L2 {found.chosen.measured.rel_l2_err:.3g})",
+        *(k.describe() for k in found.chosen.recipe.kept),
+        f"search inputs: {job.calibration.describe() if job.calibration else 'none'}",
+    ]
+    if found.chosen is not first:
+        notes.append(f"per-channel int4 everywhere missed the gates: {first.summary()}")
+    notes += [f"not tried: {u}" for u in found.unavailable]
+    metrics: dict[str, float | int | str] = {
+        "search_s": round(found.seconds, 3),
+        "search_candidates": len(found.tried),
+        "kept_layers": len(found.chosen.recipe.kept),
+    }
+    return _Quantized(path=path, notes=notes, metrics=metrics)
+
+
 def export(job: ExportJob) -> ExportResult:
-    from exporters.tflite2int4 import quantize_int4, weight_stats
+    from exporters.tflite2int4 import weight_stats
 
     options = LiteRtInt4Options.model_validate(job.options)
     float_path = job.input(Format.TFLITE_FP32)
-    int4_path = quantize_int4(float_path, job.out_path / "model_int4.tflite", options.recipe)
+    quantize = _fixed_recipe if options.recipe else _searched_recipe
+    quantized = quantize(float_path, job, options)
+    int4_path, notes = quantized.path, quantized.notes
     stats = weight_stats(int4_path)
     if stats.int4_tensors == 0:
         raise ValueError(
             "no weight was stored as int4: the model has no int4-eligible ops (FULLY_CONNECTED, "
             "CONV_2D, EMBEDDING_LOOKUP), so it would still be float; not publishing it as int4"
         )
+    if stats.int4_share < options.min_int4_share:
+        raise ValueError(
+            f"int4 holds {stats.int4_share:.1%} of weight bytes, below the spec's min_int4_share "
+            f"{options.min_int4_share:.1%} ({'; '.join(notes)})"
+        )
     fp32_bytes = float_path.stat().st_size
     metrics: dict[str, float | int | str] = {
         "int4_tensors": stats.int4_tensors,
         "int4_weight_share": round(stats.int4_share, 4),
+        "int8_weight_share": round(stats.int8_bytes / stats.weight_bytes, 4) if stats.weight_bytes else 0,
         "fp32_tflite_bytes": fp32_bytes,
         "size_vs_fp32": round(int4_path.stat().st_size / fp32_bytes, 4),
+        **quantized.metrics,
     }
-    notes = [
-        f"recipe {options.recipe}: {stats.int4_tensors} int4 weight tensor(s) hold "
-        f"{stats.int4_share:.1%} of weight bytes; {stats.float_tensors} float tensor(s) "
-        f"({stats.float_bytes:,} bytes) stay float; file is {metrics['size_vs_fp32']:.2f}x the fp32 .tflite"
-    ]
+    notes.append(
+        f"{stats.int4_tensors} int4 weight tensor(s) hold {stats.int4_share:.1%} of weight bytes, "
+        f"{stats.int8_tensors} int8 tensor(s) {metrics['int8_weight_share']:.1%}; {stats.float_tensors} "
+        f"float tensor(s) ({stats.float_bytes:,} bytes) stay float; file is "
+        f"{metrics['size_vs_fp32']:.2f}x the fp32 .tflite"
+    )
     envelope, note = _served_envelope(int4_path, job.interface)
     notes += [note] if note else []
     interface = _changed_dtypes(int4_path, job.interface)
@@ -150,7 +275,11 @@ def export(job: ExportJob) -> ExportResult:
         f"{name} is {dtype} in the artifact (fed and read as such)" for name, dtype in interface.items()
     ]
     return ExportResult(
-        files=["model_int4.tflite"], envelope=envelope, notes=notes, metrics=metrics, interface=interface
+        files=["model_int4.tflite", RECIPE_FILE],
+        envelope=envelope,
+        notes=notes,
+        metrics=metrics,
+        interface=interface,
     )
 
 
@@ -182,7 +311,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 register_target(
     Target(
         name="litert-int4",
-        summary="LiteRT .tflite with int4 weights (ai-edge-quantizer), run in the LiteRT interpreter",
+        summary="LiteRT .tflite with int4 weights (searched for the smallest that passes), run in LiteRT",
         consumes=Format.TFLITE_FP32,
         baseline=Format.TFLITE_FP32,
         exporter="targets.litert_int4:export",
@@ -195,7 +324,9 @@ register_target(
         cost_s=3,
         family=Family.TF,
         runtime_family=Family.TF,
-        warm=("ai_edge_quantizer.quantizer", "ai_edge_litert.interpreter", "exporters.tflite2int4"),
+        warm=("ai_edge_quantizer.quantizer", "ai_edge_litert.interpreter", "exporters.int4_search"),
+        calibrated=True,
+        precision=Precision.INT4,
         runtime_warm=("ai_edge_litert.interpreter",),
     )
 )

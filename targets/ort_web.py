@@ -6,14 +6,17 @@ import shutil
 
 from pydantic import Field
 
+from exporters.onnx_quantize import Int8Options
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
+from shipyard.precision import Precision
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import run_js_harness
+from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
-__all__ = ["OrtWebOptions", "export", "run_artifact"]
+__all__ = ["OrtWebInt8Options", "OrtWebOptions", "export", "export_fp16", "export_int8", "run_artifact"]
 
 
 class OrtWebOptions(OnnxOptions):
@@ -24,16 +27,33 @@ class OrtWebOptions(OnnxOptions):
     )
 
 
-def export(job: ExportJob) -> ExportResult:
+class OrtWebInt8Options(OrtWebOptions, Int8Options):
+    pass
+
+
+def _export(job: ExportJob, precision: Precision) -> ExportResult:
     from exporters.onnx2ort import convert_to_ort
 
-    options = OrtWebOptions.model_validate(job.options)
+    options = job.options_as(OrtWebOptions)
+    made = ladder_onnx(job, precision)
     onnx_path = job.out_path / "model.onnx"
-    shutil.copyfile(job.input(Format.ONNX), onnx_path)
+    shutil.copyfile(made.path, onnx_path)
     files = [onnx_path.name]
     if options.ort_format:
         files.append(convert_to_ort(onnx_path, job.out_path / "model.ort").name)
-    return ExportResult(files=files)
+    return ExportResult(files=files, notes=made.notes, metrics=made.metrics)
+
+
+def export(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.FP32)
+
+
+def export_int8(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.INT8)
+
+
+def export_fp16(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.FP16)
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
@@ -41,7 +61,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return run_js_harness("ort_web_run.mjs", job, models)
 
 
-register_target(
+ORT_WEB = register_target(
     Target(
         name="ort-web",
         summary="ONNX + ORT format for ONNX Runtime Web (checked in Node, wasm backend)",
@@ -56,3 +76,5 @@ register_target(
         warm=("onnxruntime", "exporters.onnx2ort"),
     )
 )
+for rung in onnx_rungs(ORT_WEB, "targets.ort_web", OrtWebInt8Options):
+    register_target(rung)

@@ -29,7 +29,7 @@ from shipyard.signature import Signature
 from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings, parse_spec
 from shipyard.variants import check_samples, max_variant_elements
-from targets._catalog import Target, get_target, resolve_targets
+from targets._catalog import Target, get_target, ladder_variant, resolve_targets, variant_name
 from targets._jobs import ExportResult, RuntimeResult
 from targets.engine.cache import StepCache
 from targets.engine.execute import RunContext, StepExecutor, located_variants, step_folder
@@ -78,12 +78,13 @@ class PackagingRequest(BaseModel):
     spec: Spec
     targets: list[str]
     model_name: str
-    skipped: dict[str, str] = {}  # target -> why it cannot be built from this source (all were asked)
+    skipped: dict[str, str] = {}  # target -> why it is not built (no converter path, no such rung)
+    asked: list[str] = []  # the target names as asked ([]: the default set)
 
     def asked_targets(self) -> list[str]:
-        """The targets to hand on to a flow run, which checks the request again: [] (all) when
-        some were skipped, so that its report says why again."""
-        return [] if self.skipped else self.targets
+        """The targets to hand on to a flow run, which checks the request again (and so says
+        again why any is skipped)."""
+        return self.asked
 
 
 def check_request(
@@ -94,9 +95,9 @@ def check_request(
 ) -> PackagingRequest:
     """Everything that can be checked without loading the model; InputError names what is wrong."""
     spec = spec if isinstance(spec, Spec) else parse_spec(spec)
-    chosen = resolve_targets(targets)
     for target_name, settings in spec.targets.items():
         get_target(target_name).check_settings(settings)
+    chosen, unoffered = _climb_ladders(resolve_targets(targets), spec)
     if spec.samples:
         samples = Path(spec.samples).resolve()  # step processes run in folders of their own
         if not samples.is_file():
@@ -118,6 +119,8 @@ def check_request(
         )
     skipped = {name: _no_path_reason(name, kind) for name in refused}  # all were asked
     chosen = [t for t in chosen if t.name not in skipped]
+    if not chosen and unoffered:
+        raise SpecError(f"no target is left to build: {'; '.join(unoffered.values())}")
     return PackagingRequest(
         source=source,
         source_kind=kind,
@@ -126,8 +129,28 @@ def check_request(
         spec=spec,
         targets=[t.name for t in chosen],
         model_name=model_name,
-        skipped=skipped,
+        skipped=skipped | unoffered,
+        asked=[t.name for t in resolve_targets(targets)] if named else [],
     )
+
+
+def _climb_ladders(chosen: list[Target], spec: Spec) -> tuple[list[Target], dict[str, str]]:
+    """Each target replaced by the rungs of its ladder the spec lists (itself when it lists none),
+    and the rungs asked for that the ladder lacks, with the reason."""
+    climbed: dict[str, Target] = {}
+    unoffered: dict[str, str] = {}
+    for target in chosen:
+        settings = spec.targets.get(target.name)
+        if settings is None or settings.precisions is None:
+            climbed.setdefault(target.name, target)
+            continue
+        for precision in settings.precisions:
+            rung = ladder_variant(target, precision)
+            if isinstance(rung, Target):
+                climbed.setdefault(rung.name, rung)
+            else:
+                unoffered[variant_name(target.name, precision)] = rung
+    return list(climbed.values()), unoffered
 
 
 def _packed(folder: Path) -> Path:
@@ -195,10 +218,12 @@ def _target_report(
 ) -> TargetReport:
     """Judge one target; whatever goes wrong while judging fails that target only."""
     try:
-        return _judged(target, spec, signature, outcomes)
+        report = _judged(target, spec, signature, outcomes)
     except Exception as exc:  # a missing or unreadable output must not cost the other targets
         error = f"judging {target.name} failed: {type(exc).__name__}: {exc}"
-        return TargetReport(status=Status.FAILED, error=error)
+        report = TargetReport(status=Status.FAILED, error=error)
+    report.precision = target.precision
+    return report
 
 
 def _conversion_notes(target: Target, outcomes: dict[str, StepOutcome]) -> list[str]:

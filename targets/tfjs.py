@@ -6,21 +6,25 @@ webgl: every op, fused activation and kernel implemented), then runs it on cpu a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from exporters.keras2savedmodel import KerasSavedModelOptions
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
-from shipyard.gates import FP32_GATES
+from shipyard.gates import FP16_GATES, FP32_GATES, INT8_GATES
+from shipyard.precision import Precision
 from shipyard.signature import DimRange, Envelope, Signature
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import run_js_harness
 
-__all__ = ["TfjsOptions", "export", "run_artifact"]
+if TYPE_CHECKING:
+    from exporters.savedmodel2tfjs import WeightStorage
+
+__all__ = ["TfjsOptions", "export", "export_fp16", "export_uint8", "run_artifact"]
 
 Backend = Literal["cpu", "wasm", "webgl"]
 
@@ -50,18 +54,41 @@ def _fixed_dims(declared: dict[str, list[int | None]], signature: Signature) -> 
     return envelope
 
 
-def export(job: ExportJob) -> ExportResult:
-    from exporters.savedmodel2tfjs import convert_to_tfjs, input_shapes
+def _export(job: ExportJob, weights: WeightStorage | None) -> ExportResult:
+    from exporters.savedmodel2tfjs import convert_to_tfjs, input_shapes, weight_bytes
 
-    files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, job.interface.output_names())
+    names = job.interface.output_names()
+    files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, names, weights)
     notes = []
     if any(t.dtype == "int64" for t in job.interface.inputs):
         notes.append("TF.js has no int64: integer inputs are fed as int32")
+    metrics: dict[str, float | int | str] = {}
+    if weights:
+        stored, as_fp32 = weight_bytes(job.out_path / "model.json")
+        ratio = round(stored / as_fp32, 4)
+        metrics = {"weight_bytes": stored, "fp32_weight_bytes": as_fp32, "size_vs_fp32": ratio}
+        notes.append(
+            f"float weights stored as {weights} ({stored:,} shard bytes, {ratio:.2f}x "
+            f"float32); TF.js dequantizes them to float32 at load: a smaller download, the same compute"
+        )
     return ExportResult(
         files=[p.relative_to(job.out_path).as_posix() for p in files],
         envelope=_fixed_dims(input_shapes(job.out_path / "model.json"), job.interface),
         notes=notes,
+        metrics=metrics,
     )
+
+
+def export(job: ExportJob) -> ExportResult:
+    return _export(job, None)
+
+
+def export_fp16(job: ExportJob) -> ExportResult:
+    return _export(job, "float16")
+
+
+def export_uint8(job: ExportJob) -> ExportResult:
+    return _export(job, "uint8")
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
@@ -71,7 +98,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return run_js_harness("tfjs_run.mjs", job, models, extra=extra)
 
 
-register_target(
+TFJS = register_target(
     Target(
         name="tfjs",
         summary="TF.js graph model via ONNX, onnx2tf, tensorflowjs (gated for cpu/wasm/webgl; run in Node)",
@@ -86,5 +113,21 @@ register_target(
         cost_s=4,
         family=Family.TF,
         warm=("exporters.savedmodel2tfjs", "tensorflowjs.converters.tf_saved_model_conversion_v2"),
+    )
+)
+register_target(
+    TFJS.rung(
+        Precision.FP16,
+        summary="tfjs with float16 weight shards (dequantized to float32 at load)",
+        exporter="targets.tfjs:export_fp16",
+        gates=FP16_GATES,
+    )
+)
+register_target(
+    TFJS.rung(
+        Precision.UINT8,
+        summary="tfjs with uint8 weight shards (affine per tensor, dequantized to float32 at load)",
+        exporter="targets.tfjs:export_uint8",
+        gates=INT8_GATES,
     )
 )

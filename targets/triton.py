@@ -6,15 +6,18 @@ from pathlib import Path
 from typing import Any
 
 from exporters.onnx2triton import TritonOptions, batching, triton_dtype
+from exporters.onnx_quantize import Int8Options
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
+from shipyard.precision import Precision
 from shipyard.signature import DimRange
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
-__all__ = ["check_config", "export", "run_artifact"]
+__all__ = ["TritonInt8Options", "check_config", "export", "export_fp16", "export_int8", "run_artifact"]
 
 # ONNX TensorProto element type -> numpy dtype name
 ONNX_DTYPES = {
@@ -34,21 +37,41 @@ ONNX_DTYPES = {
 }
 
 
-def export(job: ExportJob) -> ExportResult:
+class TritonInt8Options(TritonOptions, Int8Options):
+    pass
+
+
+def _export(job: ExportJob, precision: Precision) -> ExportResult:
     from exporters.onnx2triton import write_repository
 
-    options = TritonOptions.model_validate(job.options)
-    written = write_repository(job.input(Format.ONNX), job.out_path, job.model_name, job.interface, options)
+    options = job.options_as(TritonOptions)
+    made = ladder_onnx(job, precision)
+    written = write_repository(made.path, job.out_path, job.model_name, job.interface, options)
     max_batch, batch_dim = batching(job.interface)
-    envelope, notes = {}, []
+    envelope, notes = {}, list(made.notes)
     if batch_dim:
         envelope[batch_dim] = DimRange(min=1, max=max_batch)
         notes.append(f"max_batch_size {max_batch} with dynamic batching on dim {batch_dim}")
     else:
         notes.append("max_batch_size 0: no dim at axis 0 of every tensor reaches down to 1")
     return ExportResult(
-        files=[p.relative_to(job.out_path).as_posix() for p in written], envelope=envelope, notes=notes
+        files=[p.relative_to(job.out_path).as_posix() for p in written],
+        envelope=envelope,
+        notes=notes,
+        metrics=made.metrics,
     )
+
+
+def export(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.FP32)
+
+
+def export_int8(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.INT8)
+
+
+def export_fp16(job: ExportJob) -> ExportResult:
+    return _export(job, Precision.FP16)
 
 
 def _graph_io(model: Any) -> dict[str, tuple[str, list[int | str]]]:
@@ -119,7 +142,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return RuntimeResult(runs=[run], notes=notes)
 
 
-register_target(
+TRITON = register_target(
     Target(
         name="triton",
         summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
@@ -135,3 +158,5 @@ register_target(
         runtime_warm=("onnxruntime", "tritonclient.grpc.model_config_pb2"),
     )
 )
+for rung in onnx_rungs(TRITON, "targets.triton", TritonInt8Options):
+    register_target(rung)

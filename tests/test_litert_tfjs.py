@@ -34,7 +34,10 @@ def test_int4_proof_on_large_linear_layers(engine: Engine, mlp: Path, tmp_path: 
     assert gates["baseline_max_abs_err"].value < 1e-4
     assert report.metrics.max_abs_err > gates["baseline_max_abs_err"].value  # quantization did happen
     assert {v.dims["batch"] for v in report.variants} == {1, 3, 8}
-    assert [f.path for f in report.files] == ["model_int4.tflite"]
+    assert [f.path for f in report.files] == ["model_int4.tflite", "int4_recipe.json"]
+    assert any(
+        n.startswith("int4 recipe found by search: int4 per-channel (1 candidate") for n in report.notes
+    )
 
 
 def test_blockwise_recipe_from_spec(engine: Engine, mlp: Path, tmp_path: Path) -> None:

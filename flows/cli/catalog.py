@@ -23,6 +23,9 @@ def run_targets(args: argparse.Namespace) -> int:
                     "name": t.name,
                     "summary": t.summary,
                     "consumes": t.consumes.value,
+                    "precision": t.precision.value,
+                    "ladder": t.ladder,
+                    "in_default_set": t.in_default_set,
                     "options": t.options.model_json_schema().get("properties", {}),
                     "gates": t.gates.model_dump(exclude_none=True),
                 }
@@ -30,7 +33,12 @@ def run_targets(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
-    print_table([{"target": t.name, "summary": t.summary} for t in all_targets()], ["target", "summary"])
+    rows = [{"target": t.name, "precision": t.precision.value, "summary": t.summary} for t in all_targets()]
+    print_table(rows, ["target", "precision", "summary"])
+    print(
+        "\nWithout --targets a run builds every fp32 target and litert-int4. Name a ladder rung "
+        "(executorch-int8)\nor list precisions in the spec: targets: {executorch: {precisions: [fp32, int8]}}"
+    )
     return EXIT_OK
 
 

@@ -132,6 +132,15 @@ class StepExecutor:
             "model_name": self.context.model_name,
             "options": step.options,
         }
+        calibration = None
+        if step.gates is not None:  # a quantizer: its bytes follow the calibration data and gates
+            assert prepared is not None and inputs[PREPARE].out_dir is not None
+            folder = inputs[PREPARE].out_dir
+            calibration = prepared.calibration.model_copy(
+                update={"batches": [str(folder / b) for b in prepared.calibration.batches]}
+            )
+            material["gates"] = step.gates.model_dump(mode="json")
+            material["calibration"] = [prepared.calibration.source.value, inputs[PREPARE].digest]
 
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
             return ExportJob(
@@ -142,6 +151,8 @@ class StepExecutor:
                 inputs={step.consumes.value: str(product)} if step.consumes else {},
                 out_dir=str(out_dir),
                 work_dir=str(work_dir),
+                calibration=calibration,
+                gates=step.gates,
             )
 
         return self._run(step, inputs, material, job, ExportResult, cache_failures=True)

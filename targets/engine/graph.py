@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shipyard.errors import UnknownTarget
+from shipyard.gates import Gates
 from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings
 from targets._catalog import Target
@@ -94,6 +95,7 @@ class Step:
     produces: Format | None = None  # convert: the format it makes
     target: Target | None = None  # export/reference/validate: whose
     baseline_step: str | None = None  # validate: the step producing the target's baseline
+    gates: Gates | None = None  # export of a calibrated target: the gates its artifact must meet
 
     def serve(self, target: str, settings: TargetSettings) -> None:
         """Record that one more target needs this (shared) step; its limits are the most generous
@@ -171,6 +173,7 @@ def _target_steps(
         warm=target.warm,
         consumes=target.consumes,
         target=target,
+        gates=target.gates.merged(settings.gates) if target.calibrated else None,
     )
     reference = Step(
         id=reference_id(target.name),

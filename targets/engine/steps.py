@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from shipyard.precision import CalibrationSet
 from shipyard.prepare import (
     PreparedVariant,
     edge_inputs,
@@ -21,7 +22,7 @@ from shipyard.prepare import (
 )
 from shipyard.signature import Signature
 from shipyard.spec import Spec
-from shipyard.variants import Variant
+from shipyard.variants import Variant, calibration_batches, save_arrays
 
 __all__ = ["EdgeJob", "EdgeVariants", "PrepareJob", "PreparedSource", "prepare", "reference_outputs"]
 
@@ -38,6 +39,7 @@ class PreparedSource(BaseModel):
 
     signature: Signature
     variants: list[PreparedVariant]  # paths relative to the prepare step's folder
+    calibration: CalibrationSet  # likewise
 
 
 class EdgeJob(BaseModel):
@@ -55,8 +57,18 @@ class EdgeVariants(BaseModel):
 def prepare(job: PrepareJob) -> PreparedSource:
     """Read the signature, build every validation variant and run the source program on it."""
     signature, program = read_signature(Path(job.source), job.spec, job.max_variant_elements)
-    variants = validation_inputs(program, signature, job.spec, Path(job.out_dir), job.max_variant_elements)
-    return PreparedSource(signature=signature, variants=variants)
+    folder = Path(job.out_dir)
+    variants = validation_inputs(program, signature, job.spec, folder, job.max_variant_elements)
+    return PreparedSource(signature=signature, variants=variants, calibration=_calibration(job, signature))
+
+
+def _calibration(job: PrepareJob, signature: Signature) -> CalibrationSet:
+    source, batches = calibration_batches(signature, job.spec, job.max_variant_elements)
+    (Path(job.out_dir) / "calibration").mkdir(exist_ok=True)
+    names = [f"calibration/{i}.npz" for i in range(len(batches))]
+    for name, arrays in zip(names, batches, strict=True):
+        save_arrays(Path(job.out_dir) / name, arrays)
+    return CalibrationSet(source=source, batches=names)
 
 
 def reference_outputs(job: EdgeJob) -> EdgeVariants:

@@ -1,0 +1,44 @@
+"""Numeric precisions a target's artifact can store its weights (and compute) in.
+
+Every target has one precision. A target family's ladder is its float32 entry plus the
+variants named `<family>-<precision>` (`executorch-int8`, `tfjs-fp16`): separate targets, so
+each is exported, proven against its own gates and published under its own name, and a user
+pulls exactly the one they want.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+__all__ = ["CalibrationSet", "CalibrationSource", "Precision"]
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"  # half-precision weights (and compute where the runtime has fp16 kernels)
+    INT8 = "int8"  # 8-bit integer weights (and activations where the scheme quantizes them)
+    UINT8 = "uint8"  # 8-bit affine weight storage, dequantized to float32 at load (TF.js)
+    INT4 = "int4"  # 4-bit integer weights
+
+
+class CalibrationSource(StrEnum):
+    SAMPLES = "samples"  # the spec's samples: real data
+    GENERATED = "generated"  # seeded random inputs: a weak proxy for real data
+
+
+class CalibrationSet(BaseModel):
+    """Inputs a quantizing export calibrates (or searches) on, and where they came from."""
+
+    source: CalibrationSource
+    batches: list[str]  # .npz files of input arrays, keyed by input name
+
+    def describe(self) -> str:
+        n = len(self.batches)
+        if self.source is CalibrationSource.SAMPLES:
+            return f"calibrated on the spec's samples ({n} batch)"
+        return (
+            f"calibrated on {n} batches of generated inputs (seeded random data in the spec's input "
+            "ranges): a weak proxy for real data; give the spec samples to calibrate on them"
+        )

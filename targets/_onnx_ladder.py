@@ -1,0 +1,84 @@
+"""The int8 and fp16 rungs of the targets built on ONNX (ort-web, triton): one quantized .onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from exporters.onnx_quantize import Int8Options
+from shipyard.gates import FP16_GATES, INT8_GATES
+from shipyard.precision import Precision
+from targets._catalog import Target
+from targets._formats import Format
+from targets._jobs import ExportJob
+
+__all__ = ["LadderOnnx", "ladder_onnx", "onnx_rungs"]
+
+
+class LadderOnnx(BaseModel):
+    """The ONNX model a rung ships, and what the report says about making it."""
+
+    path: Path
+    notes: list[str]
+    metrics: dict[str, float | int | str]
+
+
+def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
+    """The job's float32 ONNX input at `precision` (written to the job's scratch folder)."""
+    from exporters.onnx_quantize import quantize_int8, to_fp16
+
+    source = job.input(Format.ONNX)
+    made = job.work_path / f"model-{precision.value}.onnx"
+    if precision is Precision.FP32:
+        return LadderOnnx(path=source, notes=[], metrics={})
+    if precision is Precision.FP16:
+        to_fp16(source, made)
+        notes = [
+            "fp16 weights and ops, float32 inputs and outputs; CPU and wasm kernels compute it "
+            "in float32 behind inserted casts (GPU/WebGPU providers in fp16)"
+        ]
+    elif precision is Precision.INT8:
+        options = Int8Options.model_validate(
+            {k: v for k, v in job.options.items() if k in Int8Options.model_fields}
+        )
+        static = options.scheme == "static"
+        batches = job.calibration_batches() if static else []
+        quantize_int8(source, made, options, batches, job.work_path / "quantize")
+        how = "static int8 weights and activations (QDQ)" if static else "dynamic int8 (int8 weights, "
+        how += "" if static else "activations quantized at run time)"
+        calibration = f"; {job.calibration.describe()}" if static and job.calibration else ""
+        notes = [
+            f"{how}, {'per-channel' if options.per_channel else 'per-tensor'} weight scales{calibration}"
+        ]
+    else:
+        raise ValueError(f"no {precision.value} rung for ONNX targets")
+    ratio = round(made.stat().st_size / source.stat().st_size, 4)
+    notes.append(f".onnx is {ratio:.2f}x the float32 .onnx")
+    return LadderOnnx(
+        path=made, notes=notes, metrics={"fp32_onnx_bytes": source.stat().st_size, "size_vs_fp32": ratio}
+    )
+
+
+def onnx_rungs(base: Target, module: str, int8_options: type[BaseModel]) -> list[Target]:
+    """The int8 and fp16 rungs of a target built on ONNX; `module` has export_int8/export_fp16."""
+    toolchain = tuple(dict.fromkeys((*base.toolchain, "onnxruntime")))
+    int8 = base.rung(
+        Precision.INT8,
+        summary=f"{base.name} with an int8 ONNX model (onnxruntime: static QDQ, calibrated; or dynamic)",
+        exporter=f"{module}:export_int8",
+        gates=INT8_GATES,
+        options=int8_options,
+        toolchain=toolchain,
+        calibrated=True,
+        warm=(*base.warm, "onnxruntime.quantization", "exporters.onnx_quantize"),
+    )
+    fp16 = base.rung(
+        Precision.FP16,
+        summary=f"{base.name} with an fp16 ONNX model (float32 inputs and outputs)",
+        exporter=f"{module}:export_fp16",
+        gates=FP16_GATES,
+        toolchain=toolchain,
+        warm=(*base.warm, "onnxruntime.transformers.float16", "exporters.onnx_quantize"),
+    )
+    return [int8, fp16]
