@@ -1,19 +1,22 @@
 """Accuracy-aware int4: the smallest int4 recipe whose outputs still pass the gates.
 
-Cheapest first, bounded in time:
+In order of artifact size, smallest first:
 
 1. per-channel int4 for every FULLY_CONNECTED / CONV_2D / EMBEDDING_LOOKUP weight;
 2. blockwise scales (64, then 32 weights per scale) for FULLY_CONNECTED / EMBEDDING_LOOKUP,
    per-channel for conv (when the model has such ops);
-3. keep the most sensitive layers at higher precision: each int4-eligible layer is measured
+3. (unless no candidate reaches the minimum int4 share: keeping layers only lowers it) keep
+   the most sensitive layers at higher precision: each int4-eligible layer is measured
    alone in int4 (everything else float) against the float model, and the worst are kept at
    int8 (then, if int8 is not enough, float), as few as pass: k = 1, 2, 4, ... then bisected;
    ranked once by error and once by error per weight byte, the smaller passing artifact wins.
 
-A candidate is measured on the calibration inputs against the float .tflite (which validation
-proves equal to the source model), with gates tightened by SEARCH_MARGIN so that the artifact
-passes the real gates on the validation inputs, not just here. Nothing here runs the model:
-the caller's `measure` does, so this module is plain data and ai-edge-quantizer recipes.
+The search is bounded by a count of quantizations, not by seconds, so that a slow or busy
+worker finds the same recipe. A candidate is measured on the calibration inputs against the
+float .tflite (which validation proves equal to the source model), with gates tightened by
+SEARCH_MARGIN so that the artifact passes the real gates on the validation inputs, not just
+here. Nothing here runs the model: the caller's `measure` does, so this module is plain data
+and ai-edge-quantizer recipes.
 """
 
 from __future__ import annotations
@@ -211,16 +214,27 @@ class _Search:
     measure: Measure
     gates: Gates
     min_int4_share: float
-    deadline: float
+    budget: int  # quantizations it may make; a count, not seconds, so the result is the same anywhere
     tried: list[Candidate]
     unavailable: list[str]
+    spent: int = 0
+
+    def exhausted(self) -> bool:
+        return self.spent >= self.budget
+
+    def quantize(self, rules: list[dict[str, Any]], path: Path, what: str) -> bool:
+        """Quantize with `rules` into `path`; False (noted as unavailable) when the quantizer refuses."""
+        self.spent += 1
+        try:
+            quantize_with_rules(self.float_path, path, rules)
+        except ValueError as exc:  # e.g. blockwise on an FC whose input dim is not a multiple
+            self.unavailable.append(f"{what}: {str(exc).splitlines()[0]}")
+            return False
+        return True
 
     def evaluate(self, recipe: Int4Recipe) -> Candidate | None:
-        path = self.work / f"candidate-{len(self.tried) + len(self.unavailable)}.tflite"
-        try:
-            quantize_with_rules(self.float_path, path, recipe.rules())
-        except ValueError as exc:  # e.g. blockwise on an FC whose input dim is not a multiple
-            self.unavailable.append(f"{recipe.describe()}: {str(exc).splitlines()[0]}")
+        path = self.work / f"candidate-{self.spent}.tflite"
+        if not self.quantize(recipe.rules(), path, recipe.describe()):
             return None
         stats = weight_stats(path)
         measured = self.measure(path.read_bytes())
@@ -238,22 +252,17 @@ class _Search:
         self.tried.append(candidate)
         return candidate
 
-    def out_of_time(self) -> bool:
-        return time.monotonic() > self.deadline
-
     def sensitivities(self, layers: list[Layer]) -> list[tuple[Layer, float]]:
         """Each layer alone in int4, the rest float: most sensitive (lowest cosine) first."""
         scored = []
         for layer in layers:
-            if self.out_of_time():
-                break
             path = self.work / "alone.tflite"
             regex = "^" + re.escape(layer.scope) + "$"
             rules = recipe_rules(None, None) + recipe_rules(4, None, op=layer.op, regex=regex)
-            quantize_with_rules(self.float_path, path, rules)
-            scored.append((layer, self.measure(path.read_bytes()).cosine))
-        # ranked on a 1e-4 grid, ties by position: the last digits of a float measured by
-        # XNNPACK can differ between CPUs, and the recipe (so the bytes) must not
+            if self.quantize(rules, path, f"{layer.label} alone in int4"):
+                scored.append((layer, self.measure(path.read_bytes()).cosine))
+        # ranked on a 1e-4 grid, ties by position, so that the last digits of a float XNNPACK
+        # computes (which can differ between CPUs) rarely reorder layers
         return sorted(scored, key=lambda s: (round(s[1], 4), s[0].index))
 
     def fewest_kept(self, ranked: list[tuple[Layer, float]], precision: LayerPrecision) -> Candidate | None:
@@ -269,7 +278,7 @@ class _Search:
         limit = len(ranked) - 1  # at least one layer stays in int4
         low, high, best, k = 0, 0, None, 1
         while best is None:
-            if k > limit or self.out_of_time():
+            if k > limit or self.exhausted():
                 return None
             found = keep(k)
             if found is not None and found.passed:
@@ -278,7 +287,7 @@ class _Search:
                 return None  # keeping more layers only lowers the share further
             else:
                 low, k = k, limit + 1 if k == limit else min(2 * k, limit)
-        while high - low > 1 and not self.out_of_time():
+        while high - low > 1 and not self.exhausted():
             mid = (low + high) // 2
             found = keep(mid)
             if found is not None and found.passed:
@@ -294,12 +303,13 @@ def search_int4(
     measure: Measure,
     gates: Gates,
     min_int4_share: float,
-    budget_s: float,
+    budget: int,
 ) -> SearchResult:
-    """The smallest passing int4 candidate (SearchFailed with the best numbers when none passes)."""
+    """The first passing int4 candidate in order of size (SearchFailed with the best numbers when
+    none passes within `budget` quantizations)."""
     start = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
-    search = _Search(float_path, work, measure, tightened(gates), min_int4_share, start + budget_s, [], [])
+    search = _Search(float_path, work, measure, tightened(gates), min_int4_share, budget, [], [])
     layers = eligible_layers(float_path)
     if not layers:
         raise SearchFailed(
@@ -315,7 +325,9 @@ def search_int4(
         if tried is not None and tried.passed:
             chosen = tried
             break
-    if chosen is None and not search.out_of_time():
+    reachable = any(c.stats.int4_share >= min_int4_share for c in search.tried)  # keeping only lowers it
+    affordable = search.spent + len(layers) < budget  # the sensitivity pass quantizes every layer once
+    if chosen is None and reachable and affordable:
         by_error = search.sensitivities(layers)
         # the same error from a smaller layer costs fewer bytes to keep: try that order too
         by_cost = sorted(by_error, key=lambda s: (-round(1 - s[1], 4) / s[0].weight_bytes, s[0].index))
@@ -324,23 +336,25 @@ def search_int4(
                 c for order in (by_error, by_cost) if (c := search.fewest_kept(order, precision)) is not None
             ]
             chosen = min(passing, key=lambda c: c.bytes) if passing else None
-            if chosen is not None or search.out_of_time():
+            if chosen is not None or search.exhausted():
                 break
     seconds = time.monotonic() - start
     if chosen is None:
-        raise SearchFailed(_failure(search, seconds, budget_s))
+        raise SearchFailed(_failure(search, seconds, over_budget=search.exhausted() or not affordable))
     return SearchResult(chosen=chosen, tried=search.tried, unavailable=search.unavailable, seconds=seconds)
 
 
-def _failure(search: _Search, seconds: float, budget_s: float) -> str:
-    why = f"stopped at its {budget_s:g} s budget" if search.out_of_time() else "exhausted"
+def _failure(search: _Search, seconds: float, over_budget: bool) -> str:
+    why = f"stopped at its budget of {search.budget} quantizations" if over_budget else "exhausted"
     share = f" with an int4 share >= {search.min_int4_share:.0%}" if search.min_int4_share else ""
     if not search.tried:
         return f"int4 search {why} after {seconds:.1f} s without a candidate"
     eligible = [c for c in search.tried if c.stats.int4_share >= search.min_int4_share] or search.tried
     best = max(eligible, key=lambda c: c.measured.cosine)
+    gates = search.gates.model_dump(exclude_none=True, exclude={"rel_eps"})
+    limits = ", ".join(f"{name} {value:.4g}" for name, value in gates.items())
     return (
         f"int4 search {why} after {len(search.tried)} candidates in {seconds:.1f} s: none passes "
-        f"cosine >= {search.gates.min_cosine} and rel L2 <= {search.gates.max_rel_l2_err}{share} "
-        f"on the calibration inputs; the best was {best.summary()}"
+        f"the gates with the search margin ({limits}){share} on the calibration inputs; the best "
+        f"was {best.summary()}"
     )

@@ -45,12 +45,18 @@ def quantized_program(
     for batch in batches:  # a dynamic scheme observes nothing, but must be run once to convert
         prepared(*[torch.from_numpy(batch[n]) for n in names])
     converted = convert_pt2e(prepared)
-    dims = {name: torch.export.Dim(name, min=d.min, max=d.max) for name, d in signature.dims.items()}
+    # traced at a size of at least 2 in every dynamic dim: a size-1 example specializes the dim
+    at = {name: min(max(d.typical, 2), d.max) for name, d in signature.dims.items()}
+    dims = {
+        name: torch.export.Dim(name, min=d.min, max=d.max) for name, d in signature.dims.items() if d.max >= 2
+    }
     shapes = tuple(
-        {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+        {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str) and d in dims} or None
         for t in signature.inputs
     )
-    example = tuple(torch.from_numpy(batches[0][n]) for n in names)
+    example = tuple(
+        torch.zeros(t.concrete_shape(at), dtype=getattr(torch, t.dtype)) for t in signature.inputs
+    )
     return torch.export.export(converted, example, dynamic_shapes=shapes if dims else None)
 
 

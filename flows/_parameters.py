@@ -10,15 +10,14 @@ option names, naming the field that is wrong); the flow then runs the same check
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shipyard.gates import Gates
-from shipyard.precision import Precision
 from shipyard.spec import SpecFields
 from targets import all_targets
-from targets._catalog import Target
+from targets._catalog import Target, precision_ladder
 
 __all__ = ["SpecForm", "TargetName", "spec_dict", "target_names"]
 
@@ -43,6 +42,16 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
 
 
+def _precisions_field(target: Target) -> dict[str, Any]:
+    """A `precisions` field for a target with a ladder to climb, offering its rungs."""
+    offered = sorted({t.precision.value for t in precision_ladder(target)} | set(target.unoffered))
+    if target.ladder is not None or len(offered) < 2:
+        return {}
+    rungs: Any = list[Literal[tuple(offered)]]  # type: ignore[misc]
+    help_text = "rungs of its precision ladder to build (default: fp32)"
+    return {"precisions": (rungs | None, Field(default=None, min_length=1, description=help_text))}
+
+
 def _settings_form(target: Target) -> type[BaseModel]:
     options_help = target.options.__doc__ or f"{target.name} options"
     return create_model(
@@ -51,10 +60,7 @@ def _settings_form(target: Target) -> type[BaseModel]:
         __doc__=target.summary,
         options=(target.options | None, Field(default=None, description=options_help.strip())),
         gates=(GatesForm | None, Field(default=None, description="limits on the comparison metrics")),
-        precisions=(
-            list[Precision] | None,
-            Field(default=None, description="rungs of its precision ladder to build (default: fp32)"),
-        ),
+        **_precisions_field(target),
         timeout_s=(int | None, Field(default=None, gt=0, description="seconds per step before it is killed")),
         memory_mb=(
             int | None,

@@ -33,12 +33,16 @@ class CalibrationSet(BaseModel):
 
     source: CalibrationSource
     batches: list[str]  # .npz files of input arrays, keyed by input name
+    generated: list[str] = []  # with samples: generated batches too, for an artifact they do not fit
 
     def describe(self) -> str:
-        n = len(self.batches)
         if self.source is CalibrationSource.SAMPLES:
-            return f"calibrated on the spec's samples ({n} batch)"
+            return (
+                "calibrated on the spec's samples, which are also validation inputs: the gates judge "
+                "them and the generated validation variants, which the quantization has not seen"
+            )
         return (
-            f"calibrated on {n} batches of generated inputs (seeded random data in the spec's input "
-            "ranges): a weak proxy for real data; give the spec samples to calibrate on them"
+            f"calibrated on {len(self.batches)} batches of generated inputs (seeded random data in the "
+            "spec's input ranges, not the validation inputs): a weak proxy for real data; give the "
+            "spec samples to calibrate on them"
         )

@@ -18,7 +18,6 @@ import numpy as np
 from pydantic import BaseModel
 
 from shipyard.errors import SourceError, SpecError
-from shipyard.precision import CalibrationSource
 from shipyard.signature import Signature, TensorSpec, default_typical
 from shipyard.spec import Spec
 
@@ -28,8 +27,8 @@ __all__ = [
     "Variant",
     "bound_dims",
     "build_variants",
-    "calibration_batches",
     "check_samples",
+    "generated_calibration",
     "input_elements",
     "load_arrays",
     "max_variant_elements",
@@ -164,19 +163,12 @@ def build_variants(
 CALIBRATION_BATCHES = 4  # generated batches at the typical dims when the spec gives no samples
 
 
-def calibration_batches(
-    signature: Signature, spec: Spec, max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS
-) -> tuple[CalibrationSource, list[dict[str, np.ndarray]]]:
-    """What quantizing exports calibrate on: the spec's samples, else seeded random batches at the
-    typical dims from a stream of their own (never the validation inputs the gates judge)."""
-    if spec.samples:
-        samples = load_arrays(Path(spec.samples), max_elements)
-        return CalibrationSource.SAMPLES, [{n: samples[n] for n in signature.input_names()}]
+def generated_calibration(signature: Signature, spec: Spec) -> list[dict[str, np.ndarray]]:
+    """Seeded random batches at the typical dims, from a stream of their own (never the
+    validation inputs the gates judge): what quantizers calibrate on without samples."""
     rng = np.random.default_rng([spec.seed, 0xCA1B])
     typical = {name: d.typical for name, d in signature.dims.items()}
-    return CalibrationSource.GENERATED, [
-        random_inputs(signature, spec, typical, rng) for _ in range(CALIBRATION_BATCHES)
-    ]
+    return [random_inputs(signature, spec, typical, rng) for _ in range(CALIBRATION_BATCHES)]
 
 
 def random_inputs(

@@ -50,13 +50,19 @@ class ExportJob(BaseModel):
         """The options read as `model`: the fields it has (a target's options may hold more)."""
         return model.model_validate({k: v for k, v in self.options.items() if k in model.model_fields})
 
-    def calibration_batches(self) -> list[dict[str, Any]]:
-        """The calibration inputs, one dict of arrays per batch (ValueError if none were planned)."""
+    def calibration_batches(self, generated: bool = False) -> list[dict[str, Any]]:
+        """The calibration inputs, one dict of arrays per batch (ValueError if none were planned);
+        `generated`: the generated batches, also when the spec's samples are the calibration."""
         from shipyard.variants import load_arrays
 
         if self.calibration is None:
             raise ValueError(f"{self.step} was planned without calibration data")
-        return [load_arrays(Path(p)) for p in self.calibration.batches]
+        paths = (
+            (self.calibration.generated or self.calibration.batches)
+            if generated
+            else self.calibration.batches
+        )
+        return [load_arrays(Path(p)) for p in paths]
 
     @property
     def target_gates(self) -> Gates:

@@ -41,12 +41,16 @@ class LiteRtInt4Options(BaseModel):
     ) = Field(
         default=None,
         description="fix this ai-edge-quantizer int4 recipe (no search); default: search for the "
-        "smallest recipe that passes the gates",
+        "first recipe, in order of size, that passes the gates",
     )
     min_int4_share: float = Field(
         default=0.0, ge=0, le=1, description="least share of weight bytes that must be int4"
     )
-    search_budget_s: float = Field(default=600, gt=0, description="seconds the int4 search may take")
+    search_budget: int = Field(
+        default=400,
+        ge=1,
+        description="quantizations the int4 search may make (a count, so any host finds the same)",
+    )
 
 
 def _signature_runner(path: Path) -> Any:
@@ -138,9 +142,9 @@ def _served_envelope(path: Path, signature: Signature) -> tuple[dict[str, DimRan
     return envelope, f"inputs are fixed at the traced shape {traced}: the interpreter cannot resize them"
 
 
-def _calibration_measure(float_path: Path, job: ExportJob) -> Callable[[bytes], Measured]:
+def _calibration_measure(float_path: Path, job: ExportJob) -> tuple[Callable[[bytes], Measured], str]:
     """Outputs of a candidate .tflite against the float one's, on the calibration batches that
-    the float .tflite can run (it may be fixed at its traced shape)."""
+    the float .tflite can run (it may be fixed at its traced shape), and what they were."""
     from ai_edge_litert.interpreter import Interpreter
 
     from exporters.int4_search import Measured
@@ -151,10 +155,25 @@ def _calibration_measure(float_path: Path, job: ExportJob) -> Callable[[bytes], 
         return dict(zip(job.interface.output_names(), outputs, strict=True))
 
     reference = float_path.read_bytes()
-    runnable = []
-    for batch in job.calibration_batches():
-        with contextlib.suppress(RuntimeError, ValueError):
-            runnable.append((batch, run(reference, batch)))
+
+    def fitting(
+        batches: list[dict[str, np.ndarray]],
+    ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        runnable = []
+        for batch in batches:
+            with contextlib.suppress(RuntimeError, ValueError):
+                runnable.append((batch, run(reference, batch)))
+        return runnable
+
+    assert job.calibration is not None
+    described = job.calibration.describe()
+    runnable = fitting(job.calibration_batches())
+    if not runnable and job.calibration.generated:
+        runnable = fitting(job.calibration_batches(generated=True))
+        described = (
+            "the spec's samples do not fit the .tflite's traced input shapes, so the search measured "
+            f"on {len(runnable)} batches of generated inputs (a weak proxy for real data)"
+        )
     if not runnable:
         raise ValueError(
             "the int4 search has no input to measure on: no calibration batch fits the float "
@@ -172,7 +191,7 @@ def _calibration_measure(float_path: Path, job: ExportJob) -> Callable[[bytes], 
             max_rel_err=max(m.max_rel_err for m in found),
         )
 
-    return measure
+    return measure, described
 
 
 def _write_recipe(job: ExportJob, rules: list[dict[str, Any]]) -> None:
@@ -197,9 +216,9 @@ def _fixed_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Options) 
 
 
 def _searched_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Options) -> _Quantized:
-    from exporters.int4_search import SearchFailed, search_int4
+    from exporters.int4_search import Int4Recipe, SearchFailed, search_int4
 
-    measure = _calibration_measure(float_path, job)
+    measure, measured_on = _calibration_measure(float_path, job)
     try:
         found = search_int4(
             float_path,
@@ -207,11 +226,10 @@ def _searched_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Option
             measure,
             job.target_gates,
             options.min_int4_share,
-            options.search_budget_s,
+            options.search_budget,
         )
     except SearchFailed as exc:
-        calibration = f" ({job.calibration.describe()})" if job.calibration else ""
-        raise ValueError(f"{exc}{calibration}") from None
+        raise ValueError(f"{exc} ({measured_on})") from None
     path = job.out_path / "model_int4.tflite"
     shutil.copyfile(job.work_path / "search" / found.chosen.file, path)
     _write_recipe(job, found.chosen.recipe.rules())
@@ -221,9 +239,9 @@ def _searched_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Option
         f"candidate(s) in {found.seconds:.1f} s; on the calibration inputs cosine "
         f"{found.chosen.measured.cosine:.4f}, rel L2 {found.chosen.measured.rel_l2_err:.3g})",
         *(k.describe() for k in found.chosen.recipe.kept),
-        f"search inputs: {job.calibration.describe() if job.calibration else 'none'}",
+        f"search inputs: {measured_on}",
     ]
-    if found.chosen is not first:
+    if found.chosen is not first and first.recipe == Int4Recipe():
         notes.append(f"per-channel int4 everywhere missed the gates: {first.summary()}")
     notes += [f"not tried: {u}" for u in found.unavailable]
     metrics: dict[str, float | int | str] = {
@@ -311,7 +329,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
 register_target(
     Target(
         name="litert-int4",
-        summary="LiteRT .tflite with int4 weights (searched for the smallest that passes), run in LiteRT",
+        summary="LiteRT .tflite with int4 weights (accuracy-aware recipe search), run in LiteRT",
         consumes=Format.TFLITE_FP32,
         baseline=Format.TFLITE_FP32,
         exporter="targets.litert_int4:export",

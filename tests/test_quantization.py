@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from exporters.int4_search import Candidate, Int4Recipe, Layer, LayerPrecision, Measured, _Search
+from exporters.tflite2int4 import WeightStats
 from shipyard.errors import SpecError
+from shipyard.gates import Gates
 from shipyard.precision import Precision
 from shipyard.report import Status, TargetReport
 from targets.pipeline import Engine, PipelineResult, check_request
@@ -65,8 +68,12 @@ def test_a_minimum_int4_share_the_search_cannot_reach_fails_closed_with_the_numb
 ) -> None:
     report = _litert(engine, mobilenet, tmp_path / "search", min_int4_share=0.9)
     assert report.status is Status.FAILED and report.files == []
-    assert report.error is not None and "none passes cosine >= " in report.error
-    assert "with an int4 share >= 90%" in report.error and "the best was int4 per-channel" in report.error
+    assert report.error is not None and "none passes the gates with the search margin" in report.error
+    assert "with an int4 share >= 90%" in report.error
+    # per-channel everywhere holds the most int4 any candidate can: nothing else was worth trying
+    assert (
+        "after 1 candidates" in report.error and "the best was int4 per-channel: cosine 0.9" in report.error
+    )
 
 
 def test_a_fixed_recipe_below_the_minimum_int4_share_fails_closed(
@@ -160,3 +167,82 @@ def test_precisions_a_ladder_cannot_take_are_spec_errors(
 ) -> None:
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_request(models["convnet"], {"targets": settings}, None)
+
+
+class _Scripted(_Search):
+    """The search's bookkeeping with a scripted outcome per number of kept layers, to check
+    that it keeps as few as pass (the real quantizer runs in the tests above)."""
+
+    def __init__(self, passes_from: int, share_per_kept: float = 0.05) -> None:
+        super().__init__(
+            Path("-"),
+            Path("-"),
+            lambda _: Measured(cosine=1, rel_l2_err=0, max_abs_err=0, max_rel_err=0),
+            Gates(min_cosine=0.98),
+            0.5,
+            100,
+            [],
+            [],
+        )
+        self.passes_from, self.share_per_kept, self.calls = passes_from, share_per_kept, []
+
+    def evaluate(self, recipe: Int4Recipe) -> Candidate | None:
+        k = len(recipe.kept)
+        self.calls.append(k)
+        int4 = round(100 * (1 - self.share_per_kept * k))
+        stats = WeightStats(int4_tensors=1, int4_bytes=int4, weight_bytes=100, float_tensors=0, float_bytes=0)
+        measured = Measured(
+            cosine=0.99 if k >= self.passes_from else 0.9, rel_l2_err=0, max_abs_err=0, max_rel_err=0
+        )
+        passed = k >= self.passes_from and stats.int4_share >= self.min_int4_share
+        return Candidate(recipe=recipe, file="-", stats=stats, bytes=int4, measured=measured, passed=passed)
+
+
+def _ranked(n: int) -> list[tuple[Layer, float]]:
+    return [
+        (Layer(index=i, op="CONV_2D", scope=f"s{i}", name=f"l{i}", weight_bytes=4), 0.9) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("passes_from", "calls", "kept"),
+    [
+        (1, [1], 1),
+        (5, [1, 2, 4, 8, 6, 5], 5),
+        (9, [1, 2, 4, 8, 9], 9),  # capped at all but one layer
+        (10, [1, 2, 4, 8, 9], None),  # passing would need every layer kept: no int4 left
+    ],
+)
+def test_the_search_keeps_as_few_layers_as_pass(passes_from: int, calls: list[int], kept: int | None) -> None:
+    search = _Scripted(passes_from, share_per_kept=0.01)
+    found = search.fewest_kept(_ranked(10), LayerPrecision.INT8)
+    assert search.calls == calls
+    assert (len(found.recipe.kept) if found else None) == kept
+
+
+def test_the_search_stops_keeping_layers_once_the_int4_share_is_below_the_minimum() -> None:
+    search = _Scripted(passes_from=8, share_per_kept=0.1)  # 4 kept: share 60%; 8 kept: 20% < 50%
+    assert search.fewest_kept(_ranked(10), LayerPrecision.INT8) is None
+    assert search.calls == [1, 2, 4, 8]
+
+
+def test_samples_of_batch_one_calibrate_the_int8_rungs(
+    engine: Engine, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The spec's samples are the calibration data (the report says they are validation inputs
+    too); a batch of one must not pin the re-exported program's dynamic batch."""
+    import numpy as np
+
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, image=np.random.default_rng(3).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32))
+    spec = {"samples": str(samples), "inputs": {"image": {"low": 0.0, "high": 1.0}}}  # validated alike
+    result = run_targets(
+        engine, models["convnet"], ["executorch-int8", "ort-web-int8"], tmp_path / "run", spec
+    )
+    for name in ("executorch-int8", "ort-web-int8"):
+        report = result.reports[name]
+        assert report.status is Status.PASSED, report.error
+        assert any(
+            "calibrated on the spec's samples, which are also validation inputs" in n for n in report.notes
+        )
+        assert {v.dims["batch"] for v in report.variants} >= {1, 4}

@@ -14,7 +14,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_targets(args: argparse.Namespace) -> int:
-    from targets import all_targets
+    from targets import all_targets, resolve_targets
 
     if args.json:
         print_json(
@@ -35,9 +35,10 @@ def run_targets(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [{"target": t.name, "precision": t.precision.value, "summary": t.summary} for t in all_targets()]
     print_table(rows, ["target", "precision", "summary"])
+    default = ", ".join(t.name for t in resolve_targets(None))
     print(
-        "\nWithout --targets a run builds every fp32 target and litert-int4. Name a ladder rung "
-        "(executorch-int8)\nor list precisions in the spec: targets: {executorch: {precisions: [fp32, int8]}}"
+        f"\nWithout --targets a run builds {default}.\nName a precision rung (executorch-int8) or list "
+        "precisions in the spec: targets: {executorch: {precisions: [fp32, int8]}}"
     )
     return EXIT_OK
 

@@ -101,16 +101,22 @@ class StepExecutor:
         spec = self.context.spec
         samples = _file_digest(Path(spec.samples)) if spec.samples else None
         budget = max_variant_elements()
+        calibrate = bool(step.options.get("calibrate"))
         material = {
             "source": self.context.source_sha256,
             "spec": spec.model_dump(mode="json", include={"inputs", "outputs", "dims", "seed"}),
             "samples": samples,
             "max_variant_elements": budget,
+            "calibrate": calibrate,
         }
 
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
             return PrepareJob(
-                source=str(self.context.source), spec=spec, out_dir=str(out_dir), max_variant_elements=budget
+                source=str(self.context.source),
+                spec=spec,
+                out_dir=str(out_dir),
+                max_variant_elements=budget,
+                calibrate=calibrate,
             )
 
         return self._run(step, {}, material, job, PreparedSource, cache_failures=False)
@@ -134,13 +140,20 @@ class StepExecutor:
         }
         calibration = None
         if step.gates is not None:  # a quantizer: its bytes follow the calibration data and gates
-            assert prepared is not None and inputs[PREPARE].out_dir is not None
+            assert prepared is not None and prepared.calibration is not None
             folder = inputs[PREPARE].out_dir
+            assert folder is not None
             calibration = prepared.calibration.model_copy(
-                update={"batches": [str(folder / b) for b in prepared.calibration.batches]}
+                update={
+                    "batches": [str(folder / b) for b in prepared.calibration.batches],
+                    "generated": [str(folder / b) for b in prepared.calibration.generated],
+                }
             )
             material["gates"] = step.gates.model_dump(mode="json")
-            material["calibration"] = [prepared.calibration.source.value, inputs[PREPARE].digest]
+            material["calibration"] = {
+                "source": calibration.source.value,
+                "files": [_file_digest(Path(f)) for f in [*calibration.batches, *calibration.generated]],
+            }
 
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
             return ExportJob(

@@ -242,4 +242,6 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             chain[-1].baseline_step = made[target.baseline]
             chain[-1].needs.append(made[target.baseline])
         steps.update({s.id: s for s in chain})
+        if target.calibrated:
+            steps[PREPARE].options["calibrate"] = True
     return Plan(steps=steps)

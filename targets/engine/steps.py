@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from shipyard.precision import CalibrationSet
+from shipyard.precision import CalibrationSet, CalibrationSource
 from shipyard.prepare import (
     PreparedVariant,
     edge_inputs,
@@ -22,7 +22,7 @@ from shipyard.prepare import (
 )
 from shipyard.signature import Signature
 from shipyard.spec import Spec
-from shipyard.variants import Variant, calibration_batches, save_arrays
+from shipyard.variants import Variant, generated_calibration, load_arrays, save_arrays
 
 __all__ = ["EdgeJob", "EdgeVariants", "PrepareJob", "PreparedSource", "prepare", "reference_outputs"]
 
@@ -32,6 +32,7 @@ class PrepareJob(BaseModel):
     spec: Spec
     out_dir: str
     max_variant_elements: int  # what one variant's inputs may hold (shipyard.variants)
+    calibrate: bool = False  # also write calibration inputs (a quantizing target is planned)
 
 
 class PreparedSource(BaseModel):
@@ -39,7 +40,7 @@ class PreparedSource(BaseModel):
 
     signature: Signature
     variants: list[PreparedVariant]  # paths relative to the prepare step's folder
-    calibration: CalibrationSet  # likewise
+    calibration: CalibrationSet | None = None  # likewise; when a quantizing target is planned
 
 
 class EdgeJob(BaseModel):
@@ -59,16 +60,25 @@ def prepare(job: PrepareJob) -> PreparedSource:
     signature, program = read_signature(Path(job.source), job.spec, job.max_variant_elements)
     folder = Path(job.out_dir)
     variants = validation_inputs(program, signature, job.spec, folder, job.max_variant_elements)
-    return PreparedSource(signature=signature, variants=variants, calibration=_calibration(job, signature))
+    calibration = _calibration(job, signature) if job.calibrate else None
+    return PreparedSource(signature=signature, variants=variants, calibration=calibration)
 
 
 def _calibration(job: PrepareJob, signature: Signature) -> CalibrationSet:
-    source, batches = calibration_batches(signature, job.spec, job.max_variant_elements)
-    (Path(job.out_dir) / "calibration").mkdir(exist_ok=True)
-    names = [f"calibration/{i}.npz" for i in range(len(batches))]
-    for name, arrays in zip(names, batches, strict=True):
-        save_arrays(Path(job.out_dir) / name, arrays)
-    return CalibrationSet(source=source, batches=names)
+    """The spec's samples, else generated batches (written too with samples, as a fallback)."""
+    folder = Path(job.out_dir) / "calibration"
+    folder.mkdir(exist_ok=True)
+    generated = []
+    for i, arrays in enumerate(generated_calibration(signature, job.spec)):
+        save_arrays(folder / f"generated-{i}.npz", arrays)
+        generated.append(f"calibration/generated-{i}.npz")
+    if not job.spec.samples:
+        return CalibrationSet(source=CalibrationSource.GENERATED, batches=generated)
+    samples = load_arrays(Path(job.spec.samples), job.max_variant_elements)
+    save_arrays(folder / "samples.npz", {n: samples[n] for n in signature.input_names()})
+    return CalibrationSet(
+        source=CalibrationSource.SAMPLES, batches=["calibration/samples.npz"], generated=generated
+    )
 
 
 def reference_outputs(job: EdgeJob) -> EdgeVariants:
