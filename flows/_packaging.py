@@ -15,14 +15,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from registry import RunInfo, SourceInfo, VersionDraft, open_registry
+from registry import Registry, RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry
 from shipyard import __version__
 from shipyard.digests import sha256_file
 from shipyard.errors import InputError
 from shipyard.report import RunReport, Status
 from targets.pipeline import Engine, PackagingRequest, PipelineResult, StepHooks, shipyard_home
 
-__all__ = ["RUN_REPORT", "Publish", "package", "prune_run_folders", "publish_version", "runs_home"]
+__all__ = [
+    "RUN_REPORT",
+    "Publish",
+    "package",
+    "prune_run_folders",
+    "publish_version",
+    "runs_home",
+    "store_version_report",
+]
 
 DEFAULT_KEEP_RUNS_DAYS = 14.0
 RUN_REPORT = "report.json"  # in a kept run folder
@@ -86,7 +94,23 @@ def publish_version(result: PipelineResult, registry_url: str | None, run: RunIn
         samples=samples_info,
     )
     registry = open_registry(registry_url)
-    return registry.publish(draft, result.artifact_dirs, request.source, samples=samples).version
+    manifest = registry.publish(draft, result.artifact_dirs, request.source, samples=samples)
+    store_version_report(registry, manifest, result)
+    return manifest.version
+
+
+def store_version_report(registry: Registry, manifest: VersionManifest, result: PipelineResult) -> None:
+    """The version's HTML report, beside its manifest; compared with the version before it."""
+    from flows.html_report import render_version_report
+
+    older = [v for v in registry.versions(manifest.model) if v < manifest.version]
+    previous = registry.manifest(manifest.model, max(older)) if older else None
+    run = {
+        "steps": [s.model_dump(mode="json") for s in result.steps],
+        "workdir": str(runs_home() / manifest.run.run_id),
+    }
+    html = render_version_report(manifest, previous, run)
+    registry.save_version_report(manifest.model, manifest.version, html)
 
 
 def _remove_run_folder(workdir: Path) -> None:
@@ -130,6 +154,9 @@ def package(
         targets=result.reports,
         run_id=run_id,
         steps=result.steps,
+        html_report=open_registry(registry_url).report_location(request.model_name, version)
+        if version is not None
+        else None,
     )
     if report.exit_code() == 0 and not keep_workdir:
         _remove_run_folder(workdir)

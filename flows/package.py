@@ -81,6 +81,8 @@ def _ui_artifacts(report: RunReport) -> None:
     reused = report.reused_steps()
     if reused:
         lines += ["", f"Reused from the step cache: {', '.join(reused)}"]
+    if report.html_report:
+        lines += ["", f"HTML report: [{report.html_report}]({report.html_report})"]
     create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary")
 
 

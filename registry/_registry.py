@@ -77,6 +77,10 @@ class Registry:
         return f"models/{model}/identities/{identity}.json"
 
     @staticmethod
+    def report_key(model: str, version: int) -> str:
+        return f"models/{model}/reports/{version}.html"
+
+    @staticmethod
     def trash_key(digest: str) -> str:
         return f"trash/sha256/{digest}"
 
@@ -286,6 +290,7 @@ class Registry:
         if self._identity_claim(model, manifest.identity)[0] == version:  # publishing it again: anew
             self.backend.delete(self.identity_key(model, manifest.identity))
         self.backend.move(self.version_key(model, version), self.deleted_key(model, version))
+        self.backend.delete(self.report_key(model, version))  # missing is fine
         left = self.versions(model)
         for alias in pointing:
             if alias == "latest" and left:
@@ -322,6 +327,23 @@ class Registry:
         """Keep a run's report (also when nothing was published) for status queries."""
         with contextlib.suppress(AlreadyExists):
             self.backend.create(f"runs/{run_id}.json", json.dumps(report, indent=2).encode())
+
+    def save_version_report(self, model: str, version: int, html: str) -> str:
+        """Keep a version's HTML report beside its manifest (the first one written stays, as the
+        manifest does); returns where it is."""
+        with contextlib.suppress(AlreadyExists):
+            self.backend.create(self.report_key(model, version), html.encode())
+        return self.report_location(model, version)
+
+    def version_report(self, model: str, version: int) -> bytes | None:
+        try:
+            return self.backend.read(self.report_key(model, version))[0]
+        except NotFound:
+            return None
+
+    def report_location(self, model: str, version: int) -> str:
+        """The report's URL: file:///... or s3://bucket/prefix/..."""
+        return f"{self.url.rstrip('/')}/{self.report_key(model, version)}"
 
     def run_report(self, run_id: str) -> dict[str, Any] | None:
         try:

@@ -129,6 +129,7 @@ class RunReport(BaseModel):
     run_id: str | None = None
     steps: list[StepRecord] = []
     workdir: str | None = None  # the run folder, when it was kept (a target failed, or asked to)
+    html_report: str | None = None  # where the published version's HTML report is (registry URL)
 
     def reused_steps(self) -> list[str]:
         return [s.step for s in self.steps if s.reused]

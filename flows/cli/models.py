@@ -107,6 +107,33 @@ def run_show(args: argparse.Namespace) -> int:
             }
         )
     print_table(rows, ["target", "status", "files", "bytes", "max_abs_err", "error"])
+    if registry.version_report(m.model, m.version) is not None:
+        where = registry.report_location(m.model, m.version)
+        print(f"report: {where}  (or: shipyard report {m.model}:{m.version})")
+    return EXIT_OK
+
+
+# report --------------------------------------------------------------------------------------
+def _configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help=REF_HELP)
+    parser.add_argument("-o", "--output", type=Path, help="HTML file to write (default: ./NAME-VERSION.html)")
+    add_registry(parser)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write a version's HTML report: the stored one, else rendered again from its manifest."""
+    registry = existing_registry(args.registry)
+    m = registry.resolve(args.ref)
+    output = args.output or Path(f"{m.model}-{m.version}.html")
+    stored = registry.version_report(m.model, m.version)
+    if stored is None:
+        from flows.html_report import render_version_report
+
+        older = [v for v in registry.versions(m.model) if v < m.version]
+        previous = registry.manifest(m.model, max(older)) if older else None
+        stored = render_version_report(m, previous).encode()
+    output.write_bytes(stored)
+    print(output)
     return EXIT_OK
 
 
@@ -199,6 +226,9 @@ def run_rm(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command("ls", "list models, or one model's versions", _configure_ls, run_ls),
     Command("show", "show a version: source, aliases, every target's result", _configure_show, run_show),
+    Command(
+        "report", "write a version's HTML report (targets, metrics, charts)", _configure_report, run_report
+    ),
     Command(
         "pull",
         "write a published target's files, each checked against its digest",

@@ -81,6 +81,8 @@ def run_package(args: argparse.Namespace) -> int:
         from shipyard.table import format_table
 
         print(format_table(report))
+        if report.html_report:
+            print(f"report: {report.html_report}")
     if report.workdir and verbosity(args) >= 0:
         _print_kept(report)
     code: int = report.exit_code()
