@@ -12,7 +12,7 @@ DEMO_REGISTRY ?= file://$(CURDIR)/.shipyard/registry
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint lock clean s3 s3-stop up worker down compose-tool
+.PHONY: setup demo test lint lock clean s3 s3-stop up worker down compose-tool browser
 
 setup: $(PY_STAMP) $(JS_STAMP)
 
@@ -31,17 +31,23 @@ $(JS_STAMP): targets/js/package-lock.json $(PY_STAMP)
 		node "$$home/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: setup
+demo: setup browser
 	$(BIN)/python examples/make_examples.py examples
 	$(BIN)/shipyard package examples/convnet.pt2 --spec examples/convnet.yaml --registry $(DEMO_REGISTRY)
 	$(BIN)/shipyard ls --registry $(DEMO_REGISTRY)
+
+# Debian's chromium: the web targets are proven in it too (headless, driven by puppeteer-core from
+# targets/js; no browser is downloaded at run time). Without it they are proven in Node only.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Debian's docker-compose (1.29) checks docker-compose.yml offline; no Docker engine is needed.
 compose-tool:
 	@command -v docker-compose >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 
-test: setup compose-tool
+test: setup compose-tool browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

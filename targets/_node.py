@@ -78,30 +78,35 @@ def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], labe
 
 
 def run_js_harness(
-    script: str, job: RuntimeJob, models: list[dict[str, str]], extra: dict[str, Any] | None = None
+    script: str,
+    job: RuntimeJob,
+    models: list[dict[str, str]],
+    extra: dict[str, Any] | None = None,
+    folder: str = "js",
 ) -> RuntimeResult:
-    """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz."""
-    folder = Path(job.work_dir) / "js"
-    folder.mkdir(parents=True, exist_ok=True)
+    """Run targets/js/SCRIPT on every variant of `job` for each model; outputs as .npz. `folder`
+    (in the job's scratch) keeps the exchanged files apart when several harnesses run."""
+    folder_path = Path(job.work_dir) / folder
+    folder_path.mkdir(parents=True, exist_ok=True)
     js_job = {
         "models": models,
-        "variants": _raw_inputs(job, folder),
+        "variants": _raw_inputs(job, folder_path),
         "timed_variant": timed_variant(job),
         "repeats": job.repeats,
-        "out_dir": str(folder),
-        "result_path": str(folder / "result.json"),
+        "out_dir": str(folder_path),
+        "result_path": str(folder_path / "result.json"),
         **(extra or {}),
     }
-    (folder / "job.json").write_text(json.dumps(js_job, indent=2))
+    (folder_path / "job.json").write_text(json.dumps(js_job, indent=2))
     proc = subprocess.run(
-        [node_binary(), str(JS_DIR / script), str(folder / "job.json")],
+        [node_binary(), str(JS_DIR / script), str(folder_path / "job.json")],
         capture_output=True,
         text=True,
         cwd=JS_DIR,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed: {_without_banners(proc.stderr)[-800:]}")
-    result = json.loads((folder / "result.json").read_text())
+    result = json.loads((folder_path / "result.json").read_text())
     runs = [
         ArtifactRun(
             file=r["file"],

@@ -10,6 +10,7 @@ from exporters.onnx_quantize import Int8Options
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
 from shipyard.precision import Precision
+from targets._browser import browser_notes, run_in_chromium
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
@@ -58,7 +59,10 @@ def export_fp16(job: ExportJob) -> ExportResult:
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
     models = [{"file": f, "path": str(job.artifact(f))} for f in job.files]
-    return run_js_harness("ort_web_run.mjs", job, models)
+    node = run_js_harness("ort_web_run.mjs", job, models)
+    browser = run_in_chromium(job, "ort", ["wasm"])
+    runs = node.runs + (browser.runs if browser else [])
+    return RuntimeResult(runs=runs, notes=browser_notes(browser))
 
 
 ORT_WEB = register_target(
@@ -71,7 +75,7 @@ ORT_WEB = register_target(
         gates=FP32_GATES,
         options=OrtWebOptions,
         toolchain=("onnxruntime",),
-        runtime_toolchain=("npm:onnxruntime-web", "node"),
+        runtime_toolchain=("npm:onnxruntime-web", "node", "npm:puppeteer-core", "chromium"),
         cost_s=1,
         warm=("onnxruntime", "exporters.onnx2ort"),
     )

@@ -16,6 +16,7 @@ from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP16_GATES, FP32_GATES, INT8_GATES
 from shipyard.precision import Precision
 from shipyard.signature import DimRange, Envelope, Signature
+from targets._browser import browser_notes, run_in_chromium
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
@@ -95,7 +96,13 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     options = TfjsOptions.model_validate(job.options)
     models = [{"file": "model.json", "path": str(job.artifact("model.json"))}]
     extra = {"output_names": job.signature.output_names(), "backends": options.backends}
-    return run_js_harness("tfjs_run.mjs", job, models, extra=extra)
+    node = run_js_harness("tfjs_run.mjs", job, models, extra=extra)
+    if not all(c.passed for c in node.checks):
+        return node  # not portable: the gate says why; a browser would only fail later
+    in_browser: list[str] = [b for b in ("webgl", "wasm") if b in options.backends]
+    browser = run_in_chromium(job, "tfjs", in_browser)
+    runs = node.runs + (browser.runs if browser else [])
+    return RuntimeResult(runs=runs, checks=node.checks, notes=browser_notes(browser))
 
 
 TFJS = register_target(
@@ -109,7 +116,13 @@ TFJS = register_target(
         options=TfjsOptions,
         timeout_s=1200,
         toolchain=("tensorflow", "tensorflowjs"),
-        runtime_toolchain=("npm:@tensorflow/tfjs", "npm:@tensorflow/tfjs-backend-wasm", "node"),
+        runtime_toolchain=(
+            "npm:@tensorflow/tfjs",
+            "npm:@tensorflow/tfjs-backend-wasm",
+            "node",
+            "npm:puppeteer-core",
+            "chromium",
+        ),
         cost_s=4,
         family=Family.TF,
         warm=("exporters.savedmodel2tfjs", "tensorflowjs.converters.tf_saved_model_conversion_v2"),

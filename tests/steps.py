@@ -46,6 +46,28 @@ def tampered_triton(job: ExportJob) -> ExportResult:
     return result
 
 
+def tampered_tfjs(job: ExportJob) -> ExportResult:
+    """The real TF.js export, then its largest float32 weight scaled by 5% in the shard."""
+    import json
+
+    from targets.tfjs import export
+
+    result = export(job)
+    (group,) = json.loads((job.out_path / "model.json").read_text())["weightsManifest"]
+    data = bytearray(b"".join((job.out_path / p).read_bytes() for p in group["paths"]))
+    offset, spans = 0, []
+    for spec in group["weights"]:
+        size = int(np.prod(spec["shape"])) * 4  # float32 and int32 both take 4 bytes
+        if spec["dtype"] == "float32":
+            spans.append((size, offset))
+        offset += size
+    size, start = max(spans)
+    scaled = np.frombuffer(bytes(data[start : start + size]), dtype="<f4") * np.float32(1.05)
+    data[start : start + size] = scaled.astype("<f4").tobytes()
+    (job.out_path / group["paths"][0]).write_bytes(bytes(data))
+    return result
+
+
 def crash(job: ExportJob) -> ExportResult:
     os.kill(os.getpid(), signal.SIGSEGV)
     raise AssertionError("unreachable")

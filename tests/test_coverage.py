@@ -58,10 +58,12 @@ def test_tfjs_falls_back_to_fixed_shapes_when_onnx2tf_cannot_keep_attention_dyna
     fixed = next(n for n in tfjs.notes if n.startswith("inputs fixed at"))
     assert "'input_ids': [3, 11]" in fixed and "with dynamic dims, onnx2tf" in fixed
     assert any("cast(s) to bool written as x != 0" in n for n in tfjs.notes)
-    # validated on both Node backends at the size it serves, within the fp32 gates
+    # validated on both Node backends and in Chromium at the size it serves, within the fp32 gates
     assert {(v.runtime, v.dims["batch"], v.dims["input_ids_dim1"]) for v in tfjs.variants} == {
         ("tfjs cpu", 3, 11),
         ("tfjs wasm", 3, 11),
+        ("Chromium tfjs webgl (float32 textures: true)", 3, 11),
+        ("Chromium tfjs wasm", 3, 11),
     }
 
 

@@ -97,7 +97,12 @@ def test_multi_input_multi_output(engine: Engine, models: dict[str, Path], tmp_p
         assert "Tanh" not in _fused_activations(model_json)
         portability = next(g for g in report.gates if g.name == "portability")
         assert portability.passed and "cpu, wasm, webgl" in (portability.detail or "")
-        assert {v.runtime for v in report.variants} == {"tfjs cpu", "tfjs wasm"}
+        assert {v.runtime for v in report.variants} == {
+            "tfjs cpu",
+            "tfjs wasm",
+            "Chromium tfjs webgl (float32 textures: true)",
+            "Chromium tfjs wasm",
+        }
 
 
 def test_one_converter_rejecting_names_its_reason_and_the_others_publish(

@@ -39,7 +39,12 @@ def test_convnet_passes_all_six_targets_and_prints_contract_json(convnet_all) ->
         assert target["envelope"] == {"batch": {"min": 1, "max": 16}}
     assert {f["path"] for f in report["targets"]["ort-web"]["files"]} == {"model.onnx"}
     assert {v["file"] for v in report["targets"]["ort-web"]["variants"]} == {"model.onnx"}
-    assert {v["runtime"] for v in report["targets"]["tfjs"]["variants"]} == {"tfjs cpu", "tfjs wasm"}
+    assert {v["runtime"] for v in report["targets"]["tfjs"]["variants"]} == {
+        "tfjs cpu",
+        "tfjs wasm",
+        "Chromium tfjs webgl (float32 textures: true)",
+        "Chromium tfjs wasm",
+    }
     # one ONNX export served the three ONNX-based targets
     (onnx,) = [s for s in report["steps"] if s["step"] == "convert:onnx"]
     assert sorted(onnx["targets"]) == ["ort-web", "tfjs", "triton"]

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from shipyard import __version__
+from targets._browser import chromium_binary
 from targets._node import JS_DIR, node_binary
 
 __all__ = ["code_digest", "host_class", "installed_versions", "tool_version", "toolchain_versions"]
@@ -68,7 +69,7 @@ def installed_versions() -> dict[str, str]:
 
 @functools.cache
 def tool_version(name: str) -> str:
-    """The version of a distribution, an npm package (`npm:<name>`), `node` or `gcc`."""
+    """The version of a distribution, an npm package (`npm:<name>`), `node`, `gcc` or `chromium`."""
     if name.startswith("npm:"):
         return _npm_version(name.removeprefix("npm:"))
     if name == "node":
@@ -78,6 +79,10 @@ def tool_version(name: str) -> str:
             return "missing"
     if name == "gcc":
         return _command_version(["gcc", "-dumpfullversion"])
+    if name == "chromium":  # the web targets' validation runs in it when it is there
+        chromium = chromium_binary()
+        found = re.search(r"\d+(\.\d+)+", _command_version([chromium, "--version"]) if chromium else "")
+        return found.group(0) if found else "off"
     if version := installed_versions().get(_normalized(name)):
         return version
     try:

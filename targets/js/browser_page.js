@@ -1,0 +1,127 @@
+// The harness page's script (served by browser_run.mjs): load the runtime, run every variant on
+// each backend, return outputs (base64, little-endian) and timings. Runs in Chromium, not Node.
+(() => {
+  const TYPED = {
+    float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array,
+    int8: Int8Array, uint8: Uint8Array, bool: Uint8Array,
+  };
+
+  function loadScript(url) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement('script');
+      s.src = url;
+      s.onload = resolve;
+      s.onerror = () => reject(new Error(`cannot load ${url}`));
+      document.head.appendChild(s);
+    });
+  }
+
+  async function bytes(url) {
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
+  function b64(typed) {
+    const u8 = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
+    let s = '';
+    for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+
+  async function timed(job, runVariant) {
+    const variant = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
+    await runVariant(variant, false);
+    const times = [];
+    for (let i = 0; i < job.repeats; i++) {
+      const t0 = performance.now();
+      await runVariant(variant, false);
+      times.push(performance.now() - t0);
+    }
+    return times;
+  }
+
+  // TF.js ---------------------------------------------------------------------------------------
+  async function tfjsInput(spec) {
+    const raw = await bytes(spec.url);
+    if (spec.dtype === 'int64') {  // TF.js has no int64: ids travel as int32, as in Node
+      const big = new BigInt64Array(raw.buffer);
+      return tf.tensor(Int32Array.from(big, (v) => Number(v)), spec.shape, 'int32');
+    }
+    const Typed = TYPED[spec.dtype];
+    return tf.tensor(new Typed(raw.buffer), spec.shape, spec.dtype === 'bool' ? 'bool' : spec.dtype);
+  }
+
+  async function tfjsOn(backend, job) {
+    if (!(await tf.setBackend(backend))) throw new Error(`TF.js backend ${backend} is not available in this browser`);
+    await tf.ready();
+    const t0 = performance.now();
+    const model = await tf.loadGraphModel(job.model);
+    const loadMs = performance.now() - t0;
+    const sig = model.modelSignature;
+    const node = (e) => e.name.replace(/:0$/, '');
+    const outputNodes = job.output_names.map((n) => node(sig.outputs[n]));
+    const outputs = {};
+    const runVariant = async (variant, keep) => {
+      const feeds = {};
+      for (const s of variant.inputs) feeds[node(sig.inputs[s.name])] = await tfjsInput(s);
+      let out = await model.executeAsync(feeds, outputNodes);
+      out = Array.isArray(out) ? out : [out];
+      const datas = await Promise.all(out.map((t) => t.data()));
+      if (keep) {
+        outputs[variant.name] = out.map((t, i) => ({ name: job.output_names[i], dtype: t.dtype, shape: t.shape, b64: b64(datas[i]) }));
+      }
+      tf.dispose([...Object.values(feeds), ...out]);
+    };
+    for (const v of job.variants) await runVariant(v, true);
+    const times = await timed(job, runVariant);
+    model.dispose();
+    const flags = backend === 'webgl' ? ` (float32 textures: ${tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED')})` : '';
+    return { file: job.file, backend: tf.getBackend(), label: `tfjs ${tf.getBackend()}${flags}`, load_ms: loadMs, times_ms: times, outputs };
+  }
+
+  // ONNX Runtime Web -----------------------------------------------------------------------------
+  async function ortOn(backend, job) {
+    ort.env.wasm.wasmPaths = '/js/';
+    ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+    const modelBytes = await bytes(job.model);
+    const t0 = performance.now();
+    const session = await ort.InferenceSession.create(modelBytes, { executionProviders: [backend] });
+    const loadMs = performance.now() - t0;
+    const outputs = {};
+    const runVariant = async (variant, keep) => {
+      const feeds = {};
+      for (const s of variant.inputs) {
+        const raw = await bytes(s.url);
+        const Typed = TYPED[s.dtype];
+        feeds[s.name] = new ort.Tensor(s.dtype, new Typed(raw.buffer), s.shape);
+      }
+      const result = await session.run(feeds);
+      if (keep) {
+        outputs[variant.name] = session.outputNames.map((name) => {
+          const t = result[name];
+          return { name, dtype: t.type, shape: t.dims, b64: b64(t.data) };
+        });
+      }
+    };
+    for (const v of job.variants) await runVariant(v, true);
+    const times = await timed(job, runVariant);
+    await session.release();
+    const threads = ort.env.wasm.numThreads;
+    return { file: job.file, backend, label: `onnxruntime-web ${backend} (${threads} thread${threads > 1 ? 's' : ''})`, load_ms: loadMs, times_ms: times, outputs };
+  }
+
+  window.shipyardRun = async (job) => {
+    const runs = [];
+    if (job.kind === 'tfjs') {
+      await loadScript('/js/tf.min.js');
+      await loadScript('/js/tf-backend-wasm.min.js');
+      tf.wasm.setWasmPaths('/js/');
+      for (const backend of job.backends) runs.push(await tfjsOn(backend, job));
+    } else {
+      await loadScript('/js/ort.min.js');
+      for (const backend of job.backends) runs.push(await ortOn(backend, job));
+    }
+    return { runs, isolated: self.crossOriginIsolated };
+  };
+})();

@@ -1,0 +1,92 @@
+"""The web targets proven in headless Chromium (Debian's package, installed by `make test`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shipyard.report import Status, TargetReport
+from targets import _catalog, get_target
+from targets._browser import chromium_binary
+from targets.pipeline import Engine, PipelineResult
+from tests.conftest import run_cli, run_targets
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = chromium_binary()
+    assert found, "Chromium is not installed: `make test` installs Debian's chromium (apt-get)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def web(
+    chromium: str, engine: Engine, models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> PipelineResult:
+    return run_targets(engine, models["convnet"], ["tfjs", "ort-web"], tmp_path_factory.mktemp("web"))
+
+
+def _browser_runs(report: TargetReport) -> dict[str, float]:
+    """Worst cosine per runtime that ran in Chromium."""
+    worst: dict[str, float] = {}
+    for v in report.variants:
+        if v.runtime.startswith("Chromium"):
+            worst[v.runtime] = min(worst.get(v.runtime, 1.0), v.cosine)
+    return worst
+
+
+def test_chromium_runs_tfjs_on_webgl_and_wasm_within_the_gates(web: PipelineResult) -> None:
+    tfjs = web.reports["tfjs"]
+    assert tfjs.status is Status.PASSED, tfjs.error
+    runs = _browser_runs(tfjs)
+    backends = sorted(r.split(" tfjs ", 1)[1].split(" ")[0] for r in runs)
+    assert backends == ["wasm", "webgl"]  # the backend the page reported it ran on
+    assert all(c >= 0.99999 for c in runs.values()), runs
+    assert any("float32 textures: true" in r for r in runs)  # SwiftShader's WebGL renders float32
+    assert any(n.startswith("ran in Chromium") for n in tfjs.notes)
+    # both browser backends ran every validation variant
+    variants = {v.variant for v in tfjs.variants}
+    assert all({v.variant for v in tfjs.variants if v.runtime == r} == variants for r in runs)
+
+
+def test_chromium_runs_ort_web_on_wasm_within_the_gates(web: PipelineResult) -> None:
+    ort = web.reports["ort-web"]
+    assert ort.status is Status.PASSED, ort.error
+    runs = _browser_runs(ort)
+    assert len(runs) == 1 and "onnxruntime-web wasm" in next(iter(runs))
+    assert all(c >= 0.99999 for c in runs.values())
+
+
+def test_a_tampered_tfjs_weight_shard_fails_in_the_browser(
+    chromium: str, engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tampered = dataclasses.replace(
+        get_target("tfjs"), name="tfjs-tampered", exporter="tests.steps:tampered_tfjs"
+    )
+    monkeypatch.setitem(_catalog._TARGETS, tampered.name, tampered)
+    report = run_targets(engine, models["convnet"], ["tfjs-tampered"], tmp_path).reports["tfjs-tampered"]
+    assert report.status is Status.FAILED and "gate max_abs_err failed" in (report.error or "")
+    browser = {v.runtime: v.max_abs_err for v in report.variants if v.runtime.startswith("Chromium")}
+    assert len(browser) == 2 and all(err > 1e-3 for err in browser.values()), browser
+
+
+def test_the_html_report_renders_in_chromium(
+    chromium: str, models: dict[str, Path], home: Path, tmp_path: Path
+) -> None:
+    done = run_cli(["package", str(models["convnet"]), "--targets", "ort-web,triton", "-q"], home)
+    assert done.returncode == 0
+    page = home / "registry" / "models" / "convnet" / "reports" / "1.html"
+    shot = tmp_path / "report.png"
+    common = [chromium, "--headless", "--no-sandbox", "--window-size=1200,1000"]
+    subprocess.run(
+        [*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    dom = subprocess.run(
+        [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert 'data-target="ort-web"' in dom and 'data-target="triton"' in dom
+    assert dom.count('class="point"') == 2 and dom.count('class="bar"') == 2
