@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from registry import VersionManifest
-from shipyard.report import Status, TargetReport
+from shipyard.report import RuntimeTiming, Status, TargetReport
 
 __all__ = ["render_version_report"]
 
@@ -127,6 +127,69 @@ def _bars(values: dict[str, float], unit: str, chart_id: str, label: str) -> str
     )
 
 
+def _per_batch(timing: RuntimeTiming) -> str:
+    return " · ".join(
+        f"{b.batch}: {b.latency_ms_p50:.3f} ms ({b.items_per_s:,.0f}/s)" for b in timing.batches
+    )
+
+
+def _runtimes(manifest: VersionManifest) -> str:
+    """Load time and p50 latency of every target in every runtime it ran in, and per batch size."""
+    rows = "".join(
+        f"<tr class=runtime><td>{escape(name)}</td><td>{escape(r.runtime)}</td><td>{escape(r.file)}</td>"
+        f"<td class=num>{r.load_ms:.1f}</td><td class=num>{_num(r.latency_ms_p50, '.3f')}</td>"
+        f"<td>{escape(_per_batch(r))}</td></tr>"
+        for name, t in manifest.targets.items()
+        for r in t.runtimes
+    )
+    if not rows:
+        return ""
+    header = (
+        "<th>target</th><th>runtime</th><th>file</th><th>load ms</th><th>p50 ms</th>"
+        "<th>per batch size: p50 (items/s)</th>"
+    )
+    table = f"<table id=runtimes><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<h2>Runtimes</h2>{table}"
+
+
+def _batch_chart(manifest: VersionManifest) -> str:
+    """p50 latency against batch size, one line per passed target and runtime."""
+    lines = {
+        f"{name} · {r.runtime}": [(b.batch, b.latency_ms_p50) for b in r.batches]
+        for name, t in manifest.targets.items()
+        if t.status is Status.PASSED
+        for r in t.runtimes
+        if len({b.batch for b in r.batches}) > 1
+    }
+    if not lines:
+        return ""
+    width, height, pad = 520, 320, 48
+    xs = [x for points in lines.values() for x, _ in points]
+    x0, x1 = min(xs), max(xs)
+    y1 = max(y for points in lines.values() for _, y in points) * 1.1 or 1.0
+
+    def at(x: float, y: float) -> str:
+        px = pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
+        return f"{px:.1f},{height - pad - y / y1 * (height - 2 * pad):.1f}"
+
+    polylines = "".join(
+        f"<polyline class=profile fill=none stroke='#8a4fd1' stroke-width=1.5 "
+        f"points='{' '.join(at(x, y) for x, y in points)}'><title>{escape(label)}</title></polyline>"
+        for label, points in lines.items()
+    )
+    return (
+        f"<svg class=chart id=batch-latency width={width} height={height} role=img "
+        f"aria-label='p50 latency per batch size'>"
+        f"<line x1={pad} y1={height - pad} x2={width - pad} y2={height - pad} stroke='#888'/>"
+        f"<line x1={pad} y1={pad} x2={pad} y2={height - pad} stroke='#888'/>"
+        f"<text x={width / 2:.0f} y={height - 10} text-anchor=middle font-size=12>batch size "
+        f"({x0}-{x1})</text><text x=14 y={height / 2:.0f} font-size=12 "
+        f"transform='rotate(-90 14 {height / 2:.0f})' text-anchor=middle>p50 ms (0-{y1:.3g})</text>"
+        + polylines
+        + "</svg>"
+    )
+
+
 def _failures(manifest: VersionManifest, run: dict[str, Any] | None) -> str:
     failed = {n: t for n, t in manifest.targets.items() if t.status is not Status.PASSED}
     if not failed:
@@ -171,7 +234,8 @@ def render_version_report(
     compared = f" Compared with version {previous.version}." if previous else ""
     header = (
         "<th>target</th><th>precision</th><th>status</th><th>cosine</th><th>max abs err</th>"
-        "<th>rel L2</th><th>KB</th><th>load ms</th><th>p50 ms</th><th>serves</th><th>quantization</th>"
+        "<th>rel L2</th><th>KB</th><th>load ms (worst)</th><th>p50 ms (worst)</th><th>serves</th>"
+        "<th>quantization</th>"
     )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Shipyard report {escape(title)}</title>
@@ -183,7 +247,9 @@ run {escape(manifest.run.run_id)} · {len(passed)} of {len(manifest.targets)} ta
 <h2>Targets</h2>
 <table id=targets><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>
 <h2>Size, accuracy and latency</h2>
-<div class=charts>{_scatter(points)}{_bars(latency, "ms", "latency", "p50 latency per target")}</div>
+<div class=charts>{_scatter(points)}{_bars(latency, "ms", "latency", "p50 latency per target")}
+{_batch_chart(manifest)}</div>
+{_runtimes(manifest)}
 <h2>Failures</h2>
 {_failures(manifest, run)}
 <h2>Toolchain</h2>

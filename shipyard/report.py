@@ -12,10 +12,12 @@ from shipyard.signature import DimRange
 
 __all__ = [
     "FORMAT_VERSION",
+    "BatchTiming",
     "FileEntry",
     "GateResult",
     "Metrics",
     "RunReport",
+    "RuntimeTiming",
     "Status",
     "StepRecord",
     "StepStatus",
@@ -106,6 +108,25 @@ class StepRecord(BaseModel):
     folder: str | None = None  # where it ran, relative to the run folder (job, log, reproduce.sh)
 
 
+class BatchTiming(BaseModel):
+    """Latency and throughput at one batch size (one validation variant)."""
+
+    variant: str
+    batch: int
+    latency_ms_p50: float
+    items_per_s: float
+
+
+class RuntimeTiming(BaseModel):
+    """How one artifact file loaded and ran in one runtime (a backend, Node or a browser)."""
+
+    file: str
+    runtime: str
+    load_ms: float
+    latency_ms_p50: float | None  # at the typical variant
+    batches: list[BatchTiming] = []  # with a dynamic batch: every variant's, by batch size
+
+
 class TargetReport(BaseModel):
     status: Status
     precision: Precision | None = None  # the rung of its precision ladder (None: not built)
@@ -117,6 +138,7 @@ class TargetReport(BaseModel):
     envelope: dict[str, DimRange] = {}  # dim -> the range the artifact serves
     notes: list[str] = []
     interface: dict[str, str] = {}  # tensor -> the dtype the artifact takes or gives, where it differs
+    runtimes: list[RuntimeTiming] = []  # per runtime the artifact ran in (metrics hold the worst)
 
 
 class RunReport(BaseModel):

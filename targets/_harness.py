@@ -39,7 +39,8 @@ def run_in_process(
     load: Callable[[], Predict],
     role: ArtifactRole = ArtifactRole.SHIPPED,
 ) -> ArtifactRun:
-    """Load once (timed), run every variant, then time `job.repeats` runs of the typical one."""
+    """Load once (timed), run every variant, then time `job.repeats` runs of the typical one and
+    `job.profile_repeats` of each other one (after the typical's warm-up)."""
     start = time.perf_counter()
     predict = load()
     load_ms = (time.perf_counter() - start) * 1000
@@ -56,13 +57,27 @@ def run_in_process(
         path = Path(job.out_dir) / f"{file.replace('/', '_')}.{v.name}.npz"
         save_arrays(path, {n: _as_numpy(o) for n, o in zip(output_names, got, strict=True)})
         outputs[v.name] = str(Path(path).relative_to(job.out_dir))
-    timed = feeds[timed_variant(job)]
-    predict(timed)  # warm-up
-    times = []
-    for _ in range(job.repeats):
-        t0 = time.perf_counter()
-        predict(timed)
-        times.append((time.perf_counter() - t0) * 1000)
+    typical = timed_variant(job)
+    predict(feeds[typical])  # warm-up
+    times = _timed(predict, feeds[typical], job.repeats)
+    profile = {
+        name: _timed(predict, feed, job.profile_repeats) for name, feed in feeds.items() if name != typical
+    }
     return ArtifactRun(
-        file=file, runtime=runtime, role=role, outputs=outputs, load_ms=round(load_ms, 3), times_ms=times
+        file=file,
+        runtime=runtime,
+        role=role,
+        outputs=outputs,
+        load_ms=round(load_ms, 3),
+        times_ms=times,
+        profile_ms=profile,
     )
+
+
+def _timed(predict: Predict, feed: list[np.ndarray], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predict(feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times

@@ -121,6 +121,7 @@ class RuntimeJob(BaseModel):
     out_dir: str  # where the harness writes outputs
     work_dir: str
     repeats: int = 10  # timed runs of the typical variant for latency
+    profile_repeats: int = 3  # timed runs of every other variant (batch profiling)
 
     def artifact(self, rel: str) -> Path:
         return Path(self.artifact_dir) / rel
@@ -143,6 +144,7 @@ class ArtifactRun(BaseModel):
     outputs: dict[str, str]
     load_ms: float
     times_ms: list[float]  # raw timed runs of the typical variant; the engine computes the p50
+    profile_ms: dict[str, list[float]] = {}  # variant -> raw timed runs of each other variant
 
 
 class RuntimeResult(BaseModel):

@@ -93,6 +93,7 @@ def run_js_harness(
         "variants": _raw_inputs(job, folder_path),
         "timed_variant": timed_variant(job),
         "repeats": job.repeats,
+        "profile_repeats": job.profile_repeats,
         "out_dir": str(folder_path),
         "result_path": str(folder_path / "result.json"),
         **(extra or {}),
@@ -116,6 +117,7 @@ def run_js_harness(
             ),
             load_ms=round(r["load_ms"], 3),
             times_ms=r["times_ms"],
+            profile_ms=r.get("profile_ms", {}),
         )
         for r in result["runs"]
     ]

@@ -274,7 +274,8 @@ def _judged(
     report.metrics = Metrics.model_validate({**report.metrics.model_dump(exclude_none=True), **runtime.facts})
     gates = target.gates.merged(spec.targets.get(target.name, TargetSettings()).gates)
     variants = located_variants(outcomes, target.name)
-    return judge(report, variants, runtime, validate.out_dir, gates)
+    batch = signature.batch_dim()
+    return judge(report, variants, runtime, validate.out_dir, gates, batch.name if batch else None)
 
 
 class PlannedStep(BaseModel):

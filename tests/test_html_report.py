@@ -14,7 +14,7 @@ class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[str] = []
-        self.points = self.bars = 0
+        self.points = self.bars = self.profiles = 0
         self.external: list[str] = []
         self.text: list[str] = []
 
@@ -24,6 +24,7 @@ class _Page(HTMLParser):
             self.rows.append(str(found["data-target"]))
         self.points += tag == "circle" and found.get("class") == "point"
         self.bars += tag == "rect" and found.get("class") == "bar"
+        self.profiles += tag == "polyline" and found.get("class") == "profile"
         self.external += [v for k, v in attrs if k in ("src", "href") and v]
 
     def handle_data(self, data: str) -> None:
@@ -52,6 +53,9 @@ def test_a_published_version_has_an_html_report_with_rows_charts_and_failures(
     done = run_cli([*args, "--json"], home)
     report = parse_json(done.stdout)
     assert report["version"] == 1 and report["targets"]["triton"]["status"] == "failed"
+    (node, browser) = report["targets"]["ort-web"]["runtimes"]  # batch profiling, in the JSON too
+    assert [b["batch"] for b in node["batches"]] == [1, 4, 16] and browser["runtime"].startswith("Chromium")
+    assert all(b["items_per_s"] > 0 and b["latency_ms_p50"] > 0 for b in node["batches"])
     stored = home / "registry" / "models" / "convnet" / "reports" / "1.html"
     assert report["html_report"] == stored.as_uri() and stored.is_file()
 
@@ -59,6 +63,12 @@ def test_a_published_version_has_an_html_report_with_rows_charts_and_failures(
     assert page.rows == ["ort-web", "triton", "ort-web-int8"]
     assert page.points == 2 and page.bars == 2  # the passed targets, in both charts
     assert page.external == []  # self-contained
+    runtimes = [r for r in page.text if r.startswith(("onnxruntime", "Chromium"))]
+    assert "onnxruntime-web wasm" in runtimes and "onnxruntime CPU" in runtimes  # per runtime
+    assert any(r.startswith("Chromium onnxruntime-web wasm") for r in runtimes)
+    # batch profiling: the conv net's batch 1..16 measured at min, typical and max, per runtime
+    assert page.profiles == 4  # the passed ort-web and ort-web-int8, each in Node and in Chromium
+    assert any(t.startswith("1: ") and " · 4: " in t and " · 16: " in t and "/s)" in t for t in page.text)
     text = " ".join(page.text)
     assert "gate max_abs_err failed" in text and "reproduce.sh" in text and "validate-triton" in text
     assert "int8" in text and "size_vs_fp32" in text

@@ -12,7 +12,15 @@ import numpy as np
 from shipyard.compare import OutputMismatch, compare_outputs
 from shipyard.gates import FP32_GATES, Gates, apply_gates
 from shipyard.prepare import PreparedVariant
-from shipyard.report import GateResult, Metrics, Status, TargetReport, VariantMetrics
+from shipyard.report import (
+    BatchTiming,
+    GateResult,
+    Metrics,
+    RuntimeTiming,
+    Status,
+    TargetReport,
+    VariantMetrics,
+)
 from shipyard.signature import Envelope, Signature
 from shipyard.timing import latency_p50
 from shipyard.variants import load_arrays
@@ -87,6 +95,28 @@ def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics
     )
 
 
+def _timing(run: ArtifactRun, variants: dict[str, LocatedVariant], batch_dim: str | None) -> RuntimeTiming:
+    """The run's load time and latency, and per batch size when the model has a batch dim (axis
+    0 of every input and output): batch profiling, latency and items per second at each size."""
+    timing = RuntimeTiming(
+        file=run.file, runtime=run.runtime, load_ms=run.load_ms, latency_ms_p50=latency_p50(run.times_ms)
+    )
+    timed = [v for v in run.outputs if v not in run.profile_ms]
+    measured = {**run.profile_ms, **({timed[0]: run.times_ms} if len(timed) == 1 else {})}
+    for name, times in measured.items():
+        variant = variants.get(name)
+        batch = variant.dims.get(batch_dim) if variant is not None and batch_dim else None
+        p50 = latency_p50(times)
+        if batch is not None and p50:
+            timing.batches.append(
+                BatchTiming(
+                    variant=name, batch=batch, latency_ms_p50=p50, items_per_s=round(batch * 1000 / p50, 2)
+                )
+            )
+    timing.batches.sort(key=lambda b: (b.batch, b.variant))
+    return timing
+
+
 def _check_gate(check: Check) -> GateResult:
     return GateResult(name=check.name, passed=check.passed, detail=check.detail)
 
@@ -97,8 +127,10 @@ def judge(
     result: RuntimeResult,
     out_dir: Path,
     gates: Gates,
+    batch_dim: str | None = None,
 ) -> TargetReport:
-    """Fill in the report's comparisons, metrics and gates; failed unless every gate passed."""
+    """Fill in the report's comparisons, metrics, timings and gates; failed unless every gate
+    passed. `batch_dim`: the model's batch dim, whose sizes the timings are profiled by."""
     report = report.model_copy(deep=True)
     report.notes += result.notes
     try:
@@ -113,6 +145,7 @@ def judge(
     measured = _metrics(shipped, shipped_runs) if shipped else Metrics()
     report.metrics = measured.model_copy(update=report.metrics.model_dump(exclude_none=True))
     report.variants = compared
+    report.runtimes = [_timing(r, variants, batch_dim) for r in shipped_runs]
     report.gates = [_check_gate(c) for c in result.checks]
     if shipped:
         report.gates += apply_gates(gates, measured)

@@ -29,16 +29,23 @@
     return btoa(s);
   }
 
+  // The typical variant's timed runs, and fewer of every other one (batch profiling).
   async function timed(job, runVariant) {
     const variant = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
+    const runs = async (v, n) => {
+      const times = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await runVariant(v, false);
+        times.push(performance.now() - t0);
+      }
+      return times;
+    };
     await runVariant(variant, false);
-    const times = [];
-    for (let i = 0; i < job.repeats; i++) {
-      const t0 = performance.now();
-      await runVariant(variant, false);
-      times.push(performance.now() - t0);
-    }
-    return times;
+    const times = await runs(variant, job.repeats);
+    const profile = {};
+    for (const v of job.variants.filter((v) => v !== variant)) profile[v.name] = await runs(v, job.profile_repeats);
+    return { times, profile };
   }
 
   // TF.js ---------------------------------------------------------------------------------------
@@ -74,10 +81,10 @@
       tf.dispose([...Object.values(feeds), ...out]);
     };
     for (const v of job.variants) await runVariant(v, true);
-    const times = await timed(job, runVariant);
+    const { times, profile } = await timed(job, runVariant);
     model.dispose();
     const flags = backend === 'webgl' ? ` (float32 textures: ${tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED')})` : '';
-    return { file: job.file, backend: tf.getBackend(), label: `tfjs ${tf.getBackend()}${flags}`, load_ms: loadMs, times_ms: times, outputs };
+    return { file: job.file, backend: tf.getBackend(), label: `tfjs ${tf.getBackend()}${flags}`, load_ms: loadMs, times_ms: times, profile_ms: profile, outputs };
   }
 
   // ONNX Runtime Web -----------------------------------------------------------------------------
@@ -105,10 +112,10 @@
       }
     };
     for (const v of job.variants) await runVariant(v, true);
-    const times = await timed(job, runVariant);
+    const { times, profile } = await timed(job, runVariant);
     await session.release();
     const threads = ort.env.wasm.numThreads;
-    return { file: job.file, backend, label: `onnxruntime-web ${backend} (${threads} thread${threads > 1 ? 's' : ''})`, load_ms: loadMs, times_ms: times, outputs };
+    return { file: job.file, backend, label: `onnxruntime-web ${backend} (${threads} thread${threads > 1 ? 's' : ''})`, load_ms: loadMs, times_ms: times, profile_ms: profile, outputs };
   }
 
   window.shipyardRun = async (job) => {

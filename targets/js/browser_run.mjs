@@ -85,6 +85,7 @@ async function main() {
       })),
       timed_variant: job.timed_variant,
       repeats: job.repeats,
+      profile_repeats: job.profile_repeats,
     };
     await page.addScriptTag({ url: '/page.js' });
     const result = await page.evaluate((j) => window.shipyardRun(j), pageJob);
@@ -100,7 +101,7 @@ async function main() {
       }
       return {
         file: run.file, runtime: `Chromium ${run.label}`,
-        backend: run.backend, load_ms: run.load_ms, times_ms: run.times_ms, outputs,
+        backend: run.backend, load_ms: run.load_ms, times_ms: run.times_ms, profile_ms: run.profile_ms, outputs,
       };
     });
     fs.writeFileSync(job.result_path, JSON.stringify({ runs, browser: version, cross_origin_isolated: result.isolated }));

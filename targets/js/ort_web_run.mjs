@@ -48,13 +48,19 @@ async function main() {
     const timed = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
     const feeds = feedsOf(timed);
     await session.run(feeds);
-    const times = [];
-    for (let i = 0; i < job.repeats; i++) {
-      const s = performance.now();
-      await session.run(feeds);
-      times.push(performance.now() - s);
-    }
-    runs.push({ file: model.file, runtime: 'onnxruntime-web wasm', load_ms: loadMs, times_ms: times, outputs });
+    const timedRuns = async (f, n) => {
+      const times = [];
+      for (let i = 0; i < n; i++) {
+        const s = performance.now();
+        await session.run(f);
+        times.push(performance.now() - s);
+      }
+      return times;
+    };
+    const times = await timedRuns(feeds, job.repeats);
+    const profile = {};  // batch profiling: every other variant, fewer runs
+    for (const v of job.variants.filter((v) => v !== timed)) profile[v.name] = await timedRuns(feedsOf(v), job.profile_repeats);
+    runs.push({ file: model.file, runtime: 'onnxruntime-web wasm', load_ms: loadMs, times_ms: times, profile_ms: profile, outputs });
     await session.release();
   }
   fs.writeFileSync(job.result_path, JSON.stringify({ runs }));

@@ -155,19 +155,25 @@ async function runOn(backend, model, job) {
     tf.dispose([...Object.values(feeds), ...result]);
   }
   const timed = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
-  const feeds = feedsOf(timed);
-  tf.dispose(await run(feeds));
-  const times = [];
-  for (let i = 0; i < job.repeats; i++) {
-    const s = performance.now();
-    const out = await run(feeds);
-    await Promise.all(out.map((t) => t.data()));
-    times.push(performance.now() - s);
-    tf.dispose(out);
-  }
-  tf.dispose(Object.values(feeds));
+  const timedRuns = async (variant, n) => {
+    const feeds = feedsOf(variant);
+    const times = [];
+    for (let i = 0; i < n; i++) {
+      const s = performance.now();
+      const out = await run(feeds);
+      await Promise.all(out.map((t) => t.data()));
+      times.push(performance.now() - s);
+      tf.dispose(out);
+    }
+    tf.dispose(Object.values(feeds));
+    return times;
+  };
+  await timedRuns(timed, 1);  // warm-up
+  const times = await timedRuns(timed, job.repeats);
+  const profile = {};  // batch profiling: every other variant, fewer runs
+  for (const v of job.variants.filter((v) => v !== timed)) profile[v.name] = await timedRuns(v, job.profile_repeats);
   graph.dispose();
-  return { file: model.file, runtime: `tfjs ${backend}`, load_ms: loadMs, times_ms: times, outputs };
+  return { file: model.file, runtime: `tfjs ${backend}`, load_ms: loadMs, times_ms: times, profile_ms: profile, outputs };
 }
 
 async function main() {
