@@ -15,7 +15,7 @@ from typing import Any
 from registry import VersionManifest
 from shipyard.report import RuntimeTiming, Status, TargetReport
 
-__all__ = ["render_version_report"]
+__all__ = ["render_drift_report", "render_version_report"]
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1d2430;max-width:1200px}
@@ -254,5 +254,50 @@ run {escape(manifest.run.run_id)} · {len(passed)} of {len(manifest.targets)} ta
 {_failures(manifest, run)}
 <h2>Toolchain</h2>
 <details><summary>{len(manifest.toolchain)} packages</summary><table>{toolchain}</table></details>
+</body></html>
+"""
+
+
+def _cells(row: dict[str, Any], columns: list[str]) -> str:
+    return "".join(f"<td>{escape(str(row.get(c, '')))}</td>" for c in columns)
+
+
+def _toolchain_changes(changes: dict[str, list[str | None]]) -> str:
+    return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items()) or "none"
+
+
+def render_drift_report(
+    title: str, models: list[dict[str, Any]], drift: list[dict[str, str]], failures: list[dict[str, str]]
+) -> str:
+    """The nightly re-export as one page: per model the versions and toolchain changes, per
+    target what changed (regressions first), and the models whose re-export failed."""
+    changes = "".join(
+        f"<tr class=model><td>{escape(m['model'])}</td><td>{m['old_version']} -> {m['new_version']}</td>"
+        f"<td>{escape(_toolchain_changes(m['toolchain_changes']))}</td>"
+        f"<td class=num>{len(m['steps_run'])}</td><td class=num>{m['steps_reused']}</td></tr>"
+        for m in models
+    )
+    columns = ["model", "target", "status", "cosine", "max_abs_err", "artifact_bytes", "error"]
+    ordered = sorted(drift, key=lambda r: (r["regressed"] != "True", r["model"], r["target"]))
+    rows = "".join(
+        f"<tr class='{'drift regressed' if r['regressed'] == 'True' else 'drift'}' "
+        f"data-target='{escape(r['target'])}'>" + _cells(r, columns) + "</tr>"
+        for r in ordered
+    )
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    failed = "".join(f"<li>{escape(f['model'])}: {escape(f['error'])}</li>" for f in failures)
+    regressed = sum(r["regressed"] == "True" for r in drift)
+    counts = f"{len(models)} model(s) re-exported, {regressed} target(s) regressed, {len(failures)} failed."
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>Shipyard nightly {escape(title)}</title>
+<style>{STYLE}tr.regressed td{{background:#fdecea}}</style></head><body>
+<h1>Nightly re-export {escape(title)}</h1>
+<p class=muted>{counts}</p>
+<h2>Models</h2>
+<table id=models><thead><tr><th>model</th><th>version</th><th>toolchain changes</th><th>steps run</th>
+<th>steps reused</th></tr></thead><tbody>{changes}</tbody></table>
+<h2>Targets</h2>
+<table id=drift><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
+{f"<h2>Failed re-exports</h2><ul>{failed}</ul>" if failed else ""}
 </body></html>
 """

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import deployment as prefect_deployment
 from prefect.runtime import flow_run as prefect_flow_run
@@ -177,4 +177,19 @@ def nightly_reexport(
         summary.append(model_summary)
     if rows:
         create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")
-    return {"models": summary, "drift": rows, "failures": failures}
+    report = _drift_page(reg, summary, rows, failures)
+    create_markdown_artifact(
+        markdown=f"Nightly drift report: [{report}]({report})", key="nightly-drift-report"
+    )
+    return {"models": summary, "drift": rows, "failures": failures, "report": report}
+
+
+def _drift_page(
+    reg: Registry, summary: list[dict[str, Any]], rows: list[dict[str, str]], failures: list[dict[str, str]]
+) -> str:
+    """The night's drift as an HTML page in the registry (named by the flow run); where it is."""
+    from flows.html_report import render_drift_report
+
+    run = str(prefect_flow_run.id) if prefect_flow_run.id else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    title = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return reg.save_nightly_report(run, render_drift_report(title, summary, rows, failures))

@@ -335,6 +335,13 @@ class Registry:
             self.backend.create(self.report_key(model, version), html.encode())
         return self.report_location(model, version)
 
+    def save_nightly_report(self, name: str, html: str) -> str:
+        """Keep a nightly re-export's HTML drift report under nightly/<name>.html; where it is."""
+        key = f"nightly/{_safe_relpath(name + '.html')}"
+        with contextlib.suppress(AlreadyExists):
+            self.backend.create(key, html.encode())
+        return f"{self.url.rstrip('/')}/{key}"
+
     def version_report(self, model: str, version: int) -> bytes | None:
         try:
             return self.backend.read(self.report_key(model, version))[0]

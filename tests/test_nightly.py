@@ -47,6 +47,12 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
     assert [(r["target"], r["status"], r["regressed"]) for r in result["drift"]] == [
         ("triton", "passed -> passed", "False")
     ]
+    page = Path(result["report"].removeprefix("file://")).read_text()  # the night's HTML drift page
+    assert (
+        result["report"].startswith(registry + "/nightly/")
+        and "<tr class='drift' data-target='triton'>" in page
+    )
+    assert "multi_io" in page and "1 model(s) re-exported, 0 target(s) regressed, 0 failed" in page
 
 
 def test_one_model_failing_does_not_stop_the_others(
