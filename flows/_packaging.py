@@ -8,6 +8,7 @@ artifacts in the UI.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -95,7 +96,17 @@ def publish_version(result: PipelineResult, registry_url: str | None, run: RunIn
     )
     registry = open_registry(registry_url)
     manifest = registry.publish(draft, result.artifact_dirs, request.source, samples=samples)
-    store_version_report(registry, manifest, result)
+    try:
+        store_version_report(registry, manifest, result)
+    except Exception as exc:  # the version is published; its page can be rendered again later
+        logging.getLogger(__name__).warning(
+            "%s:%s is published, but its HTML report was not stored (%s: %s); "
+            "`shipyard report` renders it from the manifest",
+            manifest.model,
+            manifest.version,
+            type(exc).__name__,
+            exc,
+        )
     return manifest.version
 
 
@@ -103,8 +114,7 @@ def store_version_report(registry: Registry, manifest: VersionManifest, result: 
     """The version's HTML report, beside its manifest; compared with the version before it."""
     from flows.html_report import render_version_report
 
-    older = [v for v in registry.versions(manifest.model) if v < manifest.version]
-    previous = registry.manifest(manifest.model, max(older)) if older else None
+    previous = registry.previous_version(manifest.model, manifest.version)
     run = {
         "steps": [s.model_dump(mode="json") for s in result.steps],
         "workdir": str(runs_home() / manifest.run.run_id),

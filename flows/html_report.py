@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from registry import VersionManifest
-from shipyard.report import RuntimeTiming, Status, TargetReport
+from shipyard.report import BatchTiming, RuntimeTiming, Status, TargetReport
 
 __all__ = ["render_drift_report", "render_version_report"]
 
@@ -128,8 +128,14 @@ def _bars(values: dict[str, float], unit: str, chart_id: str, label: str) -> str
 
 
 def _per_batch(timing: RuntimeTiming) -> str:
+    """`1: 0.4 ms (2,500/s) · 4: ...`; each size's other dims too when they changed with it."""
+
+    def size(b: BatchTiming) -> str:
+        others = ", ".join(f"{k}={v}" for k, v in b.other_dims.items())
+        return f"{b.batch}" if timing.batch_only() or not others else f"{b.batch} ({others})"
+
     return " · ".join(
-        f"{b.batch}: {b.latency_ms_p50:.3f} ms ({b.items_per_s:,.0f}/s)" for b in timing.batches
+        f"{size(b)}: {b.latency_ms_p50:.3f} ms ({b.items_per_s:,.0f}/s)" for b in timing.batches
     )
 
 
@@ -159,7 +165,7 @@ def _batch_chart(manifest: VersionManifest) -> str:
         for name, t in manifest.targets.items()
         if t.status is Status.PASSED
         for r in t.runtimes
-        if len({b.batch for b in r.batches}) > 1
+        if len({b.batch for b in r.batches}) > 1 and r.batch_only()  # else the batch is not all that moved
     }
     if not lines:
         return ""

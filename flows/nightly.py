@@ -186,10 +186,15 @@ def nightly_reexport(
 
 def _drift_page(
     reg: Registry, summary: list[dict[str, Any]], rows: list[dict[str, str]], failures: list[dict[str, str]]
-) -> str:
-    """The night's drift as an HTML page in the registry (named by the flow run); where it is."""
+) -> str | None:
+    """The night's drift as an HTML page in the registry (named by the flow run); where it is,
+    or None (logged) when it could not be stored: the re-exports themselves stand."""
     from flows.html_report import render_drift_report
 
     run = str(prefect_flow_run.id) if prefect_flow_run.id else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     title = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return reg.save_nightly_report(run, render_drift_report(title, summary, rows, failures))
+    try:
+        return reg.save_nightly_report(run, render_drift_report(title, summary, rows, failures))
+    except Exception as exc:
+        get_run_logger().warning("the drift report was not stored: %s: %s", type(exc).__name__, exc)
+        return None

@@ -337,10 +337,20 @@ class Registry:
 
     def save_nightly_report(self, name: str, html: str) -> str:
         """Keep a nightly re-export's HTML drift report under nightly/<name>.html; where it is."""
-        key = f"nightly/{_safe_relpath(name + '.html')}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name) or name.startswith("."):
+            raise ValueError(f"not a report name: {name!r}")
+        key = f"nightly/{name}.html"
         with contextlib.suppress(AlreadyExists):
             self.backend.create(key, html.encode())
         return f"{self.url.rstrip('/')}/{key}"
+
+    def has_version_report(self, model: str, version: int) -> bool:
+        return self.backend.exists(self.report_key(model, version))
+
+    def previous_version(self, model: str, version: int) -> VersionManifest | None:
+        """The newest version of `model` below `version`, if any."""
+        older = [v for v in self.versions(model) if v < version]
+        return self.manifest(model, max(older)) if older else None
 
     def version_report(self, model: str, version: int) -> bytes | None:
         try:

@@ -109,10 +109,12 @@ class StepRecord(BaseModel):
 
 
 class BatchTiming(BaseModel):
-    """Latency and throughput at one batch size (one validation variant)."""
+    """Latency and throughput at one batch size (one validation variant; min/typical/max
+    variants move every dynamic dim, so `other_dims` says what else changed with the batch)."""
 
     variant: str
     batch: int
+    other_dims: dict[str, int] = {}
     latency_ms_p50: float
     items_per_s: float
 
@@ -125,6 +127,10 @@ class RuntimeTiming(BaseModel):
     load_ms: float
     latency_ms_p50: float | None  # at the typical variant
     batches: list[BatchTiming] = []  # with a dynamic batch: every variant's, by batch size
+
+    def batch_only(self) -> bool:
+        """Whether the batch size is the only dim that differs between the timed variants."""
+        return len({tuple(sorted(b.other_dims.items())) for b in self.batches}) <= 1
 
 
 class TargetReport(BaseModel):

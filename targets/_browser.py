@@ -10,10 +10,10 @@ import os
 import shutil
 from typing import Any
 
-from targets._jobs import RuntimeJob, RuntimeResult
+from targets._jobs import Check, RuntimeJob, RuntimeResult
 from targets._node import run_js_harness
 
-__all__ = ["browser_notes", "chromium_binary", "run_in_chromium"]
+__all__ = ["chromium_binary", "run_in_chromium", "with_browser"]
 
 
 def chromium_binary() -> str | None:
@@ -24,13 +24,13 @@ def chromium_binary() -> str | None:
 
 
 def run_in_chromium(
-    job: RuntimeJob, kind: str, backends: list[str], extra: dict[str, Any] | None = None
+    job: RuntimeJob, kind: str, file: str, backends: list[str], extra: dict[str, Any] | None = None
 ) -> RuntimeResult | None:
-    """The artifact's first file run on each backend in a Chromium page; None without Chromium."""
+    """`file` run on each backend in a Chromium page; None without Chromium or backends. A page
+    that fails comes back as a failed `chromium` check with its reason (the target fails)."""
     chromium = chromium_binary()
     if chromium is None or not backends:
         return None
-    models = [{"file": job.files[0], "path": str(job.artifact(job.files[0]))}]
     browser = {
         "kind": kind,
         "backends": backends,
@@ -40,10 +40,23 @@ def run_in_chromium(
         "output_names": job.signature.output_names(),
         **(extra or {}),
     }
-    return run_js_harness("browser_run.mjs", job, models, extra=browser, folder="browser")
+    models = [{"file": file, "path": str(job.artifact(file))}]
+    try:
+        return run_js_harness("browser_run.mjs", job, models, extra=browser, folder="browser")
+    except RuntimeError as exc:
+        return RuntimeResult(runs=[], checks=[Check(name="chromium", passed=False, detail=str(exc))])
 
 
-def browser_notes(result: RuntimeResult | None) -> list[str]:
-    if result is None:
-        return ["proven in Node only: no Chromium (install Debian's chromium, or unset SHIPYARD_BROWSER=off)"]
-    return [f"ran in {', '.join(r.runtime for r in result.runs)}"]
+def with_browser(node: RuntimeResult, browser: RuntimeResult | None) -> RuntimeResult:
+    """The Node runs and checks, and the browser's; notes say which runtimes ran."""
+    if browser is None:
+        notes = ["proven in Node only: no Chromium, or no browser backend asked for (SHIPYARD_BROWSER)"]
+        return node.model_copy(update={"notes": [*node.notes, *notes]})
+    ran = [r.runtime for r in browser.runs]
+    notes = [f"ran in {', '.join(ran)}"] if ran else []
+    return RuntimeResult(
+        runs=node.runs + browser.runs,
+        checks=node.checks + browser.checks,
+        notes=node.notes + notes,
+        facts={**node.facts, **browser.facts},
+    )

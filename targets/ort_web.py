@@ -10,7 +10,7 @@ from exporters.onnx_quantize import Int8Options
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
 from shipyard.precision import Precision
-from targets._browser import browser_notes, run_in_chromium
+from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
@@ -60,9 +60,7 @@ def export_fp16(job: ExportJob) -> ExportResult:
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
     models = [{"file": f, "path": str(job.artifact(f))} for f in job.files]
     node = run_js_harness("ort_web_run.mjs", job, models)
-    browser = run_in_chromium(job, "ort", ["wasm"])
-    runs = node.runs + (browser.runs if browser else [])
-    return RuntimeResult(runs=runs, notes=browser_notes(browser))
+    return with_browser(node, run_in_chromium(job, "ort", job.files[0], ["wasm"]))  # model.onnx
 
 
 ORT_WEB = register_target(

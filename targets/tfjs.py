@@ -16,7 +16,7 @@ from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP16_GATES, FP32_GATES, INT8_GATES
 from shipyard.precision import Precision
 from shipyard.signature import DimRange, Envelope, Signature
-from targets._browser import browser_notes, run_in_chromium
+from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
@@ -100,9 +100,7 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     if not all(c.passed for c in node.checks):
         return node  # not portable: the gate says why; a browser would only fail later
     in_browser: list[str] = [b for b in ("webgl", "wasm") if b in options.backends]
-    browser = run_in_chromium(job, "tfjs", in_browser)
-    runs = node.runs + (browser.runs if browser else [])
-    return RuntimeResult(runs=runs, checks=node.checks, notes=browser_notes(browser))
+    return with_browser(node, run_in_chromium(job, "tfjs", "model.json", in_browser))
 
 
 TFJS = register_target(

@@ -88,8 +88,13 @@ def run_show(args: argparse.Namespace) -> int:
     registry = existing_registry(args.registry)
     m = registry.resolve(args.ref)
     aliases = _aliases_by_version(registry.aliases(m.model)).get(m.version, [])
+    report = (
+        registry.report_location(m.model, m.version)
+        if registry.has_version_report(m.model, m.version)
+        else None
+    )
     if args.json:
-        print_json({**m.model_dump(mode="json"), "aliases": aliases})
+        print_json({**m.model_dump(mode="json"), "aliases": aliases, "html_report": report})
         return EXIT_OK
     pointed = f"  aliases {' '.join('@' + a for a in aliases)}" if aliases else ""
     print(f"{m.model}:{m.version}  created {m.created_at}{pointed}")
@@ -107,9 +112,8 @@ def run_show(args: argparse.Namespace) -> int:
             }
         )
     print_table(rows, ["target", "status", "files", "bytes", "max_abs_err", "error"])
-    if registry.version_report(m.model, m.version) is not None:
-        where = registry.report_location(m.model, m.version)
-        print(f"report: {where}  (or: shipyard report {m.model}:{m.version})")
+    if report:
+        print(f"report: {report}  (or: shipyard report {m.model}:{m.version})")
     return EXIT_OK
 
 
@@ -129,9 +133,7 @@ def run_report(args: argparse.Namespace) -> int:
     if stored is None:
         from flows.html_report import render_version_report
 
-        older = [v for v in registry.versions(m.model) if v < m.version]
-        previous = registry.manifest(m.model, max(older)) if older else None
-        stored = render_version_report(m, previous).encode()
+        stored = render_version_report(m, registry.previous_version(m.model, m.version)).encode()
     output.write_bytes(stored)
     print(output)
     return EXIT_OK

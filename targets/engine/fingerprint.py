@@ -107,7 +107,7 @@ def code_digest() -> str:
         for parent, dirs, names in os.walk(ROOT / folder):
             dirs[:] = [d for d in dirs if d not in ("node_modules", "__pycache__")]
             files += [Path(parent, n) for n in names if n.endswith(".py")]
-    files += [*JS_DIR.glob("*.mjs"), JS_DIR / "package-lock.json"]
+    files += [*JS_DIR.glob("*.mjs"), *JS_DIR.glob("*.js"), JS_DIR / "package-lock.json"]
     for path in sorted(f for f in files if f.is_file()):
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -108,9 +108,14 @@ def _timing(run: ArtifactRun, variants: dict[str, LocatedVariant], batch_dim: st
         batch = variant.dims.get(batch_dim) if variant is not None and batch_dim else None
         p50 = latency_p50(times)
         if batch is not None and p50:
+            others = {k: v for k, v in variant.dims.items() if k != batch_dim} if variant else {}
             timing.batches.append(
                 BatchTiming(
-                    variant=name, batch=batch, latency_ms_p50=p50, items_per_s=round(batch * 1000 / p50, 2)
+                    variant=name,
+                    batch=batch,
+                    other_dims=others,
+                    latency_ms_p50=p50,
+                    items_per_s=round(batch * 1000 / p50, 2),
                 )
             )
     timing.batches.sort(key=lambda b: (b.batch, b.variant))

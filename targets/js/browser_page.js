@@ -29,22 +29,25 @@
     return btoa(s);
   }
 
-  // The typical variant's timed runs, and fewer of every other one (batch profiling).
-  async function timed(job, runVariant) {
+  // The typical variant's timed runs, and fewer of every other one (batch profiling). Inputs
+  // are built once per variant, outside the timed runs, as in the Node harnesses.
+  async function timed(job, makeFeeds, runFeeds, freeFeeds) {
     const variant = job.variants.find((v) => v.name === job.timed_variant) ?? job.variants[0];
-    const runs = async (v, n) => {
+    const runs = async (v, n, warm) => {
+      const feeds = await makeFeeds(v);
+      if (warm) await runFeeds(feeds);
       const times = [];
       for (let i = 0; i < n; i++) {
         const t0 = performance.now();
-        await runVariant(v, false);
+        await runFeeds(feeds);
         times.push(performance.now() - t0);
       }
+      freeFeeds(feeds);
       return times;
     };
-    await runVariant(variant, false);
-    const times = await runs(variant, job.repeats);
+    const times = await runs(variant, job.repeats, true);
     const profile = {};
-    for (const v of job.variants.filter((v) => v !== variant)) profile[v.name] = await runs(v, job.profile_repeats);
+    for (const v of job.variants.filter((v) => v !== variant)) profile[v.name] = await runs(v, job.profile_repeats, false);
     return { times, profile };
   }
 
@@ -56,7 +59,7 @@
       return tf.tensor(Int32Array.from(big, (v) => Number(v)), spec.shape, 'int32');
     }
     const Typed = TYPED[spec.dtype];
-    return tf.tensor(new Typed(raw.buffer), spec.shape, spec.dtype === 'bool' ? 'bool' : spec.dtype);
+    return tf.tensor(new Typed(raw.buffer), spec.shape, spec.dtype);
   }
 
   async function tfjsOn(backend, job) {
@@ -69,19 +72,26 @@
     const node = (e) => e.name.replace(/:0$/, '');
     const outputNodes = job.output_names.map((n) => node(sig.outputs[n]));
     const outputs = {};
-    const runVariant = async (variant, keep) => {
+    const makeFeeds = async (variant) => {
       const feeds = {};
       for (const s of variant.inputs) feeds[node(sig.inputs[s.name])] = await tfjsInput(s);
-      let out = await model.executeAsync(feeds, outputNodes);
-      out = Array.isArray(out) ? out : [out];
-      const datas = await Promise.all(out.map((t) => t.data()));
-      if (keep) {
-        outputs[variant.name] = out.map((t, i) => ({ name: job.output_names[i], dtype: t.dtype, shape: t.shape, b64: b64(datas[i]) }));
-      }
-      tf.dispose([...Object.values(feeds), ...out]);
+      return feeds;
     };
-    for (const v of job.variants) await runVariant(v, true);
-    const { times, profile } = await timed(job, runVariant);
+    const runFeeds = async (feeds) => {
+      const out = await model.executeAsync(feeds, outputNodes);
+      const list = Array.isArray(out) ? out : [out];
+      const datas = await Promise.all(list.map((t) => t.data()));
+      const kept = list.map((t, i) => ({ name: job.output_names[i], dtype: t.dtype, shape: t.shape, data: datas[i] }));
+      tf.dispose(list);
+      return kept;
+    };
+    const freeFeeds = (feeds) => tf.dispose(Object.values(feeds));
+    for (const v of job.variants) {
+      const feeds = await makeFeeds(v);
+      outputs[v.name] = (await runFeeds(feeds)).map(({ data, ...t }) => ({ ...t, b64: b64(data) }));
+      freeFeeds(feeds);
+    }
+    const { times, profile } = await timed(job, makeFeeds, runFeeds, freeFeeds);
     model.dispose();
     const flags = backend === 'webgl' ? ` (float32 textures: ${tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED')})` : '';
     return { file: job.file, backend: tf.getBackend(), label: `tfjs ${tf.getBackend()}${flags}`, load_ms: loadMs, times_ms: times, profile_ms: profile, outputs };
@@ -96,23 +106,23 @@
     const session = await ort.InferenceSession.create(modelBytes, { executionProviders: [backend] });
     const loadMs = performance.now() - t0;
     const outputs = {};
-    const runVariant = async (variant, keep) => {
+    const makeFeeds = async (variant) => {
       const feeds = {};
       for (const s of variant.inputs) {
         const raw = await bytes(s.url);
-        const Typed = TYPED[s.dtype];
-        feeds[s.name] = new ort.Tensor(s.dtype, new Typed(raw.buffer), s.shape);
+        feeds[s.name] = new ort.Tensor(s.dtype, new TYPED[s.dtype](raw.buffer), s.shape);
       }
-      const result = await session.run(feeds);
-      if (keep) {
-        outputs[variant.name] = session.outputNames.map((name) => {
-          const t = result[name];
-          return { name, dtype: t.type, shape: t.dims, b64: b64(t.data) };
-        });
-      }
+      return feeds;
     };
-    for (const v of job.variants) await runVariant(v, true);
-    const { times, profile } = await timed(job, runVariant);
+    const runFeeds = (feeds) => session.run(feeds);
+    for (const v of job.variants) {
+      const result = await runFeeds(await makeFeeds(v));
+      outputs[v.name] = session.outputNames.map((name) => {
+        const t = result[name];
+        return { name, dtype: t.type, shape: t.dims, b64: b64(t.data) };
+      });
+    }
+    const { times, profile } = await timed(job, makeFeeds, runFeeds, () => {});
     await session.release();
     const threads = ort.env.wasm.numThreads;
     return { file: job.file, backend, label: `onnxruntime-web ${backend} (${threads} thread${threads > 1 ? 's' : ''})`, load_ms: loadMs, times_ms: times, profile_ms: profile, outputs };

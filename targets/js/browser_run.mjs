@@ -38,7 +38,12 @@ function runtimeFiles(kind) {
 
 function serve(files) {
   const server = http.createServer((req, res) => {
-    const url = decodeURIComponent(new URL(req.url, 'http://127.0.0.1').pathname);
+    let url;
+    try {
+      url = decodeURIComponent(new URL(req.url, 'http://127.0.0.1').pathname);
+    } catch {
+      res.writeHead(400); res.end(); return;
+    }
     const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
     if (url === '/') {
       res.writeHead(200, { ...headers, 'Content-Type': 'text/html' });
@@ -48,7 +53,7 @@ function serve(files) {
     const file = files[url];
     if (!file) { res.writeHead(404, headers); res.end(); return; }
     res.writeHead(200, { ...headers, 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
-    fs.createReadStream(file).pipe(res);
+    fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
@@ -63,6 +68,11 @@ async function main() {
   const browser = await puppeteer.launch({
     executablePath: job.chromium,
     headless: true,
+    // pipe: Chromium talks to us over its stdio, so it exits when this process dies (a step
+    // killed for its timeout takes the browser with it); its profile lives in the step's scratch.
+    pipe: true,
+    userDataDir: path.join(job.out_dir, 'chromium-profile'),
+    protocolTimeout: 0,  // no CDP timeout of its own: the step's timeout bounds the run
     // --no-sandbox: CI runs as root, where Chromium refuses its sandbox. SwiftShader gives
     // WebGL a software GPU on machines without one.
     args: ['--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
@@ -76,7 +86,7 @@ async function main() {
     const pageJob = {
       kind: job.kind,
       model: `/artifact/${job.models[0].file}`,
-      file: job.models[0].file,
+      file: job.models[0].file,  // the file the page loads (model.json / model.onnx)
       backends: job.backends,
       output_names: job.output_names,
       variants: job.variants.map((v) => ({
@@ -112,6 +122,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`${err.stack ?? err}\n`);
+  process.stderr.write(`${err?.message ?? err}\n`);  // the reason, not a stack the caller would cut
   process.exit(1);
 });
