@@ -90,3 +90,48 @@ def test_the_html_report_renders_in_chromium(
     ).stdout
     assert 'data-target="ort-web"' in dom and 'data-target="triton"' in dom
     assert dom.count('class="point"') == 2 and dom.count('class="bar"') == 2
+
+
+def test_a_browser_run_alone_off_fails_the_target(tmp_path: Path) -> None:
+    """Browser runs count toward the gates on their own: Node right, Chromium wrong -> failed,
+    naming the Chromium runtime; and per runtime timings with the batch profile."""
+    import numpy as np
+
+    from shipyard.gates import FP32_GATES
+    from shipyard.variants import save_arrays
+    from targets._jobs import ArtifactRun, RuntimeResult
+    from targets.engine.judge import LocatedVariant, judge
+
+    reference = np.linspace(-1, 1, 40, dtype=np.float32).reshape(4, 10)
+    save_arrays(tmp_path / "ref.npz", {"logits": reference})
+    save_arrays(tmp_path / "node.npz", {"logits": reference})
+    save_arrays(tmp_path / "browser.npz", {"logits": reference * 1.01})
+    variant = LocatedVariant(
+        name="typical", dims={"batch": 4}, inputs="-", reference=str(tmp_path / "ref.npz")
+    )
+    runs = [
+        ArtifactRun(
+            file="model.json", runtime="tfjs wasm", outputs={"typical": "node.npz"}, load_ms=1, times_ms=[2.0]
+        ),
+        ArtifactRun(
+            file="model.json",
+            runtime="Chromium tfjs webgl",
+            outputs={"typical": "browser.npz"},
+            load_ms=1,
+            times_ms=[4.0],
+        ),
+    ]
+    report = judge(
+        TargetReport(status=Status.FAILED),
+        {"typical": variant},
+        RuntimeResult(runs=runs),
+        tmp_path,
+        FP32_GATES,
+        "batch",
+    )
+    assert report.status is Status.FAILED and "gate max_abs_err failed" in (report.error or "")
+    assert "Chromium tfjs webgl" in (report.error or "")  # the worst run is named
+    assert [(t.runtime, t.batches[0].batch, t.batches[0].items_per_s) for t in report.runtimes] == [
+        ("tfjs wasm", 4, 2000.0),
+        ("Chromium tfjs webgl", 4, 1000.0),
+    ]
