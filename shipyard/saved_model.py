@@ -3,8 +3,8 @@
 A SavedModel folder is packed into one deterministic tar when a run is checked, so that a
 source is always one file (hashed, stored in the registry, replayed by the nightly). Archives
 are unpacked only after every entry is checked: no path leaving the folder, no links, bounded
-size. Before TensorFlow loads the graph, its serving function (and every function it calls) is
-checked for ops that touch files or run Python: such a model is refused, never run.
+size. Before TensorFlow loads the graph, every node and function in it is checked for ops that
+touch files or run Python (shipyard/saved_model_ops.py): such a model is refused, never run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.errors import SourceError, one_line
+from shipyard.saved_model_ops import check_ops
 from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
 from shipyard.source import (
     MAX_ARCHIVE_ENTRIES,
@@ -38,32 +39,6 @@ __all__ = [
 ]
 
 SIGNATURE_KEY = "serving_default"
-# Ops that read or write files, list folders, or call back into Python: a serving graph has no
-# business with them, and running one would run what the upload says.
-UNSAFE_OPS = frozenset(
-    {
-        "ReadFile", "WriteFile", "MatchingFiles", "MatchingFilesDataset", "Save", "SaveV2",
-        "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints", "PyFunc",
-        "PyFuncStateless", "EagerPyFunc", "ImmutableConst", "FixedLengthRecordDataset",
-        "FixedLengthRecordDatasetV2", "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset",
-        "ExperimentalLMDBDataset", "LMDBDataset", "ExperimentalSqlDataset", "SqlDataset",
-        "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2",
-        "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2",
-        "LoadAndRemapMatrix", "DebugIdentityV2", "DebugIdentityV3", "SummaryWriter",
-        "CreateSummaryFileWriter", "WriteSummary", "WriteRawProtoSummary", "DatasetToTFRecord",
-        "ExperimentalDatasetToTFRecord", "SaveDataset", "SaveDatasetV2", "LoadDataset",
-        "ExperimentalSaveDataset", "Print", "PrintV2", "InitializeTableFromTextFile",
-        "InitializeTableFromTextFileV2", "CacheDataset", "CacheDatasetV2", "SnapshotDataset",
-        "SnapshotDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset",
-        "ExperimentalMatchingFilesDataset", "RecordInput", "DebugIdentity", "CreateSummaryDbWriter",
-        "DecodeProtoV2", "GenerateVocabRemapping", "DatasetFromGraph", "FileSystemSetConfiguration",
-    }
-)  # fmt: skip
-# Checkpoint ops: TensorFlow's own save/restore machinery in every SavedModel, allowed only there
-CHECKPOINT_OPS = frozenset(
-    {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "Restore", "SaveSlices", "RestoreSlice"}
-)
-_SAVER_FUNCTIONS = ("__inference__traced_save", "__inference__traced_restore")
 
 
 def pack_folder(folder: Path, dest: Path) -> Path:
@@ -139,26 +114,6 @@ def unpack_saved_model(source: Path, dest: Path) -> Path:
     return found[0]
 
 
-def _every_op(folder: Path) -> set[str]:
-    """Every op the SavedModel could run, read as protobuf (nothing runs): all graph nodes and
-    all library functions, not only what the serving signature reaches (loading also runs
-    initializers and object-graph functions). Checkpoint ops count only outside the saver."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-    except Exception:
-        raise SourceError(f"{folder.name}: saved_model.pb is not a SavedModel protobuf") from None
-    ops: set[str] = set()
-    for meta in proto.meta_graphs:
-        ops.update(n.op for n in meta.graph_def.node if n.op not in CHECKPOINT_OPS)  # TF1 saver
-        for function in meta.graph_def.library.function:
-            saver = function.signature.name.startswith(_SAVER_FUNCTIONS)
-            ops.update(n.op for n in function.node_def if not (saver and n.op in CHECKPOINT_OPS))
-    return ops
-
-
 class SavedModelSource:
     """A checked SavedModel loaded by TensorFlow, with its serving function."""
 
@@ -176,16 +131,6 @@ class SavedModelSource:
 
     def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return run_saved_model(self, signature, inputs)
-
-
-def check_ops(folder: Path) -> None:
-    """SourceError when the SavedModel holds an op that touches files or runs Python."""
-    unsafe = sorted(_every_op(folder) & (UNSAFE_OPS | CHECKPOINT_OPS))
-    if unsafe:
-        raise SourceError(
-            f"the SavedModel uses {', '.join(unsafe)}, which read or write files or run "
-            "Python; refused without running it"
-        )
 
 
 def load_saved_model(source: Path) -> SavedModelSource:

@@ -94,7 +94,8 @@ def keras_to_onnx(job: ExportJob) -> ExportResult:
 
 def unpack_saved_model(job: ExportJob) -> ExportResult:
     """The archive's SavedModel, unpacked after every entry and its serving ops were checked."""
-    from shipyard.saved_model import check_ops, unpack_saved_model
+    from shipyard.saved_model import unpack_saved_model
+    from shipyard.saved_model_ops import check_ops
 
     folder = unpack_saved_model(job.input(Format.SAVED_MODEL_ARCHIVE), job.work_path / "unpacked")
     check_ops(folder)

@@ -15,7 +15,12 @@ from shipyard.report import Status
 from shipyard.source import SourceKind
 from targets.pipeline import Engine, PipelineResult, check_request
 from tests.conftest import run_cli, run_targets
-from tests.models import save_saved_model, save_writing_saved_model
+from tests.models import (
+    save_disguised_saver_call,
+    save_saved_model,
+    save_tf1_main_op_saver,
+    save_writing_saved_model,
+)
 from tests.test_bad_input import assert_refused
 
 
@@ -97,6 +102,31 @@ def test_a_graph_that_writes_files_is_refused_without_running(home: Path, tmp_pa
     source = save_writing_saved_model(tmp_path / "writer", marker)
     assert_refused(run_cli(["package", str(source)], home), home, "WriteFile", "refused without running")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "craft",
+    [
+        lambda folder, prefix: save_tf1_main_op_saver(folder, prefix),
+        lambda folder, prefix: save_tf1_main_op_saver(folder, prefix, use_own_saver=True),
+        save_disguised_saver_call,
+    ],
+    ids=["tf1-main-op-saves", "tf1-main-op-runs-the-saver", "tf2-call-named-like-the-saver"],
+)
+def test_checkpoint_ops_outside_the_models_own_saver_are_refused_and_write_nothing(
+    home: Path, tmp_path: Path, craft
+) -> None:
+    """Checkpoint ops are exempt only in the saver the loader feeds the model's own variables path:
+    not in a main op (saving to a path of the uploader's choice, or running the real saver with its
+    default filename), nor in a serving-time call to a function named like TensorFlow's saver."""
+    prefix = tmp_path / "written-by-the-upload"
+    source = craft(tmp_path / "crafted", prefix)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_refused(
+        run_cli(["package", str(source)], home), home, "SaveV2", "own saver", "refused without running"
+    )
+    assert {p.name for p in tmp_path.iterdir()} == before  # nothing written beside the model
+    assert not [p for p in home.rglob("*") if p.name.startswith(("written-by", "model.", "model_temp"))]
 
 
 def test_a_saved_model_folder_with_a_link_is_refused(home: Path, folder: Path, tmp_path: Path) -> None:
