@@ -71,7 +71,7 @@ s3: setup
 	$(BIN)/python -m infra.seaweed --dir .shipyard/seaweedfs --s3-port $${SHIPYARD_S3_PORT:-8333}
 
 s3-stop:
-	-test -f .shipyard/seaweedfs/weed.pid && kill -- -$$(cat .shipyard/seaweedfs/weed.pid) && rm .shipyard/seaweedfs/weed.pid
+	$(BIN)/python -m infra.seaweed --dir .shipyard/seaweedfs --stop
 
 # The service on 127.0.0.1 without Docker: PostgreSQL, SeaweedFS (the registry), Prefect server
 # + UI (:4200), the work pool `shipyard` with both deployments, one worker, the webhook (:8000).

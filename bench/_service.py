@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,6 +28,13 @@ class RunningService:
     webhook: str
     env: dict[str, str]
     database: str  # PostgreSQL, or SQLite when PostgreSQL could not start
+    auth: tuple[str, str]  # the Prefect API's basic auth (user, password)
+
+    def prefect(self, path: str, body: dict[str, Any]) -> Any:
+        """POST to the Prefect API (it refuses calls without the service's auth string)."""
+        answer = httpx.post(f"{self.api}{path}", json=body, timeout=30, auth=self.auth)
+        answer.raise_for_status()
+        return answer.json()
 
     def command(self, *args: str) -> str:
         done = subprocess.run(
@@ -38,7 +47,7 @@ class RunningService:
     def wait_online(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            workers = httpx.post(f"{self.api}/work_pools/shipyard/workers/filter", json={}, timeout=30).json()
+            workers = self.prefect("/work_pools/shipyard/workers/filter", {})
             if sum(1 for w in workers if w["status"] == "ONLINE") >= count:
                 return
             time.sleep(1)
@@ -61,11 +70,14 @@ def running_service(workers: int, webhook_secret: str) -> Iterator[RunningServic
     }
     for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         env.pop(key, None)
+    auth = ("shipyard", secrets.token_hex(16))
+    env["PREFECT_API_AUTH_STRING"] = ":".join(auth)
     service = RunningService(
         api=f"http://127.0.0.1:{ports['PREFECT']}/api",
         webhook=f"http://127.0.0.1:{ports['WEBHOOK']}",
         env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT']}/api"},
         database="SQLite",
+        auth=auth,
     )
     try:
         started = service.command("infra.service", "up")

@@ -20,6 +20,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench._service import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,7 +33,7 @@ SECRET = "bench-webhook-secret-0123456789"
 async def _send(client, url: str, model: bytes, seed: int, forged: bool) -> tuple[int, float]:
     import httpx
 
-    from flows._signing import sign
+    from flows._signing import signed_body_headers
 
     request = httpx.Request(
         "POST",
@@ -38,15 +42,11 @@ async def _send(client, url: str, model: bytes, seed: int, forged: bool) -> tupl
         data={"targets": "triton", "spec": json.dumps({"seed": seed})},
     )
     body = request.read()
-    ts = str(int(time.time()))
     path = request.url.raw_path.decode()
-    signature = sign("wrong-secret-000000" if forged else SECRET, ts, "POST", path, body)
+    secret = "wrong-secret-000000" if forged else SECRET
+    signing = signed_body_headers(secret, "POST", path, body, request.headers["Content-Type"])
     start = time.perf_counter()
-    response = await client.post(
-        url,
-        content=body,
-        headers={**request.headers, "X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": signature},
-    )
+    response = await client.post(url, content=body, headers={**request.headers, **signing})
     return response.status_code, (time.perf_counter() - start) * 1000
 
 
@@ -81,12 +81,8 @@ def _summary(results: list[tuple[int, float]], seconds: float) -> dict:
     }
 
 
-def _flow_runs(api: str) -> int:
-    import httpx
-
-    answer = httpx.post(f"{api}/flow_runs/count", json={}, timeout=30)
-    answer.raise_for_status()
-    return int(answer.json())
+def _flow_runs(service: RunningService) -> int:
+    return int(service.prefect("/flow_runs/count", {}))
 
 
 def main() -> None:
@@ -106,7 +102,7 @@ def main() -> None:
         service.command("prefect", "work-pool", "pause", "shipyard")
         model = save_convnet(Path(tmp) / "convnet.pt2").read_bytes()
         url = f"{service.webhook}/v1/models/loadtest"
-        runs_before = _flow_runs(service.api)
+        runs_before = _flow_runs(service)
         accepted = 0
         for clients in [int(c) for c in args.clients.split(",")]:
             for label, forged in (("signed", False), ("forged", True)):
@@ -118,10 +114,10 @@ def main() -> None:
                 }
                 accepted += sum(1 for code, _ in results if code == 202)
         start = time.perf_counter()
-        while _flow_runs(service.api) - runs_before < accepted and time.perf_counter() - start < 600:
+        while _flow_runs(service) - runs_before < accepted and time.perf_counter() - start < 600:
             time.sleep(0.5)
         drained_s = time.perf_counter() - start
-        dispatched = _flow_runs(service.api) - runs_before
+        dispatched = _flow_runs(service) - runs_before
         database = service.database
     result = {
         "model_bytes": len(model),

@@ -20,8 +20,12 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from bench._service import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,27 +34,24 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _submit(webhook: str, name: str, model: bytes, targets: str) -> str:
-    from flows._signing import sign
+    from flows._signing import signed_body_headers
 
     request = httpx.Request(
         "POST", f"{webhook}/v1/models/{name}", files={"file": ("m", model)}, data={"targets": targets}
     )
     body = request.read()
-    ts = str(int(time.time()))
-    signature = sign(SECRET, ts, "POST", f"/v1/models/{name}", body)
-    headers = {**request.headers, "X-Shipyard-Timestamp": ts, "X-Shipyard-Signature": signature}
+    signing = signed_body_headers(SECRET, "POST", f"/v1/models/{name}", body, request.headers["Content-Type"])
+    headers = {**request.headers, **signing}
     answer = httpx.post(request.url, content=body, headers=headers, timeout=60)
     answer.raise_for_status()
     return str(answer.json()["run_id"])
 
 
-def _flow_runs(api: str, run_ids: list[str]) -> list[dict]:
+def _flow_runs(service: RunningService, run_ids: list[str]) -> list[dict]:
     return list(
-        httpx.post(
-            f"{api}/flow_runs/filter",
-            json={"flow_runs": {"idempotency_key": {"any_": run_ids}}, "limit": len(run_ids)},
-            timeout=30,
-        ).json()
+        service.prefect(
+            "/flow_runs/filter", {"flow_runs": {"idempotency_key": {"any_": run_ids}}, "limit": len(run_ids)}
+        )
     )
 
 
@@ -66,7 +67,7 @@ def _batch(workers: int, models: list[bytes], targets: str) -> dict:
         run_ids = [_submit(service.webhook, f"batch-{i}", m, targets) for i, m in enumerate(models)]
         deadline = time.monotonic() + 1800
         while True:
-            runs = _flow_runs(service.api, run_ids)
+            runs = _flow_runs(service, run_ids)
             if len(runs) == len(run_ids) and all(r["state"]["type"] in FINAL for r in runs):
                 break
             if time.monotonic() > deadline:

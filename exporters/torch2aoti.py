@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.runtime_dir import runtime_dir
+
 __all__ = ["AotiOptions", "IsaLevel", "export_aoti_package", "inductor_configs", "warm_up"]
 
 IsaLevel = Literal["x86-64-v2", "x86-64-v3", "native"]
@@ -82,13 +84,18 @@ def _owned_empty_folder(folder: Path) -> None:
 
 @contextmanager
 def _build_dir() -> Iterator[Path]:
-    """The fixed build folder, emptied, held by one compile at a time on this host."""
-    lock = os.open(
-        BUILD_DIR.with_name(BUILD_DIR.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
-    )
+    """The fixed build folder, emptied, held by one compile at a time on this host.
+
+    Its lock lives in this user's private runtime folder, where no other user can put one first.
+    """
+    private = runtime_dir()
+    if private is None:
+        raise RuntimeError(
+            "no private runtime folder for the AOTI build lock ($SHIPYARD_RUNTIME_DIR or "
+            "$XDG_RUNTIME_DIR/shipyard must be this user's, mode 0700)"
+        )
+    lock = os.open(private / "aoti-build.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        if os.fstat(lock).st_uid != os.getuid():
-            raise RuntimeError(f"{BUILD_DIR}.lock belongs to another user; remove it")
         fcntl.flock(lock, fcntl.LOCK_EX)
         _owned_empty_folder(BUILD_DIR)
         try:

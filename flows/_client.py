@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from flows._signing import RequestSigner, sign
+from flows._signing import signed_headers
 
 __all__ = ["WebhookClient", "WebhookRefused"]
 
@@ -31,11 +32,6 @@ class WebhookClient:
         self.url = url.rstrip("/")
         self.secret = secret
         self.timeout_s = timeout_s
-
-    def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
-        timestamp = str(int(time.time()))
-        signature = sign(self.secret, timestamp, method, path, body)
-        return {"X-Shipyard-Timestamp": timestamp, "X-Shipyard-Signature": signature}
 
     @staticmethod
     def _answer(response: httpx.Response) -> dict[str, Any]:
@@ -57,8 +53,9 @@ class WebhookClient:
     ) -> dict[str, Any]:
         """POST the model (and validation samples, an .npz); returns {run_id, status_url, source_sha256}.
 
-        The multipart body is written once to a temporary file while its signature is computed,
-        then streamed from there: memory stays small whatever the model's size.
+        The multipart body is written once to a temporary file while its digest is computed, then
+        streamed from there: memory stays small whatever the model's size. The headers are signed
+        (they declare the digest), so the webhook refuses a bad request before the body is sent.
         """
         fields = {k: v for k, v in {"spec": spec, "targets": targets}.items() if v}
         url = f"{self.url}/v1/models/{name}"
@@ -67,24 +64,24 @@ class WebhookClient:
             if samples is not None:
                 upload["samples"] = ("samples.npz", files.enter_context(samples.open("rb")))
             request = httpx.Request("POST", url, files=upload, data=fields)
-            timestamp = str(int(time.time()))
-            signer = RequestSigner(self.secret, timestamp, "POST", request.url.raw_path.decode())
+            digest = hashlib.sha256()
             for chunk in request.stream:  # type: ignore[union-attr]
-                signer.update(chunk)
+                digest.update(chunk)
                 body.write(chunk)
+            size = body.tell()
             body.seek(0)
-            headers = {
-                **request.headers,
-                "X-Shipyard-Timestamp": timestamp,
-                "X-Shipyard-Signature": signer.signature(),
-            }
+            path = request.url.raw_path.decode()
+            signing = signed_headers(
+                self.secret, "POST", path, digest.hexdigest(), size, request.headers["Content-Type"]
+            )
+            headers = {**request.headers, **signing}
             return self._answer(httpx.post(url, content=body, headers=headers, timeout=self.timeout_s))
 
     def status(self, status_url: str) -> dict[str, Any]:
         """The run's state, and its per-target results once it has ended (a signed GET)."""
         path = urlparse(status_url).path
         return self._answer(
-            httpx.get(f"{self.url}{path}", headers=self._headers("GET", path, b""), timeout=60)
+            httpx.get(f"{self.url}{path}", headers=signed_headers(self.secret, "GET", path), timeout=60)
         )
 
     def wait(self, status_url: str, poll_s: float = 2.0) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempoten
 from prefect.client.schemas.objects import FlowRun
 from starlette.concurrency import run_in_threadpool
 
-from registry import Registry, Submission, mark_dispatched, pending_run_ids, read_submission
+from registry import (
+    Registry,
+    Submission,
+    drop_pending,
+    mark_dispatched,
+    pending_run_ids,
+    read_submission,
+)
 
 __all__ = ["Dispatcher"]
 
@@ -95,13 +102,13 @@ class Dispatcher:
     async def _dispatch(self, submission: Submission) -> None:
         if self._deployment_id is None:
             self._deployment_id = (await self.client.read_deployment_by_name(self.deployment)).id
-        await self.client.create_flow_run_from_deployment(
+        flow_run = await self.client.create_flow_run_from_deployment(
             self._deployment_id,
             parameters=submission.parameters,
             idempotency_key=submission.run_id,  # a second dispatch returns the same flow run
             tags=["webhook"],
         )
-        await run_in_threadpool(mark_dispatched, self.registry, submission.run_id)
+        await run_in_threadpool(mark_dispatched, self.registry, submission.run_id, str(flow_run.id))
 
     async def _rescan_forever(self) -> None:
         while True:
@@ -119,4 +126,4 @@ class Dispatcher:
             if submission is not None:
                 self.submit(submission)
             elif datetime.now(UTC) - marked_at > ORPHAN_MARKER_AGE:
-                await run_in_threadpool(mark_dispatched, self.registry, run_id)
+                await run_in_threadpool(drop_pending, self.registry, run_id)

@@ -6,22 +6,25 @@ everything in place, so it is also the upgrade step. Cron: $SHIPYARD_NIGHTLY_CRO
 The deployments' entrypoints are module paths (`flows.package.package_model`): a worker runs
 them from the project installed on its machine, so no code is pulled from a git host or a bucket.
 Crash recovery is Prefect's own machinery: a flow run sends a heartbeat every
-30 s (set on the deployments, so also under a bare `prefect worker start`);
+30 s (set in the work pool's template, so also under a bare `prefect worker start`);
 one automation marks a run CRASHED when its heartbeats stop (its worker or machine died), another
 puts a crashed run back in the pool as AwaitingRetry so another worker takes it. A run that
 crashes MAX_RUN_ATTEMPTS times fails itself instead (flows/package.py).
+
+The work pool's template is locked (`locked_job_template`): a flow run may not set the command,
+the environment or the working folder, and infra/worker.py ignores a flow run's job variables.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
 from prefect import deploy
 from prefect.automations import AutomationCore
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.actions import ChangeFlowRunState
@@ -39,7 +42,7 @@ __all__ = ["HEARTBEAT_SECONDS", "WORK_POOL", "automations", "register"]
 WORK_POOL = "shipyard"
 TAG = "shipyard"  # on both deployments, so on every run they start
 HEARTBEAT_SECONDS = 30  # Prefect's minimum
-# On the deployments, so every run heartbeats this often whichever way its worker was started
+# In the work pool's template, so every run heartbeats this often whichever worker runs it
 # (Prefect's default is 180 s, which the 90 s silence below would take for a crash).
 RUN_ENVIRONMENT = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
 SILENCE_BEFORE_CRASHED = timedelta(seconds=3 * HEARTBEAT_SECONDS)
@@ -101,18 +104,33 @@ def automations() -> list[AutomationCore]:
     return [silent, rerun]
 
 
+def locked_job_template() -> dict[str, Any]:
+    """The process worker's template with nothing a run can set but its name and labels: the
+    command is the worker's own, the environment RUN_ENVIRONMENT, the folder a fresh one. The
+    server refuses a deployment flow run whose job variables name anything else."""
+    template = ProcessWorker.get_default_base_job_template()
+    configuration = template["job_configuration"]
+    configuration.update(command=None, env=dict(RUN_ENVIRONMENT["env"]), working_dir=None)
+    variables = template["variables"]
+    for fixed in ("command", "env", "working_dir"):
+        variables["properties"].pop(fixed)
+    variables["additionalProperties"] = False
+    return template
+
+
 def _ensure_work_pool() -> None:
+    """Create the work pool, or lock the template of one an older version made."""
+    template = locked_job_template()
     with get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(WORK_POOL)
+            found = client.read_work_pool(WORK_POOL)
         except ObjectNotFound:
             client.create_work_pool(
-                WorkPoolCreate(
-                    name=WORK_POOL,
-                    type=ProcessWorker.type,
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                )
+                WorkPoolCreate(name=WORK_POOL, type=ProcessWorker.type, base_job_template=template)
             )
+            return
+        if found.base_job_template != template:
+            client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
 
 
 def _ensure_automations() -> None:
@@ -132,12 +150,10 @@ def register() -> None:
         name="package-model",
         tags=[TAG],
         entrypoint_type=EntrypointType.MODULE_PATH,
-        job_variables=RUN_ENVIRONMENT,
     )
     nightly = nightly_reexport.to_deployment(
         name="nightly-reexport",
         tags=[TAG],
-        job_variables=RUN_ENVIRONMENT,
         cron=os.environ.get("SHIPYARD_NIGHTLY_CRON", "0 3 * * *"),
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

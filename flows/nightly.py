@@ -15,9 +15,11 @@ from flows._parameters import TargetName
 from flows.package import package_model
 from registry import Registry, VersionManifest, open_registry
 from shipyard.drift import drift_rows, toolchain_changes
-from shipyard.errors import NotFound, one_line
+from shipyard.errors import InputError, NotFound, one_line
 from shipyard.report import Status
+from shipyard.spec import parse_spec
 from targets import resolve_targets
+from targets.pipeline import check_target_settings
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -65,6 +67,15 @@ def _package_parameters(old: VersionManifest, reg: Registry, registry: str | Non
         "registry": registry,
         "samples": _blob_uri(reg, old.samples.sha256) if old.samples else None,
     }
+
+
+def _spec_refused_today(spec: dict[str, Any]) -> str | None:
+    """Why a stored spec may not run under today's catalog and step limits, or None."""
+    try:
+        check_target_settings(parse_spec(spec))
+    except InputError as exc:
+        return f"stored spec refused today: {one_line(exc)}"
+    return None
 
 
 def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, dict[str, Any] | str]:
@@ -163,7 +174,9 @@ def nightly_reexport(
     tracked = {old.model: old for old in tracked_versions(registry, alias, models)}
     reg = open_registry(registry)
     runs = {model: _package_parameters(old, reg, registry) for model, old in tracked.items()}
-    results = _on_workers(runs, reg) if prefect_deployment.id else _in_process(runs)
+    refused = {model: problem for model, p in runs.items() if (problem := _spec_refused_today(p["spec"]))}
+    runs = {model: p for model, p in runs.items() if model not in refused}
+    results = {**refused, **(_on_workers(runs, reg) if prefect_deployment.id else _in_process(runs))}
     rows: list[dict[str, str]] = []
     summary: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []

@@ -120,7 +120,8 @@ def package_model(
         if samples:
             given = {**given, "samples": str(fetch_source(samples, Path(downloads) / "samples"))}
         source_path = fetch_source(source, Path(downloads))
-        request = check_request(source_path, given, target_names(targets), name)
+        # headers only here: the bounded prepare step checks the file whole before it is loaded
+        request = check_request(source_path, given, target_names(targets), name, sniff=True)
         report = package(
             request,
             registry,

@@ -5,15 +5,22 @@ POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON),
 GET  /v1/runs/{run_id}   -> {run_id, state, ...}; when the run is done, `targets` as in the CLI's --json
 GET  /healthz            -> {"ok": true}
 
-Both /v1 routes are signed (flows/_signing.py: timestamp, method, path and raw body; a GET signs an
-empty body). Missing, malformed or stale signature headers are refused (401) before any of the
-body is read; at most SHIPYARD_WEBHOOK_MAX_UPLOADS large (or chunked) uploads and
-SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS uploads of at most 8 MiB are spooled at once (503 with
-Retry-After beyond that); the spool is removed on every exit, a client disconnect included.
+Both /v1 routes are signed (flows/_signing.py): the MAC covers the timestamp, method, path,
+Content-Length, Content-Type and the body's declared X-Shipyard-Content-SHA256, so a request is
+authenticated from its headers alone (401) before any of its body is read or a slot is taken;
+the body is then checked against its declared digest as it streams in, within a deadline and
+above a minimum rate (408). A signed POST is taken once (409 when sent again). At most
+SHIPYARD_WEBHOOK_MAX_UPLOADS large (or chunked) uploads and SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS
+uploads of at most 8 MiB are received at once (503 with Retry-After beyond that); requests with
+the deprecated body signature have 4 slots of their own. The upload is written to disk once, its
+kind told from headers and listings only (the bounded prepare step checks it whole); the folder
+is removed on every exit, a client disconnect included. GET /v1/runs answers only for runs this
+webhook was given, with server paths dropped from what it returns.
 
 Run: python -m flows.webhook (127.0.0.1:$SHIPYARD_WEBHOOK_PORT, default 8000). Settings come from
 the environment: SHIPYARD_WEBHOOK_SECRET (required, at least 16 characters), SHIPYARD_REGISTRY,
-SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR, PREFECT_API_URL.
+SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR,
+SHIPYARD_WEBHOOK_READ_TIMEOUT_S, SHIPYARD_WEBHOOK_MIN_KBPS, SHIPYARD_WEBHOOK_BODY_SIGNATURES, PREFECT_API_URL.
 The handler checks the upload, stores it and the submission in the registry, and answers 202:
 from then on the submission is durable (a webhook or Prefect restart loses nothing accepted).
 A background dispatcher (flows/_dispatcher.py) starts its package-model flow run; the work
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -36,13 +44,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flows._dispatcher import Dispatcher
-from flows._signing import RequestSigner, header_problem
+from flows._signing import BodySigner, SeenSignatures, header_problem, matches, sign_body, sign_request
+from flows._upload import Upload, UploadRefused, receive_upload
 from registry import Registry, read_submission, record_submission, run_id_for, submission_key
 from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError
@@ -68,6 +76,10 @@ class WebhookSettings:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     max_uploads: int = 4  # large or chunked uploads spooled at once
     max_small_uploads: int = 64  # uploads that declare at most SMALL_UPLOAD_BYTES, spooled at once
+    max_body_signed_uploads: int = 4  # uploads with the deprecated body signature, at once
+    body_signatures: bool = True  # accept the deprecated body signature (one release)
+    read_grace_s: float = 30.0  # longest gap between two body chunks, and the deadline's slack
+    min_rate_bytes_s: float = 64 * 1024  # the body's deadline: grace + its size at this rate
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
@@ -83,6 +95,9 @@ class WebhookSettings:
             spool_dir=Path(os.environ.get("SHIPYARD_WEBHOOK_SPOOL_DIR", tempfile.gettempdir())),
             max_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_UPLOADS", "4")),
             max_small_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS", "64")),
+            body_signatures=os.environ.get("SHIPYARD_WEBHOOK_BODY_SIGNATURES", "1") != "0",
+            read_grace_s=float(os.environ.get("SHIPYARD_WEBHOOK_READ_TIMEOUT_S", "30")),
+            min_rate_bytes_s=float(os.environ.get("SHIPYARD_WEBHOOK_MIN_KBPS", "64")) * 1024,
         )
 
 
@@ -96,58 +111,54 @@ def _raw_path(request: Request) -> str:
     return raw.decode("latin-1")
 
 
-def _signer(request: Request, settings: WebhookSettings) -> RequestSigner:
-    """The signature this request must carry, computed as its body arrives (after _refused_headers)."""
-    timestamp = request.headers["x-shipyard-timestamp"]
-    return RequestSigner(settings.secret, timestamp, request.method, _raw_path(request))
+@dataclass(frozen=True)
+class _Signed:
+    """A request's signing headers, checked for form (and, when it signs its headers, its MAC)."""
+
+    timestamp: str
+    signature: str
+    content_sha256: str | None  # declared body digest; None: the deprecated body signature
+
+    @property
+    def signs_headers(self) -> bool:
+        return self.content_sha256 is not None
 
 
-def _refused_headers(request: Request) -> JSONResponse | None:
-    problem = header_problem(
-        request.headers.get("x-shipyard-timestamp"), request.headers.get("x-shipyard-signature")
+def _authenticate(request: Request, settings: WebhookSettings) -> _Signed | JSONResponse:
+    """The request's signature as far as its headers can prove it, or the 401 that refuses it."""
+    headers = request.headers
+    timestamp, signature = headers.get("x-shipyard-timestamp"), headers.get("x-shipyard-signature")
+    declared = headers.get("x-shipyard-content-sha256")
+    problem = header_problem(timestamp, signature, declared)
+    if problem:
+        return _error(401, f"bad signature: {problem}")
+    assert timestamp is not None and signature is not None
+    if declared is None:
+        if not settings.body_signatures:
+            return _error(401, "bad signature: sign the headers (X-Shipyard-Content-SHA256); see the README")
+        return _Signed(timestamp, signature, None)
+    expected = sign_request(
+        settings.secret,
+        timestamp,
+        request.method,
+        _raw_path(request),
+        headers.get("content-length", ""),
+        headers.get("content-type", ""),
+        declared,
     )
-    return _error(401, f"bad signature: {problem}") if problem else None
-
-
-def _too_large(settings: WebhookSettings) -> JSONResponse:
-    return _error(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
-
-
-async def _spool_signed_body(
-    request: Request, settings: WebhookSettings, spool: Any, cap: int
-) -> JSONResponse | None:
-    """Stream the body to disk, at most `cap` bytes, checking the signature over the raw bytes."""
-    signer = _signer(request, settings)
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            return (
-                _too_large(settings) if cap == settings.max_bytes else _error(400, "body exceeds its length")
-            )
-        signer.update(chunk)
-        spool.write(chunk)
-    if not signer.matches(request.headers["x-shipyard-signature"]):
+    if not matches(expected, signature):
         return _error(401, "bad signature: signature does not match")
-    spool.seek(0)
-    return None
+    return _Signed(timestamp, signature, declared)
 
 
-async def _form_from(request: Request, spool: Any) -> Any:
-    async def receive() -> dict[str, Any]:
-        chunk = spool.read(1 << 16)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
-
-    replay = Request(request.scope, receive)
-    return await replay.form(max_files=2, max_fields=4, max_part_size=1024 * 1024)
+def _too_large(settings: WebhookSettings) -> UploadRefused:
+    return UploadRefused(413, f"upload is larger than {settings.max_bytes // (1024 * 1024)} MB")
 
 
-def _save_upload(upload: UploadFile, path: Path) -> Path:
-    """Copy an uploaded file out of the form (its name is never used: content decides)."""
-    upload.file.seek(0)
-    with path.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-    return path
+def _busy(count: int) -> JSONResponse:
+    busy = _error(503, f"{count} uploads of this size are being received; try again shortly")
+    busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return busy
 
 
 async def submit_model(request: Request) -> JSONResponse:
@@ -156,70 +167,91 @@ async def submit_model(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     if not MODEL_NAME_RE.fullmatch(name):
         return _error(400, "model name must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
-    refused = _refused_headers(request)
-    if refused:
-        return refused
+    signed = _authenticate(request, settings)
+    if isinstance(signed, JSONResponse):
+        return signed
     declared = request.headers.get("content-length")
     size = int(declared) if declared and declared.isdigit() else None
     if size is not None and size > settings.max_bytes:
-        return _too_large(settings)
+        return _error(413, str(_too_large(settings)))
     small = size is not None and size <= SMALL_UPLOAD_BYTES
-    cap = size if size is not None and small else settings.max_bytes
-    slots = state.small_upload_slots if small else state.upload_slots
-    if slots.locked():
+    if not signed.signs_headers:  # unproven until its whole body is in: slots of its own
+        slots, count = state.body_signed_slots, settings.max_body_signed_uploads
+    else:
+        slots = state.small_upload_slots if small else state.upload_slots
         count = settings.max_small_uploads if small else settings.max_uploads
-        busy = _error(503, f"{count} uploads of this size are being received; try again shortly")
-        busy.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return busy
+    if slots.locked():
+        return _busy(count)
+    if signed.signs_headers:
+        claimed = state.seen.claim(signed.signature)
+        if claimed is None:
+            return _busy(state.seen.capacity)
+        if not claimed:
+            return _error(409, "this signed request was sent before; sign a new one to send it again")
+    answer = _error(500, "the upload was not handled")
     async with slots:
         folder = Path(tempfile.mkdtemp(prefix="shipyard-upload-", dir=settings.spool_dir))
         try:
-            return await _receive(request, settings, name, folder, cap=cap)
+            answer = await _receive(request, state, name, folder, signed, size)
         except ClientDisconnect:
-            return _error(400, "the client went away before the upload was complete")
+            answer = _error(400, "the client went away before the upload was complete")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if answer.status_code != 202 and signed.signs_headers:
+                state.seen.release(signed.signature)  # not taken: the client may send it again
+    return answer
 
 
 async def _receive(
-    request: Request, settings: WebhookSettings, name: str, folder: Path, cap: int
+    request: Request, state: WebhookState, name: str, folder: Path, signed: _Signed, size: int | None
 ) -> JSONResponse:
-    with (folder / "body").open("w+b") as spool:
-        refused = await _spool_signed_body(request, settings, spool, cap)
-        if refused:
-            return refused
-        form = await _form_from(request, spool)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            return _error(422, "missing multipart field 'file' (the model)")
-        try:
-            return await _accept(request.app.state.shipyard, name, form, upload, folder)
-        except ShipyardError as exc:  # say what is wrong, not where the server keeps the upload
-            message = str(exc).replace(str(folder.resolve() / "source"), "the uploaded file")
-            return _error(422, message.replace(str(folder.resolve() / "samples"), "the uploaded samples"))
+    settings = state.settings
+    body_signer = None
+    if not signed.signs_headers:
+        body_signer = BodySigner(settings.secret, signed.timestamp, request.method, _raw_path(request))
+    small = size is not None and size <= SMALL_UPLOAD_BYTES
+    try:
+        upload = await receive_upload(
+            request,
+            folder,
+            cap=size if small and size is not None else settings.max_bytes,
+            over_cap=UploadRefused(400, "body exceeds its length") if small else _too_large(settings),
+            grace_s=settings.read_grace_s,
+            min_rate=settings.min_rate_bytes_s,
+            on_chunk=body_signer.update if body_signer else None,
+        )
+    except UploadRefused as refused:
+        return _error(refused.status, str(refused))
+    if body_signer is not None and not matches(body_signer.signature(), signed.signature):
+        return _error(401, "bad signature: signature does not match")
+    if signed.content_sha256 is not None and upload.sha256 != signed.content_sha256:
+        return _error(401, "bad signature: the body does not match X-Shipyard-Content-SHA256")
+    if "file" not in upload.files:
+        return _error(422, "missing multipart field 'file' (the model)")
+    try:
+        return await _accept(state, name, upload)
+    except ShipyardError as exc:  # say what is wrong, not where the server keeps the upload
+        message = str(exc).replace(str(folder.resolve() / "source"), "the uploaded file")
+        return _error(422, message.replace(str(folder.resolve() / "samples"), "the uploaded samples"))
 
 
-async def _accept(
-    state: WebhookState, name: str, form: Any, upload: UploadFile, folder: Path
-) -> JSONResponse:
+async def _accept(state: WebhookState, name: str, upload: Upload) -> JSONResponse:
     from registry import store_incoming
     from targets.pipeline import check_request
 
     settings = state.settings
-    spec_text = form.get("spec") or ""
-    spec = parse_spec(parse_spec_text(spec_text, "spec") if str(spec_text).strip() else None)
+    spec_text = upload.fields.get("spec", "")
+    spec = parse_spec(parse_spec_text(spec_text, "spec") if spec_text.strip() else None)
     if spec.samples:
         raise SpecError(
             "spec field samples: not accepted over the webhook (it would name a file on the server); "
             "upload the .npz as the multipart field 'samples'"
         )
-    path = await run_in_threadpool(_save_upload, upload, folder / "source")
-    samples = form.get("samples")
-    if samples is not None and not isinstance(samples, UploadFile):
-        raise SpecError("samples: send the .npz as a file field")
-    samples_path = await run_in_threadpool(_save_upload, samples, folder / "samples") if samples else None
+    path = upload.files["file"]
+    samples_path = upload.files.get("samples")
     checked = spec.model_copy(update={"samples": str(samples_path)}) if samples_path else spec
-    request = await run_in_threadpool(check_request, path, checked, str(form.get("targets") or ""), name)
+    targets = upload.fields.get("targets", "")
+    request = await run_in_threadpool(check_request, path, checked, targets, name, sniff=True)
     registry = state.registry
     source_uri = await run_in_threadpool(store_incoming, registry, path, request.source_sha256)
     parameters = {
@@ -266,30 +298,39 @@ async def _submit(state: WebhookState, parameters: dict[str, Any]) -> str:
     raise ShipyardError(f"this upload has failed {MAX_RUN_ATTEMPTS} times; not starting it again")
 
 
-async def run_status(request: Request) -> JSONResponse:
-    from prefect.exceptions import ObjectNotFound
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+(?=[\w.@+-])")
 
+
+def _without_server_paths(value: Any) -> Any:
+    """The value with every absolute path's folders dropped (`/srv/x/steps/log.txt` -> `log.txt`)."""
+    if isinstance(value, str):
+        return _SERVER_PATH.sub("", value)
+    if isinstance(value, dict):
+        return {k: _without_server_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_server_paths(v) for v in value]
+    return value
+
+
+async def run_status(request: Request) -> JSONResponse:
     state: WebhookState = request.app.state.shipyard
-    refused = _refused_headers(request)
-    if refused:
-        return refused
-    signer = _signer(request, state.settings)
-    if not signer.matches(request.headers["x-shipyard-signature"]):
-        return _error(401, "bad signature: signature does not match")
+    signed = _authenticate(request, state.settings)
+    if isinstance(signed, JSONResponse):
+        return signed
+    if not signed.signs_headers:
+        expected = sign_body(state.settings.secret, signed.timestamp, "GET", _raw_path(request))
+        if not matches(expected, signed.signature):
+            return _error(401, "bad signature: signature does not match")
     try:
         run_id = str(uuid.UUID(request.path_params["run_id"]))
     except ValueError:
         return _error(400, "run id must be a UUID")
     submission = await run_in_threadpool(read_submission, state.registry, run_id)
-    if submission is not None:
-        flow_run = await state.dispatcher.flow_run(run_id)
-        if flow_run is None:  # accepted, its Prefect run not started yet
-            return JSONResponse({"run_id": run_id, "state": "PENDING", "state_name": "Submitted"})
-    else:  # a run started another way (the UI, the CLI)
-        try:
-            flow_run = await state.dispatcher.client.read_flow_run(uuid.UUID(run_id))
-        except ObjectNotFound:
-            return _error(404, f"no run {run_id}")
+    if submission is None:  # only runs this webhook was given; others are the Prefect API's business
+        return _error(404, f"no run {run_id} was submitted here")
+    flow_run = await state.dispatcher.flow_run(run_id)
+    if flow_run is None:  # accepted, its Prefect run not started yet
+        return JSONResponse({"run_id": run_id, "state": "PENDING", "state_name": "Submitted"})
     kind = flow_run.state.type.value if flow_run.state else "PENDING"
     body: dict[str, Any] = {
         "run_id": run_id,
@@ -299,9 +340,12 @@ async def run_status(request: Request) -> JSONResponse:
     if kind in FINAL_STATES:
         report = await run_in_threadpool(state.registry.run_report, str(flow_run.id))
         if report:
-            body.update({k: report[k] for k in ("model", "version", "source_sha256", "toolchain", "targets")})
-        elif kind != "COMPLETED":  # the details stay in the service's logs
-            body["error"] = f"the run ended {kind.lower()} without a report; the service logs say why"
+            fields = ("model", "version", "source_sha256", "toolchain", "targets")
+            body.update(_without_server_paths({k: report[k] for k in fields}))
+        elif kind != "COMPLETED":  # e.g. the prepare step found the upload damaged
+            message = flow_run.state.message if flow_run.state else None
+            said = _without_server_paths(message.strip().splitlines()[-1][:500]) if message else ""
+            body["error"] = said or f"the run ended {kind.lower()} without a report; the service logs say why"
     return JSONResponse(body)
 
 
@@ -318,6 +362,8 @@ class WebhookState:
     dispatcher: Dispatcher
     upload_slots: asyncio.Semaphore
     small_upload_slots: asyncio.Semaphore
+    body_signed_slots: asyncio.Semaphore
+    seen: SeenSignatures
 
 
 def create_app(settings: WebhookSettings) -> Starlette:
@@ -330,6 +376,8 @@ def create_app(settings: WebhookSettings) -> Starlette:
         dispatcher=Dispatcher(registry, settings.deployment),
         upload_slots=asyncio.Semaphore(settings.max_uploads),
         small_upload_slots=asyncio.Semaphore(settings.max_small_uploads),
+        body_signed_slots=asyncio.Semaphore(settings.max_body_signed_uploads),
+        seen=SeenSignatures(),
     )
 
     @contextlib.asynccontextmanager

@@ -9,8 +9,10 @@ needs may live on one machine's disk. Usage: python -m infra.service up|worker|d
 
 Ports: SHIPYARD_PREFECT_PORT (4200), SHIPYARD_WEBHOOK_PORT (8000), SHIPYARD_POSTGRES_PORT (54320),
 SHIPYARD_S3_PORT (8333). State (PostgreSQL's and SeaweedFS's data too, kept across down/up),
-logs and pids live in SHIPYARD_SERVICE_DIR (default .shipyard/service). A webhook secret and S3
-keys are generated once unless SHIPYARD_WEBHOOK_SECRET / AWS_ACCESS_KEY_ID are set.
+logs and pids live in SHIPYARD_SERVICE_DIR (default .shipyard/service). A webhook secret, S3
+keys and the Prefect API's auth string are generated once unless SHIPYARD_WEBHOOK_SECRET /
+AWS_ACCESS_KEY_ID / PREFECT_API_AUTH_STRING are set; the Prefect server refuses every API call
+without that auth string (the UI asks for it), and workers, deploy and the webhook send it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from infra._pidfile import live_pid, write_pid
 from infra._secrets import stored_secret
 
 STATE = Path(os.environ.get("SHIPYARD_SERVICE_DIR", ".shipyard/service")).resolve()
@@ -44,6 +47,14 @@ def _own_s3() -> bool:
     return not os.environ.get("SHIPYARD_REGISTRY")
 
 
+def prefect_auth_string(state: Path = STATE) -> str:
+    """`user:password` of the Prefect API (HTTP basic auth): $PREFECT_API_AUTH_STRING, else
+    `shipyard:<secret generated once into the state folder>`."""
+    return (
+        os.environ.get("PREFECT_API_AUTH_STRING") or f"shipyard:{stored_secret(state / 'prefect-api.secret')}"
+    )
+
+
 def _env() -> dict[str, str]:
     env = {
         **os.environ,
@@ -54,6 +65,7 @@ def _env() -> dict[str, str]:
         "SHIPYARD_HOME": os.environ.get("SHIPYARD_HOME", str(STATE / "home")),
         "SHIPYARD_WEBHOOK_SECRET": _secret("webhook.secret", os.environ.get("SHIPYARD_WEBHOOK_SECRET")),
         "SHIPYARD_WEBHOOK_PORT": str(WEBHOOK_PORT),
+        "PREFECT_API_AUTH_STRING": prefect_auth_string(),
     }
     if _own_s3():
         env.update(
@@ -88,15 +100,7 @@ def _wait(url: str, name: str, timeout: float = 180) -> None:
 
 
 def _pid(name: str) -> int | None:
-    path = STATE / f"{name}.pid"
-    if not path.exists():
-        return None
-    pid = int(path.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+    return live_pid(STATE / f"{name}.pid")
 
 
 def _start(name: str, cmd: list[str], env: dict[str, str]) -> None:
@@ -113,7 +117,7 @@ def _start(name: str, cmd: list[str], env: dict[str, str]) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    (STATE / f"{name}.pid").write_text(str(proc.pid))
+    write_pid(STATE / f"{name}.pid", proc.pid)
 
 
 def _database() -> dict[str, str]:
@@ -149,7 +153,7 @@ def _start_seaweedfs(env: dict[str, str]) -> None:
         proc = start_seaweedfs(
             STATE / "seaweedfs", S3_PORT, BUCKET, STATE / "seaweedfs.log", _seaweedfs_ports(), env
         )
-        (STATE / "seaweedfs.pid").write_text(str(proc.pid))
+        write_pid(STATE / "seaweedfs.pid", proc.pid)
     wait_for_s3(env["AWS_ENDPOINT_URL"], BUCKET, env=env)
     print(f"SeaweedFS S3: {env['AWS_ENDPOINT_URL']}, registry {env['SHIPYARD_REGISTRY']}")
 
@@ -174,7 +178,9 @@ def up() -> None:
     env, database = _env(), _database()
     if _own_s3():
         _start_seaweedfs(env)
-    _start("prefect", _prefect_server(), {**env, **database})  # only the server sees the DB password
+    # only the server sees the DB password; it refuses every API call without the auth string
+    server_env = {**env, **database, "PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
+    _start("prefect", _prefect_server(), server_env)
     _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/health", "prefect")
     with (STATE / "deploy.log").open("ab") as log:
         done = subprocess.run(
@@ -186,7 +192,10 @@ def up() -> None:
         start_worker(env, "worker-1")
     _start("webhook", [sys.executable, "-m", "flows.webhook"], env)
     _wait(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz", "webhook")
-    print(f"Prefect UI and API: http://127.0.0.1:{PREFECT_PORT} (API under /api); work pool 'shipyard'")
+    print(
+        f"Prefect UI and API: http://127.0.0.1:{PREFECT_PORT} (API under /api); work pool 'shipyard'; "
+        f"login (PREFECT_API_AUTH_STRING) in {STATE / 'prefect-api.secret'} as shipyard:<secret>"
+    )
     print(f"Workers: {', '.join(n for n in _worker_names() if _pid(n))}; `make worker` adds one")
     print(
         f"Webhook: http://127.0.0.1:{WEBHOOK_PORT}  (secret in {STATE / 'webhook.secret'} "

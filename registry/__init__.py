@@ -13,6 +13,7 @@ from registry._manifest import AliasRecord, GcReport, RunInfo, SourceInfo, Versi
 from registry._registry import Registry, parse_ref
 from registry._submissions import (
     Submission,
+    drop_pending,
     mark_dispatched,
     pending_run_ids,
     read_submission,
@@ -34,6 +35,7 @@ __all__ = [
     "VersionDraft",
     "VersionManifest",
     "default_registry_url",
+    "drop_pending",
     "fetch_source",
     "mark_dispatched",
     "open_registry",

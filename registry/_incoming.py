@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from registry._registry import Registry
+from shipyard.digests import sha256_file
 from shipyard.errors import InputError, IntegrityError
 
 __all__ = ["fetch_source", "store_incoming"]
+
+DIGEST_NAMED = re.compile(r"(?:^|/)(?:incoming|blobs/sha256)/([0-9a-f]{64})$")
 
 
 def store_incoming(registry: Registry, path: Path, sha256: str) -> str:
@@ -22,11 +26,15 @@ def store_incoming(registry: Registry, path: Path, sha256: str) -> str:
 def fetch_source(source: str, dest_dir: Path) -> Path:
     """A local path for SOURCE: a path or file:// URI as is, an s3:// object downloaded.
 
-    Objects under incoming/ are named by their digest and checked against it.
+    Objects named by their digest (`incoming/<sha256>`, `blobs/sha256/<sha256>`) are checked
+    against it, local or downloaded: a blob changed in the registry is refused, not packaged.
     """
     parsed = urlparse(source)
     if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path) if parsed.scheme else source)
+        local = Path(unquote(parsed.path) if parsed.scheme else source)
+        if (expected := _digest_name(local.as_posix())) and local.is_file():
+            _check_digest(source, sha256_file(local), expected)
+        return local
     if parsed.scheme != "s3" or not parsed.netloc:
         raise InputError(f"source {source!r}: use a path, file:///abs/path or s3://bucket/key")
     from registry._s3 import S3Backend
@@ -35,8 +43,17 @@ def fetch_source(source: str, dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / key.rsplit("/", 1)[-1]
     got = S3Backend(parsed.netloc).download_file(key, dest)
-    if "/incoming/" in f"/{key}":
-        expected = key.rsplit("/", 1)[-1]
-        if got != expected:
-            raise IntegrityError(f"{source}: content does not match its digest name")
+    if expected := _digest_name(key):
+        _check_digest(source, got, expected)
     return dest
+
+
+def _digest_name(key: str) -> str | None:
+    """The digest a key is named by, if it is a content-addressed one."""
+    found = DIGEST_NAMED.search(key)
+    return found.group(1) if found else None
+
+
+def _check_digest(source: str, got: str, expected: str) -> None:
+    if got != expected:
+        raise IntegrityError(f"{source}: content does not match its digest name")

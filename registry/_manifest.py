@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shipyard.report import TargetReport
+from shipyard.report import Status, TargetReport
 from shipyard.signature import Signature
 
 __all__ = ["AliasRecord", "GcItem", "GcReport", "RunInfo", "SourceInfo", "VersionDraft", "VersionManifest"]
@@ -42,12 +42,19 @@ class VersionDraft(BaseModel):
     samples: SourceInfo | None = None  # the spec's validation inputs, stored as a blob like the source
 
     def identity_digest(self) -> str:
-        """Digest of source + spec + toolchain + target names: the same identity is the same version."""
+        """Digest of source + spec + toolchain + target names + the files of the targets that passed:
+        the same identity is the same version. A target that passes where it crashed before (crashes
+        are not cached) changes what is published, so it makes a new version."""
         payload = {
             "source": self.source.sha256,
             "spec": self.spec,
             "toolchain": self.toolchain,
             "targets": sorted(self.targets),
+            "published": {
+                name: sorted((f.path, f.sha256) for f in report.files)
+                for name, report in sorted(self.targets.items())
+                if report.status is Status.PASSED
+            },
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

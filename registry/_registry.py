@@ -13,7 +13,7 @@ from typing import Any
 from registry._backend import Backend, Progress
 from registry._local import temp_file_beside
 from registry._manifest import AliasRecord, GcItem, GcReport, VersionDraft, VersionManifest
-from registry._submissions import PENDING, pending_run_ids, waiting_sources
+from registry._submissions import DISPATCHED, kept_submissions, uploads_needed
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import Status
 from shipyard.spec import MODEL_NAME_RE, normalize_model_name
@@ -211,10 +211,11 @@ class Registry:
         An unreferenced blob older than `grace` is moved to trash/; a trash entry is deleted for
         good once it has been there longer than `grace` and still no version references it. A
         publish that chose to reuse a blob just before gc moved it brings it back, and so do
-        readers and the next gc. Uploaded sources (incoming/) that neither a version nor a
-        pending webhook submission references, submission records no longer pending, and
-        unfinished uploads are deleted once older than `grace`. This holds as long as no
-        publish takes longer than `grace` (default 24 h).
+        readers and the next gc. Uploaded sources (incoming/) that neither a version nor a kept
+        webhook submission (registry._submissions.kept_submissions: pending, unfinished, or
+        younger than `grace`) references, the other submission records, and unfinished uploads
+        are deleted once older than `grace`. This holds as long as no publish takes longer than
+        `grace` (default 24 h).
         """
         referenced = self.referenced_blobs()
         now = datetime.now(UTC)
@@ -233,8 +234,8 @@ class Registry:
             ("blobs/sha256/", report.trashed, self._to_trash),
             ("incoming/", report.deleted, lambda key, _: self.backend.delete(key)),
         )
-        pending = {run_id for run_id, _ in pending_run_ids(self)}
-        needed = referenced | waiting_sources(self, sorted(pending))
+        kept, expired = kept_submissions(self, now, grace)
+        needed = referenced | uploads_needed(self, kept)
         for prefix, done, action in collect:
             for key, modified in self.backend.list(prefix):
                 digest, age = key.rsplit("/", 1)[-1], now - modified
@@ -242,24 +243,21 @@ class Registry:
                     done.append(GcItem(key=key, age_s=int(age.total_seconds())))
                     if not dry_run:
                         action(key, digest)
-        report.deleted += self._old_submissions(now, grace, pending, dry_run)
+        report.deleted += self._delete_submissions(expired, now, dry_run)
         if not dry_run:
             report.partial_uploads = self.backend.sweep_partial_uploads(grace)
         return report
 
-    def _old_submissions(
-        self, now: datetime, grace: timedelta, pending: set[str], dry_run: bool
+    def _delete_submissions(
+        self, records: list[tuple[str, datetime]], now: datetime, dry_run: bool
     ) -> list[GcItem]:
-        """Webhook submission records older than `grace` whose flow run exists (not pending)."""
-        old = []
-        for key, modified in self.backend.list("submissions/"):
-            run_id, age = key.rsplit("/", 1)[-1].removesuffix(".json"), now - modified
-            if key.startswith(PENDING) or run_id in pending or age <= grace:
-                continue
-            old.append(GcItem(key=key, age_s=int(age.total_seconds())))
-            if not dry_run:
-                self.backend.delete(key)
-        return old
+        """Delete these submission records and their dispatch markers."""
+        deleted = [GcItem(key=key, age_s=int((now - modified).total_seconds())) for key, modified in records]
+        for item in [] if dry_run else deleted:
+            run_id = item.key.rsplit("/", 1)[-1].removesuffix(".json")
+            self.backend.delete(item.key)
+            self.backend.delete(DISPATCHED + run_id)
+        return deleted
 
     def _to_trash(self, key: str, digest: str) -> None:
         self.backend.move(key, self.trash_key(digest))

@@ -6,28 +6,54 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.report import GateResult, Metrics
 
-__all__ = ["FP16_GATES", "FP32_GATES", "INT8_GATES", "Gates", "apply_gates"]
+__all__ = [
+    "FP16_GATES",
+    "FP32_GATES",
+    "INT8_GATES",
+    "MAX_MEANINGFUL_REL_ERR",
+    "MIN_MEANINGFUL_COSINE",
+    "Gates",
+    "apply_gates",
+]
+
+
+# The loosest a spec may make the last scale-free gate: an artifact that points 60 degrees off its
+# source or is half wrong in norm is not that model, whatever its precision.
+MIN_MEANINGFUL_COSINE = 0.5
+MAX_MEANINGFUL_REL_ERR = 0.5
 
 
 class Gates(BaseModel):
     """Limits on the comparison metrics; None turns a gate off."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf or nan would switch a gate off while it still shows in the report
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_abs_err: float | None = Field(default=None, ge=0)
     max_rel_err: float | None = Field(default=None, ge=0)
-    min_cosine: float | None = Field(default=None, ge=-1, le=1)
+    min_cosine: float | None = Field(default=None, gt=0, le=1, description="0 or less passes noise")
     max_rel_l2_err: float | None = Field(default=None, ge=0, description="||a-b|| / ||ref||")
-    rel_eps: float = Field(default=1e-3, gt=0, description="epsilon in |a-b| / (|ref| + eps)")
+    rel_eps: float = Field(default=1e-3, gt=0, le=1, description="epsilon in |a-b| / (|ref| + eps)")
 
     def merged(self, overrides: dict[str, float | None]) -> Gates:
-        """These gates with a spec's changes; at least one numeric gate always stays on."""
+        """These gates with a spec's changes; one gate that tells signal from noise always stays."""
         gates = self.model_validate({**self.model_dump(), **overrides})
-        if all(value is None for name, value in gates.model_dump().items() if name != "rel_eps"):
+        if not gates.meaningful():
             raise ValueError(
-                "every gate would be off; keep at least one (a limit may be loosened, not removed)"
+                f"keep at least one gate that tells a right answer from noise: min_cosine >= "
+                f"{MIN_MEANINGFUL_COSINE}, max_rel_l2_err <= {MAX_MEANINGFUL_REL_ERR} or max_rel_err <= "
+                f"{MAX_MEANINGFUL_REL_ERR} (a limit may be loosened, not removed)"
             )
         return gates
+
+    def meaningful(self) -> bool:
+        """True when a scale-free gate is on and tight enough that random outputs fail it."""
+        # max_abs_err alone is not enough: its meaning depends on the outputs' scale.
+        return (
+            (self.min_cosine is not None and self.min_cosine >= MIN_MEANINGFUL_COSINE)
+            or (self.max_rel_l2_err is not None and self.max_rel_l2_err <= MAX_MEANINGFUL_REL_ERR)
+            or (self.max_rel_err is not None and self.max_rel_err <= MAX_MEANINGFUL_REL_ERR)
+        )
 
 
 # Strict defaults for float32 artifacts: kernels differ, math should not.

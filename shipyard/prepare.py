@@ -21,6 +21,7 @@ from shipyard.variants import (
     Variant,
     bound_dims,
     build_variants,
+    max_output_elements,
     random_inputs,
     save_arrays,
 )
@@ -104,12 +105,15 @@ def apply_spec(signature: Signature, spec: Spec) -> Signature:
     )
 
 
-def check_source(source: Path) -> SourceKind:
-    """The source's kind, by content; SourceError for a missing, unreadable or unknown file."""
+def check_source(source: Path, sniff: bool = False) -> SourceKind:
+    """The source's kind, by content; SourceError for a missing, unreadable or unknown file.
+
+    `sniff` reads headers and listings only (see detect_kind), for callers outside the bounded
+    step processes; the prepare step checks the file thoroughly before anything loads it."""
     if not source.exists():
         raise SourceError(f"{source}: no such file")
     try:
-        return detect_kind(source)
+        return detect_kind(source, thorough=not sniff)
     except OSError as exc:
         raise SourceError(f"{source}: cannot read ({exc.strerror})") from None
 
@@ -170,8 +174,20 @@ def read_signature(
 
 
 def save_variant(
-    folder: Path, variant: Variant, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    folder: Path,
+    variant: Variant,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    max_elements: int = DEFAULT_MAX_VARIANT_ELEMENTS,
 ) -> PreparedVariant:
+    """Write a variant's inputs and reference outputs; outputs beyond what a variant whose inputs
+    hold `max_elements` may give are refused (shipyard.variants.max_output_elements)."""
+    produced, most = sum(int(a.size) for a in outputs.values()), max_output_elements(max_elements)
+    if produced > most:
+        raise SourceError(
+            f"the model's outputs on variant {variant.name} hold {produced:,} elements; at most "
+            f"{most:,} are validated (SHIPYARD_MAX_OUTPUT_ELEMENTS)"
+        )
     (folder / "variants").mkdir(parents=True, exist_ok=True)
     stem = f"variants/{variant.name}"
     save_arrays(folder / f"{stem}.inputs.npz", inputs)
@@ -190,7 +206,7 @@ def validation_inputs(
 ) -> list[PreparedVariant]:
     """Every variant's inputs and the source model's outputs on them, saved under `folder`."""
     return [
-        save_variant(folder, variant, inputs, run_source(model, signature, inputs))
+        save_variant(folder, variant, inputs, run_source(model, signature, inputs), max_elements)
         for variant, inputs in build_variants(signature, spec, max_elements)
     ]
 

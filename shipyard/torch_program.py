@@ -15,7 +15,14 @@ import numpy as np
 from shipyard.errors import SourceError
 from shipyard.signature import DEFAULT_UNBOUNDED_MAX, DynamicDim, Signature, TensorSpec, default_typical
 
-__all__ = ["TorchSource", "load_program", "load_torch_source", "program_signature", "run_program"]
+__all__ = [
+    "TorchSource",
+    "check_operators",
+    "load_program",
+    "load_torch_source",
+    "program_signature",
+    "run_program",
+]
 
 
 @contextmanager
@@ -54,12 +61,15 @@ _LOAD_LOCK = threading.Lock()
 
 
 def load_program(path: Path) -> Any:
-    """torch.export.load that never unpickles code; failures become a one-line SourceError."""
+    """torch.export.load that never unpickles code and refuses operators outside the allowlist;
+    failures become a one-line SourceError."""
     import torch
 
     try:
         with _LOAD_LOCK, _no_code_execution():
-            return torch.export.load(str(path))
+            program = torch.export.load(str(path))
+        check_operators(program, path)
+        return program
     except (SourceError, MemoryError):  # out of memory is the machine's limit, not a bad file
         raise
     except (zipfile.BadZipFile, RuntimeError, KeyError, ValueError, EOFError, OSError) as exc:
@@ -68,6 +78,85 @@ def load_program(path: Path) -> Any:
     except Exception as exc:  # any other failure of an untrusted file is still bad input
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SourceError(f"{path} could not be loaded ({type(exc).__name__}: {first})") from None
+
+
+# Operators a program may call, besides core ATen: the quantized ops of torch.ao's PT2E flow,
+# the primitives, export's own runtime assertions and the control-flow operators.
+OPERATOR_NAMESPACES = ("aten", "prims", "quantized_decomposed")
+EXPORT_OPERATORS = {
+    "aten::_assert_async",
+    "aten::_assert_scalar",
+    "aten::_assert_tensor_metadata",
+    "aten::_functional_assert_async",
+    "aten::_functional_assert_scalar",
+    "aten::_functional_sym_constrain_range",
+    "aten::_functional_sym_constrain_range_for_size",
+    "aten::copy_",
+    "aten::lift_fresh_copy",
+    "aten::sym_constrain_range",
+    "aten::sym_constrain_range_for_size",
+}
+HIGHER_ORDER_OPERATORS = {
+    "cond",
+    "map_impl",
+    "scan",
+    "while_loop",
+    "wrap_with_autocast",
+    "wrap_with_set_grad_enabled",
+}
+
+
+def _allowed_aten(op: Any) -> bool:
+    """Core ATen, or an ATen operator that decomposes into it (tagged, tabled, or composite):
+    never one with effects of its own beyond tensors, such as aten.from_file reading a file."""
+    import torch
+    from torch._decomp import decomposition_table
+
+    return (
+        torch.Tag.core in op.tags
+        or op in decomposition_table
+        or op.name() in EXPORT_OPERATORS
+        or torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CompositeImplicitAutograd")
+    )
+
+
+def _allowed(target: Any) -> bool:
+    import operator
+
+    import torch
+    from torch._export.serde import serialize
+
+    if isinstance(target, torch._ops.OpOverload):
+        namespace = target.namespace
+        return namespace in OPERATOR_NAMESPACES and (namespace != "aten" or _allowed_aten(target))
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return target.name() in HIGHER_ORDER_OPERATORS
+    return target is operator.getitem or target in getattr(serialize, "_SYM_OPS", ())
+
+
+def check_operators(program: Any, path: Path) -> None:
+    """SourceError naming the first operator outside the allowlist, in any (sub)graph."""
+    import torch
+
+    refused: set[str] = set()
+    for module in program.graph_module.modules():
+        if not isinstance(module, torch.fx.GraphModule):
+            continue
+        for node in module.graph.nodes:
+            if node.op == "call_function" and not _allowed(node.target):
+                named = isinstance(node.target, torch._ops.OperatorBase)
+                refused.add(
+                    str(node.target) if named else getattr(node.target, "__name__", repr(node.target))
+                )
+            elif node.op in ("call_method", "call_module"):  # not produced by torch.export
+                refused.add(f"{node.op} {node.target}")
+    if refused:
+        names = sorted(refused)
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        raise SourceError(
+            f"{path} calls operators this service does not run: {', '.join(names[:3])}{more} "
+            "(allowed: core ATen and what decomposes into it, prims, quantized_decomposed, control flow)"
+        )
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -31,17 +31,26 @@ __all__ = [
     "generated_calibration",
     "input_elements",
     "load_arrays",
+    "max_output_elements",
     "max_variant_elements",
     "random_inputs",
     "save_arrays",
 ]
 
 DEFAULT_MAX_VARIANT_ELEMENTS = 1 << 24  # 16.8 M input elements (64 MB of float32) per variant
+OUTPUT_ROOM = 8
 
 
 def max_variant_elements() -> int:
     """$SHIPYARD_MAX_VARIANT_ELEMENTS, else 16,777,216."""
     return int(os.environ.get("SHIPYARD_MAX_VARIANT_ELEMENTS") or DEFAULT_MAX_VARIANT_ELEMENTS)
+
+
+def max_output_elements(max_inputs: int) -> int:
+    """What one variant's outputs may hold: $SHIPYARD_MAX_OUTPUT_ELEMENTS, else OUTPUT_ROOM times
+    what its inputs may hold (detectors and decoders give more than they take; a program whose
+    outputs expand ten-thousandfold would write gigabytes per variant and per runtime)."""
+    return int(os.environ.get("SHIPYARD_MAX_OUTPUT_ELEMENTS") or OUTPUT_ROOM * max_inputs)
 
 
 def input_elements(signature: Signature, dims: dict[str, int]) -> int:

@@ -17,6 +17,7 @@ from shipyard.precision import Precision
 from shipyard.source import SourceKind
 from shipyard.spec import TargetSettings, first_error
 from targets._formats import Family, Format, NoOptions, conversion_path, source_format
+from targets.engine.limits import max_step_memory_mb, max_step_timeout_s
 
 __all__ = [
     "NoOptions",
@@ -94,12 +95,25 @@ class Target:
                     f"spec field targets.{self.name}.precisions: {', '.join(unknown)} not on "
                     f"{self.name}'s ladder ({', '.join(p.value for p in sorted(offered))})"
                 )
+        self._check_step_limits(settings)
         try:
             self.gates.merged(settings.gates)
         except ValidationError as exc:
             raise SpecError(f"spec field targets.{self.name}.gates.{first_error(exc)}") from None
         except ValueError as exc:
             raise SpecError(f"spec field targets.{self.name}.gates: {exc}") from None
+
+    def _check_step_limits(self, settings: TargetSettings) -> None:
+        """A spec may raise a step's limits up to the operator's maxima, not beyond."""
+        for field_name, asked, most, unit, env in (
+            ("timeout_s", settings.timeout_s, max_step_timeout_s(), "s", "SHIPYARD_MAX_STEP_TIMEOUT_S"),
+            ("memory_mb", settings.memory_mb, max_step_memory_mb(), "MB", "SHIPYARD_MAX_STEP_MEMORY_MB"),
+        ):
+            if asked is not None and asked > most:
+                raise SpecError(
+                    f"spec field targets.{self.name}.{field_name}: {asked:,} {unit} is above this "
+                    f"service's limit of {most:,} {unit} (${env})"
+                )
 
 
 _TARGETS: dict[str, Target] = {}

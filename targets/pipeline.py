@@ -52,6 +52,7 @@ __all__ = [
     "StepHooks",
     "StepOutcome",
     "check_request",
+    "check_target_settings",
     "default_cache_dir",
     "shipyard_home",
 ]
@@ -87,16 +88,24 @@ class PackagingRequest(BaseModel):
         return self.asked
 
 
+def check_target_settings(spec: Spec) -> None:
+    """SpecError when a spec's per-target settings are invalid or beyond this service's step limits."""
+    for target_name, settings in spec.targets.items():
+        get_target(target_name).check_settings(settings)
+
+
 def check_request(
     source: Path,
     spec: Spec | dict[str, Any] | None = None,
     targets: list[str] | str | None = None,
     name: str | None = None,
+    sniff: bool = False,
 ) -> PackagingRequest:
-    """Everything that can be checked without loading the model; InputError names what is wrong."""
+    """Everything that can be checked without loading the model; InputError names what is wrong.
+
+    `sniff`: know the source's kind from its headers only (the webhook's door check)."""
     spec = spec if isinstance(spec, Spec) else parse_spec(spec)
-    for target_name, settings in spec.targets.items():
-        get_target(target_name).check_settings(settings)
+    check_target_settings(spec)
     chosen, unoffered = _climb_ladders(resolve_targets(targets), spec)
     if spec.samples:
         samples = Path(spec.samples).resolve()  # step processes run in folders of their own
@@ -105,7 +114,7 @@ def check_request(
         check_samples(samples, max_variant_elements())
         spec = spec.model_copy(update={"samples": str(samples)})
     source = source.resolve()
-    kind = check_source(source)
+    kind = check_source(source, sniff)
     model_name = choose_model_name(spec, source, name)
     if kind is SourceKind.SAVED_MODEL:  # a folder: from here on, one deterministic tar of it
         source, kind = _packed(source), SourceKind.SAVED_MODEL_ARCHIVE

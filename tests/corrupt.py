@@ -6,12 +6,14 @@ import io
 import os
 import pickle
 import random
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("truncate", "flip", "drop", "reverse", "pickle", "dotdot", "badname")
 STRUCTURAL = ("truncate", "flip", "dotdot", "badname")  # found without loading the model
+LISTING = ("truncate", "dotdot", "badname")  # found from the zip's listing alone (no entry read)
 
 
 class RunsShell:
@@ -81,3 +83,16 @@ def corruptions(source: Path, marker: Path, count: int = 40, seed: int = 0) -> l
         kind = KINDS[i % len(KINDS)]
         out.append(Corruption(f"{i:02d}-{kind}", kind, _corrupt(kind, data, entries, rng, marker)))
     return out
+
+
+def with_failing_checksum(source: Path) -> bytes:
+    """`source` (a zip) with one byte of its largest entry's data flipped: the listing is intact,
+    only reading the entry finds it damaged."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        largest = max(archive.infolist(), key=lambda i: i.compress_size)
+    header = largest.header_offset  # local header: 30 bytes, then the name and the extra field
+    name_len, extra_len = struct.unpack("<HH", data[header + 26 : header + 30])
+    start = header + 30 + name_len + extra_len
+    data[start + largest.compress_size // 2] ^= 0x40
+    return bytes(data)

@@ -244,3 +244,35 @@ def save_disguised_saver_call(folder: Path, prefix: Path) -> Path:
             text = text.replace(f'"{name}"', f'"{disguised}"')
     path.write_bytes(text_format.Parse(text, saved_model_pb2.SavedModel()).SerializeToString())
     return folder
+
+
+def save_file_reading_program(path: Path, secret: Path) -> Path:
+    """A hand-edited torch.export archive: its constant becomes `aten.from_file(secret)`, which
+    torch.export.load accepts and which reads that file into the outputs when the program runs."""
+
+    class AddsConstant(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.zeros(4)
+
+    program = torch.export.export(AddsConstant(), (torch.ones(4),))
+    for node in program.graph.nodes:
+        if node.target is torch.ops.aten.zeros.default:
+            node.target = torch.ops.aten.from_file.default
+            node.args = (str(secret),)
+            node.kwargs = {"shared": False, "size": 4, "dtype": torch.float32}
+    program.graph_module.recompile()
+    torch.export.save(program, str(path))
+    return path
+
+
+def save_expander(path: Path) -> Path:
+    """Four numbers in, each broadcast to a 1000x1000 plane out: a million times its input."""
+
+    class Expands(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :, None, None].expand(-1, -1, 1000, 1000) * 2
+
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(Expands(), (torch.ones(2, 4),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(path))
+    return path

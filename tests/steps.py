@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from targets._jobs import ExportJob, ExportResult
+from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
 HANG_SLEEP_S = "6071"  # a grandchild the hanging step leaves behind, found by this argument
 
@@ -137,10 +138,29 @@ def scribbles(job: ExportJob) -> ExportResult:
 
 
 def snoops(job: ExportJob) -> ExportResult:
-    """The real Triton export, after looking for credentials in the step's environment."""
+    """The real Triton export, after looking for credentials in the step's environment and
+    checking that a crash would leave no core dump."""
     from targets.triton import export
 
     leaked = sorted(k for k in os.environ if any(w in k for w in ("SECRET", "KEY", "TOKEN", "PASSWORD")))
     if leaked:
         raise ValueError(f"credentials reached a step process: {leaked}")
+    if resource.getrlimit(resource.RLIMIT_CORE) != (0, 0):
+        raise ValueError(f"core dumps are allowed: RLIMIT_CORE {resource.getrlimit(resource.RLIMIT_CORE)}")
     return export(job)
+
+
+def hangs_in_chromium(job: RuntimeJob) -> RuntimeResult:
+    """ort-web's browser run, timing the model a billion times: the step is killed mid-run."""
+    from targets._browser import run_in_chromium
+
+    result = run_in_chromium(job, "ort", job.files[0], ["wasm"], extra={"repeats": 10**9})
+    raise RuntimeError(f"the browser run ended: {result}")
+
+
+def writes_big(job: ExportJob) -> ExportResult:
+    """Writes 3 MB in 64 KB pieces, as a converter expanding its output would."""
+    with (job.out_path / "huge.bin").open("wb") as out:
+        for _ in range(48):
+            out.write(b"\0" * 65536)
+    raise RuntimeError("the 3 MB file was written: no file size limit")

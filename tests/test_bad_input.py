@@ -54,6 +54,16 @@ def test_truncated_archive(home: Path, tmp_path: Path, models: dict[str, Path]) 
     assert_refused(run_cli(["package", str(path)], home), home, "truncated.pt2")
 
 
+def test_an_entry_flagged_encrypted_is_one_line(home: Path, tmp_path: Path, models: dict[str, Path]) -> None:
+    """One flipped bit in the central directory (general-purpose flag bit 0: encrypted)."""
+    data = bytearray(models["convnet"].read_bytes())
+    entry = data.rfind(b"PK\x01\x02")  # the last entry's central directory header
+    data[entry + 8] |= 0x01
+    path = tmp_path / "encrypted.pt2"
+    path.write_bytes(bytes(data))
+    assert_refused(run_cli(["inspect", str(path)], home), home, "encrypted")
+
+
 def test_raw_pickle_is_never_unpickled(home: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "model.pt2"
@@ -158,8 +168,23 @@ def test_unknown_target(home: Path, models: dict[str, Path]) -> None:
         ("targets:\n  ort-web:\n    gates: {max_abs_err: -1}\n", "targets.ort-web.gates.max_abs_err"),
         (
             "targets:\n  triton:\n    gates: {max_abs_err: null, max_rel_err: null, min_cosine: null}\n",
-            "targets.triton.gates: every gate would be off",
+            "targets.triton.gates: keep at least one gate that tells a right answer from noise",
         ),
+        (
+            "targets:\n  triton:\n    gates: {min_cosine: -1, max_abs_err: null, max_rel_err: null}\n",
+            "targets.triton.gates.min_cosine",
+        ),
+        (
+            "targets:\n  ort-web:\n    gates: {min_cosine: 0.1, max_abs_err: 1.0e+30, max_rel_err: null}\n",
+            "targets.ort-web.gates: keep at least one gate",
+        ),
+        ("targets:\n  tfjs:\n    gates: {max_rel_err: .inf}\n", "targets.tfjs.gates.max_rel_err"),
+        ("targets:\n  aoti:\n    gates: {rel_eps: 1.0e+9}\n", "targets.aoti.gates.rel_eps"),
+        (
+            "targets:\n  aoti:\n    memory_mb: 100000000\n",
+            "targets.aoti.memory_mb: 100,000,000 MB is above this service's limit",
+        ),
+        ("targets:\n  tfjs:\n    timeout_s: 864000\n", "targets.tfjs.timeout_s: 864,000 s is above"),
         ('name: "convnet\\n"\n', "name"),
         (
             "targets:\n  triton:\n    options: {max_queue_delay_us: soon}\n",
@@ -207,3 +232,35 @@ def test_help_is_fast_and_lists_commands() -> None:
         timeout=60,
     )
     assert "torch" not in {line.split("|")[-1].strip().split(".")[0] for line in probe.stderr.splitlines()}
+
+
+def test_a_program_calling_an_operator_outside_the_allowlist_is_refused(home: Path, tmp_path: Path) -> None:
+    """aten.from_file would read a file on the worker into the reference outputs (and from there
+    into metrics and errors); the program is refused by name before anything runs it."""
+    from tests.models import save_file_reading_program
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"NOT-FOR-UPLOADER")
+    source = save_file_reading_program(tmp_path / "reads.pt2", secret)
+    for command in (["inspect", str(source)], ["package", str(source), "--targets", "ort-web"]):
+        result = run_cli(command, home)
+        assert_refused(result, home, "calls operators this service does not run: aten.from_file.default")
+
+
+def test_outputs_beyond_the_variant_budget_are_refused_before_they_are_written(
+    home: Path, tmp_path: Path
+) -> None:
+    """A tiny program whose outputs expand a millionfold: the prepare step refuses them by size
+    (8x what a variant's inputs may hold, SHIPYARD_MAX_OUTPUT_ELEMENTS) and writes no variant."""
+    from tests.models import save_expander
+
+    source = save_expander(tmp_path / "expands.pt2")
+    result = run_cli(
+        ["package", str(source), "--targets", "ort-web"],
+        home,
+        extra_env={"SHIPYARD_MAX_VARIANT_ELEMENTS": "200000"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "outputs on variant" in result.stderr and "at most 1,600,000 are validated" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(home.rglob("*.reference.npz"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from shipyard.report import Status, TargetReport
 from targets import _catalog, get_target
 from targets._browser import chromium_binary
 from targets.pipeline import Engine, PipelineResult
-from tests.conftest import run_cli, run_targets
+from tests.conftest import parse_json, run_cli, run_targets
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +139,72 @@ def test_a_browser_run_alone_off_fails_the_target(tmp_path: Path) -> None:
         ("tfjs wasm", 4, 2000.0),
         ("Chromium tfjs webgl", 4, 1000.0),
     ]
+
+
+def test_browser_off_reaches_the_validation_steps(chromium: str, home: Path, models: dict[str, Path]) -> None:
+    """SHIPYARD_BROWSER=off is passed to the step processes: the fingerprint says "off" and no
+    validation launches Chromium."""
+    result = run_cli(
+        ["package", str(models["convnet"]), "--targets", "ort-web", "--json"],
+        home,
+        extra_env={"SHIPYARD_BROWSER": "off"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = parse_json(result.stdout)
+    ort = report["targets"]["ort-web"]
+    assert ort["status"] == "passed", ort.get("error")
+    assert report["toolchain"]["chromium"] == "off"
+    assert ort["variants"] and not [v for v in ort["variants"] if v["runtime"].startswith("Chromium")]
+    assert any("proven in Node only" in n for n in ort["notes"])
+
+
+def _chromium_groups(started: float, seen: dict[int, tuple[int, int]], stop: threading.Event) -> None:
+    """Record, for each Chromium process started since `started`, its process group and that of
+    the process that started the browser (the step's Node harness)."""
+    import psutil
+
+    while not stop.is_set():
+        for proc in psutil.process_iter(["name", "create_time"]):
+            # chrome_crashpad_handler daemonizes by design and exits with the browser
+            if proc.info["name"] != "chromium" or proc.info["create_time"] < started:
+                continue
+            with contextlib.suppress(psutil.Error, OSError, StopIteration):
+                starter = next(p for p in proc.parents() if "chrom" not in p.name())
+                seen.setdefault(proc.pid, (os.getpgid(proc.pid), os.getpgid(starter.pid)))
+        stop.wait(0.2)
+
+
+def test_a_killed_browser_validation_leaves_no_chromium(
+    chromium: str, engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate step times out while Chromium runs: Chromium is in the step's process group
+    (puppeteer would start it in one of its own), so killing the group ends it too."""
+    hangs = dataclasses.replace(
+        get_target("ort-web"), name="ort-web-hangs", runtime="tests.steps:hangs_in_chromium", timeout_s=25
+    )
+    monkeypatch.setitem(_catalog._TARGETS, hangs.name, hangs)
+    started, seen, stop = time.time() - 1, {}, threading.Event()
+    watcher = threading.Thread(target=_chromium_groups, args=(started, seen, stop), daemon=True)
+    watcher.start()
+    try:
+        report = run_targets(engine, models["multi_io"], ["ort-web-hangs"], tmp_path).reports["ort-web-hangs"]
+    finally:
+        stop.set()
+        watcher.join()
+    assert report.status is Status.FAILED, report.error
+    assert "validate:ort-web-hangs timed out" in (report.error or ""), report.error
+    assert seen, "no Chromium was seen running"
+    assert all(own == node for own, node in seen.values()), seen  # in the step's group
+    deadline = time.monotonic() + 10
+    while (left := [pid for pid in seen if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

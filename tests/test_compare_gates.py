@@ -61,3 +61,19 @@ def test_the_edge_of_a_narrowed_envelope_keeps_the_other_dims_typical() -> None:
     assert edge_dims(signature, {"batch": DimRange(min=1, max=5)}) == {"batch": 5, "seq": 11}
     assert edge_dims(signature, {"seq": DimRange(min=2, max=8)}) == {"batch": 3, "seq": 8}
     assert edge_dims(signature, {}) is None
+
+
+def test_every_catalog_gate_is_meaningful_and_a_spec_cannot_neutralise_them() -> None:
+    from targets import all_targets
+
+    assert all(target.gates.meaningful() for target in all_targets())
+    for neutralising in (
+        {"min_cosine": -1.0, "max_abs_err": None, "max_rel_err": None},
+        {"min_cosine": 0.2, "max_rel_err": 10.0},
+        {"min_cosine": None, "max_rel_err": None, "max_abs_err": 1e30},
+        {"max_abs_err": float("inf")},
+        {"max_rel_err": float("nan")},
+    ):
+        with pytest.raises(ValueError):
+            FP32_GATES.merged(neutralising)
+    assert FP32_GATES.merged({"min_cosine": 0.5, "max_abs_err": None}).min_cosine == 0.5

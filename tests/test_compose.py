@@ -11,7 +11,13 @@ import yaml
 
 from tests.conftest import ROOT
 
-ENV = {"S3_ACCESS_KEY": "k", "S3_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "SHIPYARD_WEBHOOK_SECRET": "w"}
+ENV = {
+    "S3_ACCESS_KEY": "k",
+    "S3_SECRET_KEY": "s",
+    "POSTGRES_PASSWORD": "p",
+    "SHIPYARD_WEBHOOK_SECRET": "w",
+    "PREFECT_API_AUTH_STRING": "shipyard:a",
+}
 
 
 def _config(path: Path) -> subprocess.CompletedProcess[str]:
@@ -37,12 +43,17 @@ def test_compose_file_is_valid_and_private() -> None:
         for port in service.get("ports", []):
             published = port if isinstance(port, str) else port.get("host_ip", "")
             assert "127.0.0.1" in str(published), (name, port)
-    assert "-master.telemetry=false" in services["seaweedfs"]["command"]
+    # SeaweedFS as `make up` starts it (telemetry off, its own listeners behind mutual TLS)
+    assert services["seaweedfs"]["command"][:3] == ["python", "-m", "infra.seaweed"]
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert services["worker"]["command"] == ["python", "-m", "infra.worker"]  # as `make up` starts it
     assert services["deploy"]["command"] == ["python", "-m", "flows.deploy"]
     assert "volumes" not in services["worker"]  # replicas share nothing but the registry and Prefect
     assert services["worker"]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    # the API is closed: the server asks for the auth string, every client of it sends it
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "shipyard:a"
+    for client in ("deploy", "worker", "webhook"):
+        assert services[client]["environment"]["PREFECT_API_AUTH_STRING"] == "shipyard:a", client
 
 
 def test_validator_rejects_unknown_keys(tmp_path: Path) -> None:

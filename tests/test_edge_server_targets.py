@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,20 @@ def test_multi_input_multi_output(engine: Engine, models: dict[str, Path], tmp_p
     assert report.status is Status.PASSED, report.error
     assert {v.worst_output for v in report.variants} <= {"output_0", "output_1"}
     assert report.metrics.max_abs_err is not None and report.metrics.max_abs_err < 1e-4
+
+
+def test_the_aoti_build_lock_is_in_the_users_private_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a fixed /tmp path another user could create first: the private runtime folder, and
+    none at all when that folder is open to others."""
+    from exporters.torch2aoti import _build_dir
+
+    private = tmp_path / "run"
+    monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(private))
+    with _build_dir() as build:
+        assert build.is_dir()
+        assert (private / "aoti-build.lock").stat().st_uid == os.getuid()
+    private.chmod(0o777)
+    with pytest.raises(RuntimeError, match="no private runtime folder"), _build_dir():
+        pass

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from shipyard.report import Status, StepStatus
 from targets import _catalog, get_target
-from targets.engine.cache import StepCache
+from targets.engine.cache import CacheEntry, StepCache, tree_digest
 from targets.pipeline import Engine
 from tests.conftest import parse_json, run_cli, run_targets
 from tests.steps import sleepers
@@ -153,9 +155,12 @@ def test_only_repeatable_failures_are_cached(
     assert again.reports["fails"].error == first.reports["fails"].error
 
 
+@pytest.mark.parametrize("warm", ["1", "0"], ids=["warm", "cold"])
 def test_steps_are_capped_and_see_no_credentials_by_default(
-    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: str
 ) -> None:
+    """Forked from a warm server or started cold: memory capped, no credentials, no core dumps."""
+    monkeypatch.setenv("SHIPYARD_WARM_WORKERS", warm)
     _triton_with(monkeypatch, hogs="tests.steps:hogs", snoops="tests.steps:snoops")
     monkeypatch.setenv("SHIPYARD_STEP_MEMORY_MB", "1024")  # no memory_mb in the spec: the default
     for secret in ("AWS_SECRET_ACCESS_KEY", "SHIPYARD_WEBHOOK_SECRET", "PREFECT_API_KEY"):
@@ -178,6 +183,73 @@ def test_a_cache_entry_that_changed_is_not_used(models: dict[str, Path], tmp_pat
     assert not reused["export:triton"] and reused["convert:onnx"]
     assert again.reports["triton"].status is Status.PASSED
     assert again.reports["triton"].files == first.reports["triton"].files
+
+
+def _finished_step(folder: Path, content: bytes) -> tuple[Path, CacheEntry]:
+    out = folder / "out"
+    out.mkdir(parents=True)
+    (out / "model.bin").write_bytes(content)
+    entry = CacheEntry(
+        step="export:x", ok=True, result="{}", seconds=1.0, digest=tree_digest(out), created_at=0
+    )
+    return out, entry
+
+
+def test_a_partial_cache_entry_is_replaced_and_a_lost_race_is_verified(tmp_path: Path) -> None:
+    """A writer killed mid-store left a folder without its entry: the next store replaces it
+    instead of using it for 30 days. A store that loses a race to a whole entry uses that one."""
+    cache = StepCache(tmp_path / "cache")
+    key = "ab" * 32
+    partial = tmp_path / "cache" / key[:2] / key
+    (partial / "out").mkdir(parents=True)
+    (partial / "out" / "model.bin").write_bytes(b"half")
+    assert cache.lookup(key) is None
+    out, entry = _finished_step(tmp_path / "run1", b"whole model")
+    stored = cache.store(key, out, entry)
+    assert (stored / "model.bin").read_bytes() == b"whole model"
+    hit = cache.lookup(key)
+    assert hit is not None and hit.entry.digest == entry.digest
+    late, late_entry = _finished_step(tmp_path / "run2", b"whole model")  # the same step, run twice
+    assert (cache.store(key, late, late_entry) / "model.bin").read_bytes() == b"whole model"
+    assert list((tmp_path / "cache" / "staging").iterdir()) == []
+
+
+def test_the_cache_evicts_the_least_recently_used_entries_beyond_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_CACHE_MAX_GB", "0.0025")  # 2.5 MB; four entries of 1 MB
+    cache = StepCache(tmp_path / "cache")
+    keys = [f"{i:02x}" * 32 for i in range(4)]
+    two_hours_ago = time.time() - 7200
+    for i, key in enumerate(keys):
+        out, entry = _finished_step(tmp_path / f"run{i}", os.urandom(1_000_000))
+        cache.store(key, out, entry)
+        os.utime(tmp_path / "cache" / key[:2] / key, (two_hours_ago + i, two_hours_ago + i))
+    assert cache.lookup(keys[0]) is not None  # used now: the most recent
+    assert cache.prune() == 2
+    assert [cache.lookup(k) is not None for k in keys] == [True, False, False, True]
+
+
+def test_a_cache_root_others_may_write_to_is_not_used(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert not StepCache(shared).enabled
+    private = StepCache(tmp_path / "fresh")
+    assert private.enabled and stat.S_IMODE((tmp_path / "fresh").stat().st_mode) & 0o077 == 0
+
+
+def test_a_step_writing_a_file_beyond_its_limit_fails_and_says_why(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RLIMIT_FSIZE: the write fails with EFBIG inside the step (no SIGXFSZ kill), so the target's
+    error names it; the other target passes."""
+    _triton_with(monkeypatch, writes_big="tests.steps:writes_big")
+    monkeypatch.setenv("SHIPYARD_MAX_STEP_FILE_MB", "1")
+    with Engine(cache=StepCache(None), log_dir=tmp_path / "logs") as fresh:
+        result = run_targets(fresh, models["multi_io"], ["writes_big", "triton"], tmp_path / "run")
+    assert "File too large" in (result.reports["writes_big"].error or ""), result.reports["writes_big"].error
+    assert result.reports["triton"].status is Status.PASSED, result.reports["triton"].error
 
 
 def test_a_step_that_writes_to_its_input_fails(

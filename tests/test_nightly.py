@@ -13,13 +13,13 @@ from tests.conftest import ROOT, parse_json, run_cli
 from tests.models import save_convnet_onnx
 
 
-def _nightly(registry: str, prefect_api: str, home: Path) -> dict:
+def _nightly(registry: str, prefect_api: str, home: Path, **env: str) -> dict:
     """Run the nightly-reexport flow against the test Prefect server, in a process of its own."""
     code = (
         "import json; from flows.nightly import nightly_reexport; "
         f"print(json.dumps(nightly_reexport(registry={registry!r})))"
     )
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home)}
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "SHIPYARD_HOME": str(home), **env}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
     )
@@ -58,22 +58,29 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
 def test_one_model_failing_does_not_stop_the_others(
     models: dict[str, Path], prefect_api: str, home: Path, tmp_path: Path
 ) -> None:
+    """beta's source is gone; gamma's stored spec asks for more time than today's operator allows."""
     registry = (tmp_path / "registry").as_uri()
-    sources = {}
-    for name in ("alpha", "beta"):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("targets:\n  triton:\n    timeout_s: 900\n")
+    for name in ("alpha", "beta", "gamma"):
         args = ["package", str(models["multi_io"]), "--name", name, "--targets", "triton"]
+        args += ["--spec", str(spec)] if name == "gamma" else []
         done = run_cli([*args, "--registry", registry, "--json"], home, prefect_api)
         assert done.returncode == 0, done.stderr[-2000:]
-        sources[name] = parse_json(done.stdout)["source_sha256"]
     # beta's stored version now names a source the registry does not hold
     manifest = tmp_path / "registry/models/beta/versions/1.json"
     doc = json.loads(manifest.read_text())
     doc["source"]["sha256"] = "0" * 64
     manifest.write_text(json.dumps(doc))
-    result = _nightly(registry, prefect_api, home)
+    result = _nightly(registry, prefect_api, home, SHIPYARD_MAX_STEP_TIMEOUT_S="600")
     assert [m["model"] for m in result["models"]] == ["alpha"]
-    assert [f["model"] for f in result["failures"]] == ["beta"]
-    assert "Traceback" not in result["failures"][0]["error"]
+    failures = {f["model"]: f["error"] for f in result["failures"]}
+    assert sorted(failures) == ["beta", "gamma"]
+    assert "Traceback" not in failures["beta"]
+    assert failures["gamma"] == (
+        "stored spec refused today: spec field targets.triton.timeout_s: 900 s is above this "
+        "service's limit of 600 s ($SHIPYARD_MAX_STEP_TIMEOUT_S)"
+    )
 
 
 def test_drift_rows_flag_regressions() -> None:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from registry import Registry, RunInfo, SourceInfo, VersionDraft, VersionManifest, open_registry, parse_ref
+from registry import (
+    Registry,
+    RunInfo,
+    SourceInfo,
+    VersionDraft,
+    VersionManifest,
+    fetch_source,
+    open_registry,
+    parse_ref,
+)
 from shipyard.digests import sha256_file
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
 from shipyard.report import FileEntry, Status, TargetReport
@@ -124,6 +133,17 @@ def test_tampered_blob_is_refused(setup, tmp_path: Path) -> None:
     assert not (tmp_path / "out/sub/model.bin").exists()
 
 
+def test_a_changed_source_blob_is_refused_when_fetched_for_a_rerun(setup, tmp_path: Path) -> None:
+    """The nightly packages a version's source again from blobs/: fetched, it is hashed first."""
+    registry, source, folder, entry = setup
+    manifest = registry.publish(_draft(source, entry), {"t": folder}, source)
+    uri = f"{registry.url.rstrip('/')}/{registry.blob_key(manifest.source.sha256)}"
+    assert fetch_source(uri, tmp_path / "ok").read_bytes() == b"source-bytes"
+    _tamper(registry, manifest.source.sha256)
+    with pytest.raises(IntegrityError, match="does not match its digest name"):
+        fetch_source(uri, tmp_path / "tampered")
+
+
 def test_manifest_with_path_escape_is_refused(setup, tmp_path: Path) -> None:
     registry, source, folder, entry = setup
     evil = entry.model_copy(update={"path": "../../escaped.bin"})
@@ -204,6 +224,19 @@ def test_same_publish_twice_returns_the_existing_version(setup) -> None:
     assert registry.versions("m") == [1]
     other = registry.publish(_draft(source, entry, spec={"seed": 9}), {"t": folder}, source)
     assert other.version == 2
+
+
+def test_a_target_that_passes_after_crashing_makes_a_new_version(setup) -> None:
+    """Run 1: "bad" crashed (crashes are not cached); run 2: it passes. Run 2 is a new version
+    that holds it, so `pull --target bad` finds it; run 2 again is the same version."""
+    registry, source, folder, entry = setup
+    first = registry.publish(_draft(source, entry), {"t": folder}, source)
+    passed = _draft(source, entry)
+    passed.targets["bad"] = TargetReport(status=Status.PASSED, files=[entry])
+    second = registry.publish(passed, {"t": folder, "bad": folder}, source)
+    assert (first.version, second.version) == (1, 2)
+    assert second.targets["bad"].status is Status.PASSED
+    assert registry.publish(passed, {"t": folder, "bad": folder}, source).version == 2
 
 
 def _keys(items) -> list[str]:
@@ -296,7 +329,9 @@ def test_gc_deletes_unreferenced_uploaded_sources(setup, tmp_path: Path) -> None
     assert [k for k, _ in registry.backend.list("incoming/")] == [f"incoming/{sha256_file(source)}"]
 
 
-def test_gc_keeps_what_a_pending_webhook_submission_needs(setup, tmp_path: Path) -> None:
+def test_gc_keeps_what_an_unfinished_webhook_submission_needs(setup, tmp_path: Path) -> None:
+    """Pending, then dispatched but running: its upload and record stay; once its run has recorded
+    its report, both go. An old upload submitted again is kept for the new submission."""
     from registry import mark_dispatched, record_submission, store_incoming
 
     registry, *_ = setup
@@ -308,13 +343,25 @@ def test_gc_keeps_what_a_pending_webhook_submission_needs(setup, tmp_path: Path)
     assert record_submission(registry, {"source": source, "name": "queued"}, attempt=0) is None  # redelivery
     time.sleep(1.5)
     assert registry.gc(timedelta(0)).deleted == []  # pending: its upload and its record stay
-    mark_dispatched(registry, submission.run_id)  # its flow run exists now
+    mark_dispatched(registry, submission.run_id, "flow-run-1")  # its flow run exists, still running
+    assert registry.gc(timedelta(0)).deleted == []
+    registry.save_run_report("flow-run-1", {"status": "ok"})  # the run has finished
     report = registry.gc(timedelta(0))
     assert sorted(_keys(report.deleted)) == [
         f"incoming/{sha256_file(upload)}",
         f"submissions/{submission.run_id}.json",
     ]
-    assert list(registry.backend.list("submissions/")) == []
+    assert [k for k, _ in registry.backend.list("submissions/")] == []
+
+    # an upload whose object is older than the grace period, stored again by a new submission
+    store_incoming(registry, upload, sha256_file(upload))
+    time.sleep(1.5)
+    store_incoming(registry, upload, sha256_file(upload))  # the object is reused, not rewritten
+    again = record_submission(registry, {"source": source, "name": "again"}, attempt=0)
+    assert again is not None
+    mark_dispatched(registry, again.run_id, "flow-run-2")  # queued on the pool, not finished
+    assert registry.gc(timedelta(seconds=1)).deleted == []  # the new submission keeps it
+    assert registry.backend.exists(f"incoming/{sha256_file(upload)}")
 
 
 class FailsOnce:

@@ -151,3 +151,32 @@ def test_a_prefix_is_a_folder(s3_env: dict[str, str], tmp_path: Path) -> None:
     assert near.models() == [] and far.models() == ["m"]
     assert near.gc(timedelta(0)) == GcReport(dry_run=False)
     assert far.backend.exists(far.blob_key(entry.sha256))
+
+
+def test_seaweedfs_own_listeners_refuse_anyone_without_its_certificate(seaweed, s3_env) -> None:
+    """Only the S3 port is for clients. The master, volume and filer listeners (HTTP and gRPC)
+    need SeaweedFS's own client certificate: a plain request gets no answer of use, a TLS client
+    without the certificate no handshake, so nobody rewrites blobs behind the registry."""
+    import socket
+    import ssl
+
+    registry = open_registry(f"s3://{seaweed.bucket}/{unique_prefix()}")
+    registry.backend.create("probe.json", b"{}")  # the S3 port works, with the S3 keys
+    assert registry.backend.read("probe.json")[0] == b"{}"
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    for component in ("master", "volume", "filer"):
+        for port in (seaweed.ports[component], seaweed.ports[component] + 10000):  # HTTP, gRPC
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(
+                    b"PUT /buckets/shipyard/evil HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil"
+                )
+                raw.settimeout(5)
+                answer = raw.recv(200)
+            assert not answer.startswith(b"HTTP/1.1 2"), (component, port, answer)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:  # noqa: SIM117
+                with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                    with context.wrap_socket(raw) as tls:
+                        tls.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                        if not tls.recv(200):
+                            raise ConnectionError("closed without an answer")

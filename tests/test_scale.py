@@ -19,12 +19,14 @@ import httpx
 import psutil
 import pytest
 
-from flows._signing import sign
+from flows._signing import signed_body_headers
+from infra._pidfile import live_pid
 from registry import Registry
 from tests.conftest import ROOT, free_port
 from tests.test_webhook import flow_run_of
 
 SECRET = "scale-webhook-secret-0123456789"
+PREFECT_AUTH = ("shipyard", "scale-prefect-auth-0123456789")  # the server refuses calls without it
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -48,6 +50,7 @@ class Service:
             "SHIPYARD_SERVICE_DIR": str(state),
             **{f"SHIPYARD_{k}_PORT": str(v) for k, v in ports.items()},
             "SHIPYARD_WEBHOOK_SECRET": SECRET,
+            "PREFECT_API_AUTH_STRING": ":".join(PREFECT_AUTH),
         }
         for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             self.env.pop(key, None)
@@ -65,7 +68,9 @@ class Service:
         return done.stdout
 
     def pid(self, name: str) -> int:
-        return int((self.state / f"{name}.pid").read_text())
+        pid = live_pid(self.state / f"{name}.pid")
+        assert pid is not None, f"{name} is not running"
+        return pid
 
     def registry_env(self) -> dict[str, str]:
         """What a process needs to read the service's registry (SeaweedFS)."""
@@ -98,7 +103,9 @@ def _wait_online(svc: Service, names: set[str], timeout: float = 120) -> None:
     """Until the pool lists these workers as online (they have polled it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = httpx.post(f"{svc.api}/work_pools/shipyard/workers/filter", json={}, timeout=30).json()
+        workers = httpx.post(
+            f"{svc.api}/work_pools/shipyard/workers/filter", json={}, timeout=30, auth=PREFECT_AUTH
+        ).json()
         if names <= {w["name"] for w in workers if w["status"] == "ONLINE"}:
             return
         time.sleep(1)
@@ -110,11 +117,10 @@ def _post(svc: Service, name: str, model: bytes, fields: dict[str, str]) -> dict
         "POST", f"{svc.webhook}/v1/models/{name}", files={"file": ("m", model)}, data=fields
     )
     body = request.read()
-    ts = str(int(time.time()))
+    path = f"/v1/models/{name}"
     headers = {
         **request.headers,
-        "X-Shipyard-Timestamp": ts,
-        "X-Shipyard-Signature": sign(SECRET, ts, "POST", f"/v1/models/{name}", body),
+        **signed_body_headers(SECRET, "POST", path, body, request.headers["Content-Type"]),
     }
     answer = httpx.post(request.url, content=body, headers=headers, timeout=60)
     assert answer.status_code == 202, answer.text
@@ -122,7 +128,7 @@ def _post(svc: Service, name: str, model: bytes, fields: dict[str, str]) -> dict
 
 
 def _flow_run(svc: Service, flow_run_id: str) -> dict:
-    return dict(httpx.get(f"{svc.api}/flow_runs/{flow_run_id}", timeout=30).json())
+    return dict(httpx.get(f"{svc.api}/flow_runs/{flow_run_id}", timeout=30, auth=PREFECT_AUTH).json())
 
 
 def _wait_final(svc: Service, flow_run_id: str, timeout: float = 600, until: set[str] = FINAL) -> dict:
@@ -167,10 +173,56 @@ def _registry(svc: Service) -> Registry:
     return Registry(S3Backend("shipyard", "registry", client=client))
 
 
+def test_the_prefect_api_is_closed_and_a_run_cannot_change_what_a_worker_executes(
+    service: Service, tmp_path: Path
+) -> None:
+    """Without the auth string every API call is 401 (health probes stay open). With it, job
+    variables that would change the worker's command or environment are refused when the run
+    is made from the deployment, and ignored by the worker when it is made straight through
+    /flow_runs/ (which validates nothing): the flow itself runs, and the command does not."""
+    assert httpx.post(f"{service.api}/flow_runs/filter", json={}, timeout=30).status_code == 401
+    assert httpx.get(f"{service.api}/deployments/", timeout=30).status_code == 401
+    wrong = ("shipyard", "not-the-secret")
+    assert httpx.post(f"{service.api}/flow_runs/filter", json={}, timeout=30, auth=wrong).status_code == 401
+    assert httpx.get(f"{service.api}/health", timeout=30).status_code == 200
+    deployment = httpx.get(
+        f"{service.api}/deployments/name/package-model/package-model", timeout=30, auth=PREFECT_AUTH
+    ).json()
+    marker = tmp_path / "the-command-ran"
+    hostile = {"command": f"touch {marker}", "env": {"SHIPYARD_REGISTRY": (tmp_path / "evil").as_uri()}}
+    parameters = {"source": str(tmp_path / "missing.pt2")}
+    refused = httpx.post(
+        f"{service.api}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": parameters, "job_variables": hostile},
+        timeout=30,
+        auth=PREFECT_AUTH,
+    )
+    assert refused.status_code == 422, refused.text
+    created = httpx.post(
+        f"{service.api}/flow_runs/",
+        json={
+            "flow_id": deployment["flow_id"],
+            "deployment_id": deployment["id"],
+            "work_pool_name": "shipyard",
+            "work_queue_name": "default",
+            "parameters": parameters,
+            "job_variables": hostile,
+            "state": {"type": "SCHEDULED"},
+        },
+        timeout=30,
+        auth=PREFECT_AUTH,
+    )
+    assert created.status_code == 201, created.text
+    run = _wait_final(service, created.json()["id"], timeout=300)
+    assert run["state"]["type"] == "FAILED", _state(run)  # the flow ran and refused the missing source
+    assert "missing.pt2" in (run["state"].get("message") or ""), _state(run)
+    assert not marker.exists() and not (tmp_path / "evil").exists()
+
+
 def test_two_workers_share_four_runs_each_run_once(service: Service, models: dict[str, Path]) -> None:
     model = models["multi_io"].read_bytes()
     answers = [_post(service, f"shared-{i}", model, {"targets": "triton"}) for i in range(4)]
-    flow_runs = [flow_run_of(service.api, a["run_id"]) for a in answers]
+    flow_runs = [flow_run_of(service.api, a["run_id"], auth=PREFECT_AUTH) for a in answers]
     finished = [_wait_final(service, f) for f in flow_runs]
     assert [r["state"]["type"] for r in finished] == ["COMPLETED"] * 4, [_state(r) for r in finished]
     assert [r["run_count"] for r in finished] == [1] * 4  # each executed once
@@ -192,6 +244,7 @@ def _most_steps_at_once(svc: Service, flow_run_ids: list[str]) -> int:
         f"{svc.api}/task_runs/filter",
         json={"flow_runs": {"id": {"any_": flow_run_ids}}, "limit": 200},
         timeout=30,
+        auth=PREFECT_AUTH,
     ).json()
     edges = []
     for t in task_runs:
@@ -210,7 +263,7 @@ def _most_steps_at_once(svc: Service, flow_run_ids: list[str]) -> int:
 def _running(svc: Service, name: str, model: Path) -> str:
     """Submit `model` for two targets; its flow run id once a worker runs it."""
     answer = _post(svc, name, model.read_bytes(), {"targets": "triton,ort-web"})
-    flow_run_id = flow_run_of(svc.api, answer["run_id"])
+    flow_run_id = flow_run_of(svc.api, answer["run_id"], auth=PREFECT_AUTH)
     deadline = time.monotonic() + 300
     while not _taken_by(svc, flow_run_id) or _flow_run(svc, flow_run_id)["state"]["type"] != "RUNNING":
         assert time.monotonic() < deadline, "the run never started"
@@ -240,7 +293,12 @@ def test_a_killed_worker_run_is_rerun_elsewhere_and_published_once(
         assert run["state"]["type"] == "COMPLETED", _state(run)  # CRASHED on the way, not at the end
         assert run["run_count"] == 2  # once on the dead worker, once more elsewhere
         assert _taken_by(service, flow_run_id) == ["worker-1", "worker-2"]  # the dead one, then the other
-        states = httpx.get(f"{service.api}/flow_run_states/", params={"flow_run_id": flow_run_id}, timeout=30)
+        states = httpx.get(
+            f"{service.api}/flow_run_states/",
+            params={"flow_run_id": flow_run_id},
+            timeout=30,
+            auth=PREFECT_AUTH,
+        )
         assert "CRASHED" in [s["type"] for s in states.json()]  # detected as crashed, then re-queued
         assert _registry(service).versions("survivor") == [1]
     finally:
@@ -288,16 +346,21 @@ def test_a_webhook_restart_loses_nothing_accepted(service: Service, models: dict
         webhook.wait(30)
     assert answer["run_id"]
     service.run("up")  # starts the webhook again, the service's way
-    run = _wait_final(service, flow_run_of(service.api, answer["run_id"], timeout=120))
+    run = _wait_final(service, flow_run_of(service.api, answer["run_id"], timeout=120, auth=PREFECT_AUTH))
     assert run["state"]["type"] == "COMPLETED"
     assert _registry(service).versions("durable") == [1]
 
 
 def test_the_nightly_fans_out_one_run_per_model(service: Service) -> None:
     """Needs the models published above; each gets a package-model run of its own."""
-    deployment = httpx.get(f"{service.api}/deployments/name/nightly-reexport/nightly-reexport", timeout=30)
+    deployment = httpx.get(
+        f"{service.api}/deployments/name/nightly-reexport/nightly-reexport", timeout=30, auth=PREFECT_AUTH
+    )
     nightly = httpx.post(
-        f"{service.api}/deployments/{deployment.json()['id']}/create_flow_run", json={}, timeout=30
+        f"{service.api}/deployments/{deployment.json()['id']}/create_flow_run",
+        json={},
+        timeout=30,
+        auth=PREFECT_AUTH,
     ).json()
     run = _wait_final(service, nightly["id"], timeout=900)
     assert run["state"]["type"] == "COMPLETED", _state(run)
@@ -305,6 +368,7 @@ def test_the_nightly_fans_out_one_run_per_model(service: Service) -> None:
         f"{service.api}/flow_runs/filter",
         json={"flow_runs": {"tags": {"all_": ["nightly"]}}, "limit": 50},
         timeout=30,
+        auth=PREFECT_AUTH,
     ).json()
     models = {c["parameters"]["name"] for c in children}
     tracked = set(_registry(service).models())

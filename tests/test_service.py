@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -17,6 +18,19 @@ import pytest
 
 from infra.seaweed import free_port as free_s3_port
 from tests.conftest import ROOT, free_port
+
+
+def _authorized(state: Path) -> dict[str, str]:
+    """The Authorization header of the Prefect API `up` set up (its generated auth string)."""
+    secret = (state / "prefect-api.secret").read_text().strip()
+    return {"Authorization": "Basic " + base64.b64encode(f"shipyard:{secret}".encode()).decode()}
+
+
+def _without_outside_settings(env: dict[str, str]) -> None:
+    """Drop what would point `up` at another server, registry or secret than its own."""
+    outside = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "SHIPYARD_WEBHOOK_SECRET")
+    for key in (*outside, "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID"):
+        env.pop(key, None)
 
 
 def _listening(port: int) -> bool:
@@ -85,8 +99,7 @@ def test_prefect_runs_on_postgresql_and_keeps_its_data_across_down_and_up(open_f
         "SHIPYARD_POSTGRES_PORT": str(postgres_port),
         "SHIPYARD_S3_PORT": str(free_s3_port()),
     }
-    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID"):
-        env.pop(key, None)
+    _without_outside_settings(env)
     try:
         up = _service("up", env)
         assert up.returncode == 0, up.stderr[-2000:] + up.stdout
@@ -96,8 +109,12 @@ def test_prefect_runs_on_postgresql_and_keeps_its_data_across_down_and_up(open_f
         assert {"flow", "deployment", "flow_run"} <= set(tables)
         assert set(tables.values()) == {"prefect"}  # Prefect connects as its own role, not the superuser
         marker = json.dumps({"name": "shipyard_marker", "value": "kept"}).encode()
+        auth = _authorized(tmp_path / "service")
         request = urllib.request.Request(
-            f"{api}/variables/", data=marker, headers={"Content-Type": "application/json"}, method="POST"
+            f"{api}/variables/",
+            data=marker,
+            headers={"Content-Type": "application/json", **auth},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 201
@@ -105,7 +122,8 @@ def test_prefect_runs_on_postgresql_and_keeps_its_data_across_down_and_up(open_f
         assert not _listening(postgres_port)
         again = _service("up", env)
         assert again.returncode == 0, again.stderr[-2000:] + again.stdout
-        with urllib.request.urlopen(f"{api}/variables/name/shipyard_marker", timeout=10) as r:
+        kept = urllib.request.Request(f"{api}/variables/name/shipyard_marker", headers=auth)
+        with urllib.request.urlopen(kept, timeout=10) as r:
             assert json.loads(r.read())["value"] == "kept"
     finally:
         down = _service("down", env)
@@ -123,8 +141,7 @@ def test_up_and_down(tmp_path: Path) -> None:
         "SHIPYARD_POSTGRES_PORT": str(free_port()),
         "SHIPYARD_S3_PORT": str(free_s3_port()),
     }
-    for key in ("PREFECT_API_URL", "SHIPYARD_WEBHOOK_SECRET", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID"):
-        env.pop(key, None)
+    _without_outside_settings(env)
     try:
         up = subprocess.run(
             [sys.executable, "-m", "infra.service", "up"],
@@ -137,10 +154,11 @@ def test_up_and_down(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr[-2000:] + up.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{prefect_port}/api/health", timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(
+        nightly = urllib.request.Request(
             f"http://127.0.0.1:{prefect_port}/api/deployments/name/nightly-reexport/nightly-reexport",
-            timeout=5,
-        ) as r:
+            headers=_authorized(tmp_path / "service"),
+        )
+        with urllib.request.urlopen(nightly, timeout=5) as r:
             assert b"0 3 * * *" in r.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{webhook_port}/healthz", timeout=5) as r:
             assert r.status == 200

@@ -11,7 +11,14 @@ and every lookup checks them against the digest recorded when the step ran: an e
 changed is removed and the step runs again. A successful step is kept, and so is a step whose
 converter raised an error that would repeat (the same inputs fail the same way), but not one
 that crashed, timed out or ran out of memory or disk. Entries unused for `max_age_days` are
-removed, at most once an hour.
+removed, at most once an hour, and the least recently used ones whenever the cache holds more
+than $SHIPYARD_CACHE_MAX_GB (50 by default; entries used in the last hour stay). A store that
+finds the key's folder taken keeps the entry there only if it is whole and intact (a concurrent
+run's); anything else there is replaced.
+
+Entries are trusted as the step's own output, so the root must be this user's and closed to
+writes by others (created 0700); a root that is not is not used (steps run uncached, with a
+warning), like the warm servers' socket folder.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +44,27 @@ __all__ = ["CacheEntry", "CacheHit", "StepCache", "cache_key", "tree_digest"]
 
 DEFAULT_MAX_AGE_DAYS = 30
 PRUNE_EVERY_S = 3600
+
+DEFAULT_MAX_CACHE_GB = 50.0
+IN_USE_S = 3600  # entries used this recently are never evicted for size
+
+log = logging.getLogger(__name__)
+
+
+def max_cache_bytes() -> int:
+    """$SHIPYARD_CACHE_MAX_GB (default 50) in bytes."""
+    return int(float(os.environ.get("SHIPYARD_CACHE_MAX_GB") or DEFAULT_MAX_CACHE_GB) * 1e9)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    folder: Path
+    used: float  # the folder's mtime: set when stored, refreshed by every lookup
+    size: int
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def cache_key(material: dict[str, Any]) -> str:
@@ -69,10 +99,8 @@ class StepCache:
     """A folder of step results. `StepCache(None)` is a cache that keeps nothing."""
 
     def __init__(self, root: Path | None, max_age_days: float = DEFAULT_MAX_AGE_DAYS) -> None:
-        self.root = root
         self.max_age_days = max_age_days
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
+        self.root = root if root is None else _private_root(root)
 
     @property
     def enabled(self) -> bool:
@@ -87,13 +115,8 @@ class StepCache:
         if self.root is None:
             return None
         folder = self._folder(key)
-        try:
-            entry = CacheEntry.model_validate_json((folder / "entry.json").read_text())
-            intact = not entry.ok or tree_digest(folder / "out") == entry.digest
-        except (OSError, ValueError):
-            return None
-        if not intact:
-            shutil.rmtree(folder, ignore_errors=True)
+        entry = _intact_entry(folder)
+        if entry is None:
             return None
         with contextlib.suppress(OSError):
             os.utime(folder)  # recently used: pruning keeps it
@@ -112,16 +135,44 @@ class StepCache:
         (staged / "entry.json").write_text(entry.model_dump_json(indent=2))
         final = self._folder(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staged, final)
-        except OSError:  # a concurrent run stored the same step first: use theirs
-            shutil.rmtree(staged, ignore_errors=True)
-        return final / "out"
+        for _ in range(3):
+            try:
+                os.rename(staged, final)
+                return final / "out"
+            except OSError:
+                if _intact_entry(final) is not None:  # a concurrent run stored the same step first
+                    shutil.rmtree(staged, ignore_errors=True)
+                    return final / "out"
+                _discard(final)  # partial (a killed writer) or changed: ours replaces it
+        raise OSError(f"could not store step result {key[:12]} in the cache at {self.root}")
 
     def prune(self) -> int:
-        """Remove entries unused for max_age_days and abandoned staging folders; returns how many."""
+        """Remove entries unused for max_age_days (at most once an hour), then the least recently
+        used ones while the cache holds more than $SHIPYARD_CACHE_MAX_GB; returns how many."""
         if self.root is None:
             return 0
+        removed = self._prune_old()
+        entries = sorted(self._entries(), key=lambda e: e.used)  # least recently used first
+        total = sum(e.size for e in entries)
+        limit = max_cache_bytes()
+        in_use = time.time() - IN_USE_S
+        for entry in entries:
+            if total <= limit or entry.used > in_use:  # a run may still read what it just used
+                break
+            shutil.rmtree(entry.folder, ignore_errors=True)
+            total -= entry.size
+            removed += 1
+        if total > limit:
+            log.warning(
+                "step cache %s holds %.1f GB, above its %.1f GB limit, all in use",
+                self.root,
+                total / 1e9,
+                limit / 1e9,
+            )
+        return removed
+
+    def _prune_old(self) -> int:
+        assert self.root is not None
         marker = self.root / ".pruned"
         now = time.time()
         with contextlib.suppress(OSError):
@@ -136,3 +187,51 @@ class StepCache:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed += 1
         return removed
+
+    def _entries(self) -> list[_Stored]:
+        """Every entry (and abandoned staging folder) with its size and when it was last used."""
+        assert self.root is not None
+        found = []
+        for folder in self.root.glob("*/*"):
+            with contextlib.suppress(OSError):
+                if folder.is_dir():
+                    found.append(_Stored(folder, folder.stat().st_mtime, _folder_bytes(folder)))
+        return found
+
+
+def _private_root(root: Path) -> Path | None:
+    """`root`, created 0700 if absent, when it is this user's and nobody else may write to it."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700, parents=True)
+    try:
+        found = os.lstat(root)
+    except OSError as exc:
+        log.warning("step cache %s unusable (%s); steps run uncached", root, exc)
+        return None
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o022:
+        log.warning(
+            "step cache %s is not a folder of this user's closed to writes by others (mode %o, uid %d); "
+            "steps run uncached",
+            root,
+            stat.S_IMODE(found.st_mode),
+            found.st_uid,
+        )
+        return None
+    return root
+
+
+def _intact_entry(folder: Path) -> CacheEntry | None:
+    """The entry in `folder` if it is whole and its files match their digest; a changed one is removed."""
+    try:
+        entry = CacheEntry.model_validate_json((folder / "entry.json").read_text())
+        intact = not entry.ok or tree_digest(folder / "out") == entry.digest
+    except (OSError, ValueError):
+        return None
+    if not intact:
+        _discard(folder)
+        return None
+    return entry
+
+
+def _discard(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)  # read-only files go too: their folders are writable

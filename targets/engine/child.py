@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import inspect
+import os
 import resource
 import signal
 import sys
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_STEP_ERROR = 0, 1
+DEFAULT_MAX_FILE_MB = 32 * 1024
 
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a fresh child may not import safely
@@ -100,8 +102,27 @@ def _error(exc: BaseException) -> StepError:
     )
 
 
+def max_file_mb() -> int:
+    """The largest file a step may write: $SHIPYARD_MAX_STEP_FILE_MB, else 32 GiB."""
+    return max(1, int(os.environ.get("SHIPYARD_MAX_STEP_FILE_MB") or DEFAULT_MAX_FILE_MB))
+
+
+def cap_file_size(megabytes: int) -> None:
+    """RLIMIT_FSIZE for this process and what it starts (converters, Node, Chromium); a write past
+    it fails with EFBIG ("File too large") instead of the default SIGXFSZ kill, so the step says why."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ignored dispositions survive exec
+    limit = megabytes * 1024 * 1024
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
 def execute_step(function_ref: str, job_path: Path, result_path: Path, memory_mb: int | None = None) -> int:
     """Validate the job, run the step, write its result (or why it failed); return the exit code."""
+    # cold or forked from a warm server: a crash should fail fast, not dump gigabytes of core
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    cap_file_size(max_file_mb())
     try:
         function = load_function(function_ref)
         job = _job_type(function).model_validate_json(job_path.read_text())

@@ -10,6 +10,7 @@ process (targets.engine.workers), in a folder of its own under the run folder:
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import time
@@ -31,7 +32,13 @@ from targets.engine.graph import PREPARE, Step, StepKind, export_id, reference_i
 from targets.engine.judge import LocatedVariant, edge_dims, in_envelope
 from targets.engine.scheduler import StepOutcome
 from targets.engine.steps import EdgeJob, EdgeVariants, PreparedSource, PrepareJob
-from targets.engine.workers import TOOLCHAIN_ENVIRONMENT, StepCall, StepProcesses, step_environment
+from targets.engine.workers import (
+    STEP_SETTINGS,
+    TOOLCHAIN_ENVIRONMENT,
+    StepCall,
+    StepProcesses,
+    step_environment,
+)
 
 __all__ = ["RunContext", "StepExecutor", "located_variants", "step_folder"]
 
@@ -250,6 +257,7 @@ class StepExecutor:
                 "material": material,
                 "toolchain": toolchain_versions(step.toolchain),
                 "environment": TOOLCHAIN_ENVIRONMENT,
+                "settings": {name: os.environ.get(name) for name in STEP_SETTINGS},
                 "code": code_digest(),
                 "host": host_class(),
             }

@@ -108,9 +108,6 @@ def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.chdir(request["cwd"])
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash should fail fast, not dump gigabytes
     memory_mb = request.get("memory_mb")
     return execute_step(request["function"], Path(request["job"]), Path(request["result"]), memory_mb)
 

@@ -1,13 +1,14 @@
-"""How much of the machine a run may use: steps at once, and memory per step process."""
+"""How much of the machine a run may use: steps at once, memory and time per step process."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["default_step_memory_mb", "max_parallel_steps"]
+__all__ = ["default_step_memory_mb", "max_parallel_steps", "max_step_memory_mb", "max_step_timeout_s"]
 
 MIN_STEP_MEMORY_MB = 2048
+MAX_STEP_TIMEOUT_S = 2 * 3600
 
 
 def max_parallel_steps() -> int:
@@ -29,3 +30,16 @@ def default_step_memory_mb() -> int:
     if explicit := os.environ.get("SHIPYARD_STEP_MEMORY_MB"):
         return max(512, int(explicit))
     return max(MIN_STEP_MEMORY_MB, _total_memory_mb() * 3 // 4 // max_parallel_steps())
+
+
+def max_step_memory_mb() -> int:
+    """The most memory a spec may ask for per step: $SHIPYARD_MAX_STEP_MEMORY_MB, else three
+    quarters of this machine's memory."""
+    if explicit := os.environ.get("SHIPYARD_MAX_STEP_MEMORY_MB"):
+        return max(512, int(explicit))
+    return max(MIN_STEP_MEMORY_MB, _total_memory_mb() * 3 // 4)
+
+
+def max_step_timeout_s() -> int:
+    """The longest a spec may let a step run: $SHIPYARD_MAX_STEP_TIMEOUT_S, else two hours."""
+    return max(1, int(os.environ.get("SHIPYARD_MAX_STEP_TIMEOUT_S") or MAX_STEP_TIMEOUT_S))

@@ -23,15 +23,14 @@ import json
 import os
 import select
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.runtime_dir import runtime_dir
 from targets._formats import Family
 from targets.engine.fingerprint import code_digest, installed_versions
 
@@ -56,25 +55,6 @@ def idle_exit_s() -> float:
         return max(0.0, float(os.environ.get("SHIPYARD_WARM_IDLE_S", DEFAULT_IDLE_S)))
     except ValueError:
         return DEFAULT_IDLE_S
-
-
-def runtime_dir(create: bool = True) -> Path | None:
-    """The private folder of this user's server sockets, or None if it is not safe to use."""
-    if explicit := os.environ.get("SHIPYARD_RUNTIME_DIR"):
-        folder = Path(explicit)
-    elif xdg := os.environ.get("XDG_RUNTIME_DIR"):
-        folder = Path(xdg) / "shipyard"
-    else:
-        folder = Path(tempfile.gettempdir()) / f"shipyard-{os.getuid()}"
-    if create:
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700, parents=True)
-    try:
-        found = os.lstat(folder)
-    except OSError:
-        return None
-    private = stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
-    return folder if private else None
 
 
 def _installed() -> str:

@@ -22,7 +22,7 @@ from shipyard.prepare import (
 )
 from shipyard.signature import Signature
 from shipyard.spec import Spec
-from shipyard.variants import Variant, generated_calibration, load_arrays, save_arrays
+from shipyard.variants import Variant, generated_calibration, load_arrays, max_variant_elements, save_arrays
 
 __all__ = ["EdgeJob", "EdgeVariants", "PrepareJob", "PreparedSource", "prepare", "reference_outputs"]
 
@@ -88,5 +88,5 @@ def reference_outputs(job: EdgeJob) -> EdgeVariants:
     for variant in job.variants:
         inputs = edge_inputs(job.signature, job.spec, variant.dims)
         outputs = run_source(model, job.signature, inputs)
-        saved.append(save_variant(Path(job.out_dir), variant, inputs, outputs))
+        saved.append(save_variant(Path(job.out_dir), variant, inputs, outputs, max_variant_elements()))
     return EdgeVariants(variants=saved)

@@ -29,7 +29,18 @@ from targets._formats import Family
 from targets.engine import servers
 from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
 
-__all__ = ["ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
+__all__ = ["STEP_SETTINGS", "ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
+
+# Operator settings a step reads itself. The step cache key holds their values (the browser's through
+# the chromium version), so a changed setting never reuses a step made under the old one.
+STEP_SETTINGS = (
+    "SHIPYARD_BROWSER",
+    "SHIPYARD_CHROMIUM",
+    "SHIPYARD_MAX_OUTPUT_ELEMENTS",
+    "SHIPYARD_MAX_STEP_FILE_MB",
+    "SHIPYARD_MAX_UNPACKED_BYTES",
+    "SHIPYARD_MAX_VARIANT_ELEMENTS",
+)
 
 # The only variables a step process inherits: converters and runtimes need no credentials, and
 # nothing else in the environment (TORCHINDUCTOR_*, TF_*, ...) may change what a step makes.
@@ -47,6 +58,7 @@ PASSED_THROUGH = (
     "VIRTUAL_ENV",
     "LD_LIBRARY_PATH",
     "SHIPYARD_NODE",
+    *STEP_SETTINGS,
 )
 
 # Settings that make converters behave the same on every x86-64 host (see README, "Reproducible

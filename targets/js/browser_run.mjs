@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import puppeteer from 'puppeteer-core';
 
@@ -58,6 +59,71 @@ function serve(files) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
+// What puppeteer.launch would write to and read from Chromium's fds 3 and 4 (the DevTools pipe):
+// messages are JSON, each ended by a NUL byte.
+class PipeTransport {
+  constructor(write, read) {
+    this.write = write;
+    this.pending = [];
+    this.onmessage = undefined;
+    this.onclose = undefined;
+    read.on('data', (chunk) => this.dispatch(chunk));
+    read.on('close', () => this.onclose?.());
+    read.on('error', () => {});
+    write.on('error', () => {});
+  }
+
+  dispatch(chunk) {
+    this.pending.push(chunk);
+    if (chunk.indexOf(0) === -1) return;
+    const all = Buffer.concat(this.pending);
+    let start = 0;
+    for (let end = all.indexOf(0); end !== -1; end = all.indexOf(0, start)) {
+      const message = all.toString('utf8', start, end);
+      setImmediate(() => this.onmessage?.(message));
+      start = end + 1;
+    }
+    this.pending = start < all.length ? [all.subarray(start)] : [];
+  }
+
+  send(message) {
+    this.write.write(message);
+    this.write.write('\0');
+  }
+
+  close() {
+    this.write.end();
+  }
+}
+
+// puppeteer.launch starts Chromium detached (a process group of its own), where killing the step's
+// group would miss it. Started here, it stays in this process's group, so a step killed for its
+// timeout takes the browser with it; the pipe also ends it when this process dies alone. Its
+// profile lives in the step's scratch.
+async function launchInThisGroup(job) {
+  const args = await puppeteer.defaultArgs({
+    headless: true,
+    userDataDir: path.join(job.out_dir, 'chromium-profile'),
+    // --no-sandbox: CI runs as root, where Chromium refuses its sandbox. SwiftShader gives
+    // WebGL a software GPU on machines without one.
+    args: ['--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+  });
+  const chromium = spawn(job.chromium, [...args, '--remote-debugging-pipe'], {
+    detached: false,
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  chromium.stderr.on('data', (d) => { stderr = (stderr + d).slice(-2000); });
+  const exited = new Promise((resolve) => chromium.once('exit', resolve));
+  const transport = new PipeTransport(chromium.stdio[3], chromium.stdio[4]);
+  const connected = puppeteer.connect({ transport, protocolTimeout: 0, defaultViewport: { width: 800, height: 600 } });
+  const browser = await Promise.race([
+    connected,
+    exited.then((code) => { throw new Error(`Chromium exited (${code}) before it answered: ${stderr.trim().split('\n').pop()}`); }),
+  ]);
+  return { browser, chromium };
+}
+
 async function main() {
   const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
   const files = runtimeFiles(job.kind);
@@ -65,18 +131,7 @@ async function main() {
   for (const v of job.variants) for (const s of v.inputs) files[`/inputs/${path.basename(s.path)}`] = s.path;
   const server = await serve(files);
   const origin = `http://127.0.0.1:${server.address().port}`;
-  const browser = await puppeteer.launch({
-    executablePath: job.chromium,
-    headless: true,
-    // pipe: Chromium talks to us over its stdio, so it exits when this process dies (a step
-    // killed for its timeout takes the browser with it); its profile lives in the step's scratch.
-    pipe: true,
-    userDataDir: path.join(job.out_dir, 'chromium-profile'),
-    protocolTimeout: 0,  // no CDP timeout of its own: the step's timeout bounds the run
-    // --no-sandbox: CI runs as root, where Chromium refuses its sandbox. SwiftShader gives
-    // WebGL a software GPU on machines without one.
-    args: ['--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-  });
+  const { browser, chromium } = await launchInThisGroup(job);
   try {
     const page = await browser.newPage();
     const errors = [];
@@ -116,7 +171,7 @@ async function main() {
     });
     fs.writeFileSync(job.result_path, JSON.stringify({ runs, browser: version, cross_origin_isolated: result.isolated }));
   } finally {
-    await browser.close();
+    await browser.close().catch(() => chromium.kill('SIGKILL'));
     server.close();
   }
 }

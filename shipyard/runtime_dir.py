@@ -1,0 +1,35 @@
+"""This user's private runtime folder: warm servers' sockets and host-wide locks live there.
+
+`$SHIPYARD_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/shipyard`, else `<tmp>/shipyard-<uid>`. A folder
+that another user owns or others can enter is refused: whoever could write there could answer
+for a server or hold a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+__all__ = ["runtime_dir"]
+
+
+def runtime_dir(create: bool = True) -> Path | None:
+    """The private folder, or None if it is not safe to use."""
+    if explicit := os.environ.get("SHIPYARD_RUNTIME_DIR"):
+        folder = Path(explicit)
+    elif xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        folder = Path(xdg) / "shipyard"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"shipyard-{os.getuid()}"
+    if create:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700, parents=True)
+    try:
+        found = os.lstat(folder)
+    except OSError:
+        return None
+    private = stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
+    return folder if private else None
