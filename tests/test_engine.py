@@ -230,6 +230,17 @@ def test_the_cache_evicts_the_least_recently_used_entries_beyond_its_size(
     assert [cache.lookup(k) is not None for k in keys] == [True, False, False, True]
 
 
+def test_the_cache_removes_entries_unused_for_its_max_age(tmp_path: Path) -> None:
+    cache = StepCache(tmp_path / "cache", max_age_days=1)
+    old, recent = "0a" * 32, "0b" * 32
+    for key in (old, recent):
+        cache.store(key, *_finished_step(tmp_path / key[:2], b"small"))
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(tmp_path / "cache" / old[:2] / old, (two_days_ago, two_days_ago))
+    assert cache.prune() == 1  # far below the size limit: only its age counts
+    assert cache.lookup(old) is None and cache.lookup(recent) is not None
+
+
 def test_a_cache_root_others_may_write_to_is_not_used(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

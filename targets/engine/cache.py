@@ -10,8 +10,8 @@ folder under the cache root, which is then renamed into place. Its files are mad
 and every lookup checks them against the digest recorded when the step ran: an entry that
 changed is removed and the step runs again. A successful step is kept, and so is a step whose
 converter raised an error that would repeat (the same inputs fail the same way), but not one
-that crashed, timed out or ran out of memory or disk. Entries unused for `max_age_days` are
-removed, at most once an hour, and the least recently used ones whenever the cache holds more
+that crashed, timed out or ran out of memory or disk. At most every five minutes, entries unused
+for `max_age_days` are removed, and the least recently used ones while the cache holds more
 than $SHIPYARD_CACHE_MAX_GB (50 by default; entries used in the last hour stay). A store that
 finds the key's folder taken keeps the entry there only if it is whole and intact (a concurrent
 run's); anything else there is replaced.
@@ -43,7 +43,7 @@ from shipyard.digests import sha256_file
 __all__ = ["CacheEntry", "CacheHit", "StepCache", "cache_key", "tree_digest"]
 
 DEFAULT_MAX_AGE_DAYS = 30
-PRUNE_EVERY_S = 3600
+PRUNE_EVERY_S = 300
 
 DEFAULT_MAX_CACHE_GB = 50.0
 IN_USE_S = 3600  # entries used this recently are never evicted for size
@@ -147,46 +147,32 @@ class StepCache:
         raise OSError(f"could not store step result {key[:12]} in the cache at {self.root}")
 
     def prune(self) -> int:
-        """Remove entries unused for max_age_days (at most once an hour), then the least recently
-        used ones while the cache holds more than $SHIPYARD_CACHE_MAX_GB; returns how many."""
-        if self.root is None:
+        """At most every PRUNE_EVERY_S: remove entries unused for max_age_days, then the least
+        recently used ones while the cache holds more than $SHIPYARD_CACHE_MAX_GB; returns how many."""
+        if self.root is None or not self._due():
             return 0
-        removed = self._prune_old()
+        now = time.time()
+        old, in_use, limit = now - self.max_age_days * 86400, now - IN_USE_S, max_cache_bytes()
         entries = sorted(self._entries(), key=lambda e: e.used)  # least recently used first
-        total = sum(e.size for e in entries)
-        limit = max_cache_bytes()
-        in_use = time.time() - IN_USE_S
+        total, removed = sum(e.size for e in entries), 0
         for entry in entries:
-            if total <= limit or entry.used > in_use:  # a run may still read what it just used
+            # a run may still read what it used in the last hour
+            if entry.used >= old and (total <= limit or entry.used > in_use):
                 break
             shutil.rmtree(entry.folder, ignore_errors=True)
-            total -= entry.size
-            removed += 1
+            total, removed = total - entry.size, removed + 1
         if total > limit:
-            log.warning(
-                "step cache %s holds %.1f GB, above its %.1f GB limit, all in use",
-                self.root,
-                total / 1e9,
-                limit / 1e9,
-            )
+            log.warning("step cache %s holds %.1f GB, above its limit, all in use", self.root, total / 1e9)
         return removed
 
-    def _prune_old(self) -> int:
+    def _due(self) -> bool:
         assert self.root is not None
         marker = self.root / ".pruned"
-        now = time.time()
         with contextlib.suppress(OSError):
-            if now - marker.stat().st_mtime < PRUNE_EVERY_S:
-                return 0
+            if time.time() - marker.stat().st_mtime < PRUNE_EVERY_S:
+                return False
         marker.touch()
-        cutoff = now - self.max_age_days * 86400
-        removed = 0
-        for folder in self.root.glob("*/*"):
-            with contextlib.suppress(OSError):
-                if folder.is_dir() and folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed += 1
-        return removed
+        return True
 
     def _entries(self) -> list[_Stored]:
         """Every entry (and abandoned staging folder) with its size and when it was last used."""
