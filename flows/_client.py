@@ -14,7 +14,7 @@ import httpx
 
 from flows._signing import signed_headers
 
-__all__ = ["WebhookClient", "WebhookRefused"]
+__all__ = ["StatusUnreadable", "WebhookClient", "WebhookRefused"]
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -25,6 +25,14 @@ class WebhookRefused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+class StatusUnreadable(Exception):
+    """An accepted run whose status could not be read in time: the run goes on regardless."""
+
+    def __init__(self, status_url: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status_url = status_url
 
 
 class WebhookClient:
@@ -85,10 +93,19 @@ class WebhookClient:
         )
 
     def wait(self, status_url: str, poll_s: float = 2.0) -> dict[str, Any]:
-        """Poll until the run has ended (or timeout_s has passed; then the last answer)."""
+        """Poll until the run has ended (or timeout_s has passed; then the last answer). A status
+        read that times out or meets a 5xx is tried again; StatusUnreadable once time is up."""
         deadline = time.monotonic() + self.timeout_s
+        answer: dict[str, Any] = {}
         while True:
-            answer = self.status(status_url)
-            if answer.get("state") in FINAL_STATES or time.monotonic() > deadline:
-                return answer
+            try:
+                answer = self.status(status_url)
+            except (httpx.TransportError, WebhookRefused) as exc:
+                if isinstance(exc, WebhookRefused) and exc.status < 500:
+                    raise
+                if time.monotonic() > deadline:
+                    raise StatusUnreadable(status_url, str(exc) or type(exc).__name__) from None
+            else:
+                if answer.get("state") in FINAL_STATES or time.monotonic() > deadline:
+                    return answer
             time.sleep(poll_s)

@@ -631,3 +631,37 @@ def test_onnx_keras_and_saved_model_uploads_run_every_target_that_can_take_them(
         "aoti": "skipped",
     }, {n: t["error"] for n, t in status["targets"].items()}
     assert status["version"] == 1
+
+
+def test_a_status_that_cannot_be_read_is_not_a_failed_upload() -> None:
+    """`submit --wait` after a 202: status reads that time out or meet a 5xx (a webhook restarting
+    behind its proxy) are tried again, and in the end say the run goes on, not that it failed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flows._client import StatusUnreadable, WebhookClient
+
+    reads = []
+
+    class Restarting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            reads.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "restarting"}')
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Restarting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        client = WebhookClient(url, SECRET, timeout_s=2)
+        with pytest.raises(StatusUnreadable, match="restarting") as raised:
+            client.wait(f"{url}/v1/runs/00000000-0000-4000-8000-000000000000", poll_s=0.2)
+    finally:
+        server.shutdown()
+    assert len(reads) > 1  # tried again, not given up at the first 503
+    assert raised.value.status_url.endswith("/v1/runs/00000000-0000-4000-8000-000000000000")

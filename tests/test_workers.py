@@ -171,6 +171,21 @@ def test_other_code_or_environment_gets_another_server(
     assert [s.pid for s in stop_servers()] and running_servers() == []
 
 
+def test_a_per_run_empty_folder_on_pythonpath_shares_the_server(
+    private_runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Prefect's process worker gives each flow run: a fresh, empty folder on PYTHONPATH. It
+    changes no import, so both runs fork from one server (a folder with code would not)."""
+    parents = []
+    for run_folder in ("run-1", "run-2"):
+        (tmp_path / run_folder).mkdir()
+        monkeypatch.setenv("PYTHONPATH", f"{tmp_path / run_folder}{os.pathsep}{os.environ['PYTHONPATH']}")
+        with StepProcesses() as run:
+            parents.append(json.loads(_run(run, "ok", tmp_path).output)["parent"])
+    assert parents[0] == parents[1]
+    assert [s.pid for s in running_servers()] == [parents[0]]
+
+
 KILLED_RUN = """
 import sys
 from pathlib import Path

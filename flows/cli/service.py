@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def _configure_submit(parser: argparse.ArgumentParser) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     import httpx
 
-    from flows._client import WebhookClient, WebhookRefused
+    from flows._client import StatusUnreadable, WebhookClient, WebhookRefused
     from shipyard.errors import InputError
 
     secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET", "")
@@ -51,12 +52,20 @@ def run_submit(args: argparse.Namespace) -> int:
     try:
         spec = args.spec.read_text() if args.spec else None
         answer = client.submit(args.source, args.name, spec, target_list(args.targets), args.samples)
-        if args.wait:
-            answer = client.wait(answer["status_url"])
     except (OSError, httpx.HTTPError) as exc:
         raise InputError(f"cannot read the files or reach {url}: {exc}") from None
     except WebhookRefused as exc:
         raise InputError(f"the webhook refused the request: {exc}") from None
+    if args.wait:
+        try:
+            answer = client.wait(answer["status_url"])
+        except (StatusUnreadable, WebhookRefused) as exc:  # accepted: the upload is safe either way
+            print(
+                f"shipyard: run {answer['run_id']} was accepted and goes on (the upload is stored); "
+                f"its status could not be read ({exc}); read it again at {answer['status_url']}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     if args.json:
         print_json(answer)
     else:

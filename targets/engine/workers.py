@@ -29,7 +29,15 @@ from targets._formats import Family
 from targets.engine import servers
 from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
 
-__all__ = ["STEP_SETTINGS", "ExitKind", "ProcessOutcome", "StepCall", "StepProcesses", "step_environment"]
+__all__ = [
+    "STEP_SETTINGS",
+    "ExitKind",
+    "ProcessOutcome",
+    "StepCall",
+    "StepProcesses",
+    "importable_path",
+    "step_environment",
+]
 
 # Operator settings a step reads itself. The step cache key holds their values (the browser's through
 # the chromium version), so a changed setting never reuses a step made under the old one.
@@ -89,8 +97,29 @@ START_TIMEOUT_S = 120  # the server answers long before it has preloaded everyth
 def step_environment() -> dict[str, str]:
     """The environment of every step process: a few of ours, plus the toolchain pins."""
     env = {k: v for k, v in os.environ.items() if k in PASSED_THROUGH}
+    if "PYTHONPATH" in env:
+        env["PYTHONPATH"] = importable_path(env["PYTHONPATH"])
     env.update(TOOLCHAIN_ENVIRONMENT)
     return env
+
+
+def importable_path(pythonpath: str) -> str:
+    """PYTHONPATH without the entries that hold nothing to import (missing or empty folders).
+
+    Prefect's process worker puts each flow run's own fresh folder on PYTHONPATH; kept, it would
+    give every run warm servers of its own (their name digests the step environment), though it
+    changes no import.
+    """
+    return os.pathsep.join(e for e in pythonpath.split(os.pathsep) if e and _holds_anything(Path(e)))
+
+
+def _holds_anything(entry: Path) -> bool:
+    if entry.is_file():  # a zip of modules
+        return True
+    try:
+        return next(entry.iterdir(), None) is not None
+    except OSError:
+        return False
 
 
 class ExitKind(StrEnum):
