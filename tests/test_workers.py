@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +185,41 @@ def test_a_per_run_empty_folder_on_pythonpath_shares_the_server(
             parents.append(json.loads(_run(run, "ok", tmp_path).output)["parent"])
     assert parents[0] == parents[1]
     assert [s.pid for s in running_servers()] == [parents[0]]
+
+
+def test_the_server_cap_retires_idle_servers_but_never_a_busy_one(
+    private_runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHIPYARD_MAX_WARM_SERVERS=1: a run that needs a server of other code retires the idle one;
+    while that one runs a step, a third kind of run goes cold instead of starting a server."""
+    monkeypatch.setenv("SHIPYARD_MAX_WARM_SERVERS", "1")
+
+    def other_code(name: str) -> None:  # a folder holding something: a server of its own
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "marker.txt").write_text(name)
+        monkeypatch.setenv("PYTHONPATH", f"{tmp_path / name}{os.pathsep}{os.environ['PYTHONPATH']}")
+
+    with StepProcesses() as run:
+        first = json.loads(_run(run, "ok", tmp_path).output)["parent"]
+    other_code("b")
+    with StepProcesses() as run:
+        second = json.loads(_run(run, "ok", tmp_path).output)["parent"]
+    assert first != second and _wait_gone(first)  # idle: retired to make room
+    with StepProcesses() as busy:
+        hanging = threading.Thread(target=_run, args=(busy, "hang", tmp_path / "b", 15))
+        (tmp_path / "b").mkdir(exist_ok=True)
+        hanging.start()
+        deadline = time.monotonic() + 30
+        while not [s for s in running_servers() if s.pid == second] or not sleepers():
+            assert time.monotonic() < deadline, "the hanging step never started"
+            time.sleep(0.1)
+        other_code("c")
+        with StepProcesses() as third:
+            cold = json.loads(_run(third, "ok", tmp_path).output)["parent"]
+        assert cold == os.getpid()  # no room: run cold, the busy server untouched
+        assert [s.pid for s in running_servers()] == [second]
+        hanging.join()
+    assert len(list(private_runtime.glob("*.sock"))) <= 1
 
 
 KILLED_RUN = """

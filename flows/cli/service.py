@@ -101,7 +101,7 @@ def _configure_workers(parser: argparse.ArgumentParser) -> None:
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    from targets.engine.servers import running_servers, stop_servers
+    from targets.engine.servers import max_warm_servers, running_servers, stop_servers
 
     found = stop_servers() if args.stop else running_servers()
     rows = [
@@ -122,6 +122,10 @@ def run_workers(args: argparse.Namespace) -> int:
         for r in rows
     ]
     print_table(shown, ["name", "pid", "rss_mb", "age_s"], empty="no warm servers running")
+    if rows and not args.stop:
+        total = sum(s.rss_mb() or 0 for s in found)
+        most = max_warm_servers()
+        print(f"{len(rows)} of at most {most} servers (SHIPYARD_MAX_WARM_SERVERS), {total:,} MB resident")
     return EXIT_OK
 
 

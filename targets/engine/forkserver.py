@@ -5,7 +5,9 @@ Run by `targets.engine.workers` as `python -m targets.engine.forkserver FAMILY S
 behind TensorFlow's import. It listens on a Unix socket in a private (0700) folder. A client
 connects, sends one JSON line (function, job, result and log paths, memory cap, working folder),
 gets `{"pid": N}` back as soon as the step process exists, and `{"status": S}` (a waitpid
-status) when it has ended. `{"ping": true}` is answered with `{"pong": PID}`.
+status) when it has ended. `{"ping": true}` is answered with `{"pong": PID, "running": N,
+"idle_s": S}`; `{"retire": true}` the same, plus `"retired"`: whether it exits now (only when
+no step runs). Neither counts as activity for the idle exit.
 
 Two lifetimes. Owned by one run (no --idle-exit): it stops when its parent goes away (stdin
 closes). Shared (--idle-exit): it detaches, serves every run of this user with the same code,
@@ -239,19 +241,31 @@ class _Server:
     def _accept(self) -> None:
         with contextlib.suppress(BlockingIOError):
             conn, _ = self.listener.accept()
-            self.last_active = time.monotonic()
             try:
                 request = _read_request(conn)
-                if request.get("ping"):
-                    conn.sendall(json.dumps({"pong": os.getpid()}).encode() + b"\n")
+                if request.get("ping") or request.get("retire"):  # no activity: idle time goes on
+                    conn.sendall(json.dumps(self._answer_status(request)).encode() + b"\n")
                     conn.close()
                     return
+                self.last_active = time.monotonic()
                 for name in request.get("warm") or ():
                     _load(name, self.loaded, self.pending)
                 self._fork_step(conn, request)
             except (OSError, ValueError, ConnectionError) as exc:
                 print(f"forkserver: bad request: {exc}", file=sys.stderr)
                 conn.close()
+
+    def _answer_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Pid, running steps and idle seconds; a `retire` request also ends an idle server (between
+        two requests of this loop, so never one that has just forked a step)."""
+        answer = {
+            "pong": os.getpid(),
+            "running": len(self.children),
+            "idle_s": time.monotonic() - self.last_active,
+        }
+        if request.get("retire"):
+            answer["retired"] = self.stopping = not self.children
+        return answer
 
     # lifetime ---------------------------------------------------------------
     def _socket_is_ours(self) -> bool:

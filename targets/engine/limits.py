@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_step_memory_mb", "max_parallel_steps", "max_step_memory_mb", "max_step_timeout_s"]
+__all__ = [
+    "default_step_memory_mb",
+    "max_parallel_steps",
+    "max_step_memory_mb",
+    "max_step_timeout_s",
+    "total_memory_mb",
+]
 
 MIN_STEP_MEMORY_MB = 2048
 MAX_STEP_TIMEOUT_S = 2 * 3600
@@ -16,7 +22,7 @@ def max_parallel_steps() -> int:
     return max(1, int(os.environ.get("SHIPYARD_MAX_PARALLEL_STEPS") or os.cpu_count() or 2))
 
 
-def _total_memory_mb() -> int:
+def total_memory_mb() -> int:
     try:
         meminfo = Path("/proc/meminfo").read_text()
         return int(meminfo.split("MemTotal:")[1].split()[0]) // 1024
@@ -29,7 +35,7 @@ def default_step_memory_mb() -> int:
     three quarters of this machine's memory for each step that may run at once (at least 2 GB)."""
     if explicit := os.environ.get("SHIPYARD_STEP_MEMORY_MB"):
         return max(512, int(explicit))
-    return max(MIN_STEP_MEMORY_MB, _total_memory_mb() * 3 // 4 // max_parallel_steps())
+    return max(MIN_STEP_MEMORY_MB, total_memory_mb() * 3 // 4 // max_parallel_steps())
 
 
 def max_step_memory_mb() -> int:
@@ -37,7 +43,7 @@ def max_step_memory_mb() -> int:
     quarters of this machine's memory."""
     if explicit := os.environ.get("SHIPYARD_MAX_STEP_MEMORY_MB"):
         return max(512, int(explicit))
-    return max(MIN_STEP_MEMORY_MB, _total_memory_mb() * 3 // 4)
+    return max(MIN_STEP_MEMORY_MB, total_memory_mb() * 3 // 4)
 
 
 def max_step_timeout_s() -> int:

@@ -33,14 +33,19 @@ from pathlib import Path
 from shipyard.runtime_dir import runtime_dir
 from targets._formats import Family
 from targets.engine.fingerprint import code_digest, installed_versions
+from targets.engine.limits import total_memory_mb
 
 __all__ = [
+    "NoRoomForServer",
     "RunningServer",
+    "ServerStatus",
     "find_or_start",
     "idle_exit_s",
+    "max_warm_servers",
     "ping",
     "running_servers",
     "runtime_dir",
+    "server_status",
     "stop_servers",
 ]
 
@@ -76,22 +81,65 @@ def server_name(family: Family, environment: dict[str, str]) -> str:
     return f"{family.value}-{digest[:24]}"
 
 
-def ping(path: Path, timeout: float = 5.0) -> int | None:
-    """The pid of the server listening at `path`, or None if nothing answers."""
+@dataclass(frozen=True)
+class ServerStatus:
+    pid: int
+    running: int  # steps running now
+    idle_s: float  # since its last step request or step end
+    retired: bool = False  # it agreed to exit (asked with retire=True, and no step ran)
+
+
+def server_status(path: Path, timeout: float = 5.0, retire: bool = False) -> ServerStatus | None:
+    """What the server listening at `path` says of itself (None if nothing answers); `retire`
+    asks it to exit if no step runs."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(path))
-            conn.sendall(b'{"ping": true}\n')
+            conn.sendall(json.dumps({"retire": True} if retire else {"ping": True}).encode() + b"\n")
             answer = b""
             while not answer.endswith(b"\n"):
                 chunk = conn.recv(4096)
                 if not chunk:
                     return None
                 answer += chunk
-        return int(json.loads(answer)["pong"])
-    except (OSError, ValueError, KeyError):
+        said = json.loads(answer)
+        # a server of an older version says only its pid: taken as busy, never retired
+        return ServerStatus(
+            int(said["pong"]),
+            int(said.get("running", 1)),
+            float(said.get("idle_s", 0)),
+            bool(said.get("retired")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def ping(path: Path, timeout: float = 5.0) -> int | None:
+    """The pid of the server listening at `path`, or None if nothing answers."""
+    status = server_status(path, timeout)
+    return status.pid if status else None
+
+
+def max_warm_servers() -> int:
+    """$SHIPYARD_MAX_WARM_SERVERS, else one per 3 GB of this machine's memory (at least 2):
+    each holds a toolchain (0.4-0.5 GB) and lends it to the steps it forks."""
+    if explicit := os.environ.get("SHIPYARD_MAX_WARM_SERVERS"):
+        return max(1, int(explicit))
+    return max(2, total_memory_mb() // 3072)
+
+
+def _make_room(folder: Path, starting: str) -> bool:
+    """Retire idle servers, longest idle first, until one more fits under max_warm_servers();
+    False when every other server is busy and none fits."""
+    others = [(p, st) for p in folder.glob("*.sock") if p.stem != starting and (st := server_status(p, 2.0))]
+    excess = len(others) + 1 - max_warm_servers()
+    for path, _ in sorted((o for o in others if o[1].running == 0), key=lambda o: -o[1].idle_s):
+        if excess <= 0:
+            break
+        answer = server_status(path, 2.0, retire=True)
+        excess -= 1 if answer is not None and answer.retired else 0
+    return excess <= 0
 
 
 @contextlib.contextmanager
@@ -135,8 +183,13 @@ def _start(family: Family, path: Path, environment: dict[str, str], idle_s: floa
         return bool(ready) and process.stdout.readline().strip() == b"ready"
 
 
+class NoRoomForServer(Exception):
+    """Every warm server this user may have is busy: the step runs cold instead."""
+
+
 def find_or_start(family: Family, environment: dict[str, str]) -> Path | None:
-    """The socket of this family's shared server, started if none runs; None if it cannot be."""
+    """The socket of this family's shared server, started if none runs (retiring idle ones to stay
+    within max_warm_servers()); None if it cannot be; NoRoomForServer if all are busy."""
     folder = runtime_dir()
     if folder is None:
         return None
@@ -145,8 +198,15 @@ def find_or_start(family: Family, environment: dict[str, str]) -> Path | None:
     if ping(path):
         return path
     with _locked(folder / f"{name}.lock"):  # one run starts it; the others wait, then find it
-        if ping(path) or _start(family, path, environment, idle_exit_s(), folder / f"{name}.log"):
+        if ping(path):
             return path
+        with _locked(folder / "servers.lock"):  # the count of live servers is checked by one at a time
+            if not _make_room(folder, name):
+                raise NoRoomForServer(
+                    f"{max_warm_servers()} warm servers are busy (SHIPYARD_MAX_WARM_SERVERS)"
+                )
+            if _start(family, path, environment, idle_exit_s(), folder / f"{name}.log"):
+                return path
     return None
 
 

@@ -285,7 +285,17 @@ class _SharedServer:
         return None  # it serves other runs too, and exits by itself when idle
 
 
-_Server = _OwnedServer | _SharedServer
+class _NoServer:
+    """No server: every shared one is busy and there is no room for another."""
+
+    def usable(self) -> bool:
+        return False
+
+    def stop(self) -> None:
+        return None
+
+
+_Server = _OwnedServer | _SharedServer | _NoServer
 
 
 class StepProcesses:
@@ -312,7 +322,10 @@ class StepProcesses:
     def _server_for(self, family: Family) -> _Server:
         """This user's shared server of the family (started if none runs), else one of our own."""
         if self.shared:
-            found = servers.find_or_start(family, step_environment())
+            try:
+                found = servers.find_or_start(family, step_environment())
+            except servers.NoRoomForServer:
+                return _NoServer()  # cold, this once: no load makes warm servers exhaust memory
             if found is not None:
                 return _SharedServer(family, found)
         if self.log:
@@ -344,7 +357,7 @@ class StepProcesses:
         if self.warm:
             self.start([call.family])
             server = self._servers.get(call.family)
-            if server is not None and server.usable():
+            if isinstance(server, _OwnedServer | _SharedServer) and server.usable():
                 try:
                     return self._run_warm(server, call)
                 except OSError:  # the server went away between the check and the request
@@ -359,7 +372,7 @@ class StepProcesses:
         if server is not None:
             server.stop()
 
-    def _run_warm(self, server: _Server, call: StepCall) -> ProcessOutcome:
+    def _run_warm(self, server: _OwnedServer | _SharedServer, call: StepCall) -> ProcessOutcome:
         request = {
             "function": call.function,
             "job": str(call.job),
