@@ -51,6 +51,7 @@ class Service:
             **{f"SHIPYARD_{k}_PORT": str(v) for k, v in ports.items()},
             "SHIPYARD_WEBHOOK_SECRET": SECRET,
             "PREFECT_API_AUTH_STRING": ":".join(PREFECT_AUTH),
+            "SHIPYARD_RUNTIME_DIR": str(state.parent / "run"),  # its workers' warm servers, apart
         }
         for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             self.env.pop(key, None)
@@ -236,6 +237,10 @@ def test_two_workers_share_four_runs_each_run_once(service: Service, models: dic
         assert _most_steps_at_once(service, runs) <= 2
     for worker in ("worker-1", "worker-2"):  # separate homes: each kept its own step cache
         assert (service.state / worker / "home").is_dir()
+    # every flow run of both workers forked from the same warm servers (one per family), not from
+    # servers of its own (Prefect gives each run a folder of its own on PYTHONPATH)
+    sockets = sorted(p.name.split("-")[0] for p in (service.state.parent / "run").glob("*.sock"))
+    assert sockets and len(sockets) == len(set(sockets)), sockets
 
 
 def _most_steps_at_once(svc: Service, flow_run_ids: list[str]) -> int:
