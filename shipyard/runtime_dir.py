@@ -1,4 +1,4 @@
-"""This user's private runtime folder: warm servers' sockets and host-wide locks live there.
+"""This user's private runtime folder (sockets, host-wide locks); is a folder the user's own.
 
 `$SHIPYARD_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/shipyard`, else `<tmp>/shipyard-<uid>`. A folder
 that another user owns or others can enter is refused: whoever could write there could answer
@@ -13,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["runtime_dir"]
+__all__ = ["owned_folder", "runtime_dir"]
 
 
 def runtime_dir(create: bool = True) -> Path | None:
@@ -24,12 +24,17 @@ def runtime_dir(create: bool = True) -> Path | None:
         folder = Path(xdg) / "shipyard"
     else:
         folder = Path(tempfile.gettempdir()) / f"shipyard-{os.getuid()}"
+    return folder if owned_folder(folder, closed=0o077, create=create) else None
+
+
+def owned_folder(folder: Path, closed: int, create: bool = True) -> bool:
+    """Whether `folder` (created 0700 if absent and `create`) is a folder of this user whose mode
+    has none of the `closed` bits (0o077: nobody else may enter; 0o022: nobody else may write)."""
     if create:
         with contextlib.suppress(FileExistsError):
             folder.mkdir(mode=0o700, parents=True)
     try:
         found = os.lstat(folder)
     except OSError:
-        return None
-    private = stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
-    return folder if private else None
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & closed

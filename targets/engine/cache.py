@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shipyard.digests import sha256_file
+from shipyard.runtime_dir import owned_folder
 
 __all__ = ["CacheEntry", "CacheHit", "StepCache", "cache_key", "tree_digest"]
 
@@ -187,23 +187,12 @@ class StepCache:
 
 def _private_root(root: Path) -> Path | None:
     """`root`, created 0700 if absent, when it is this user's and nobody else may write to it."""
-    with contextlib.suppress(FileExistsError):
-        root.mkdir(mode=0o700, parents=True)
-    try:
-        found = os.lstat(root)
-    except OSError as exc:
-        log.warning("step cache %s unusable (%s); steps run uncached", root, exc)
-        return None
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o022:
-        log.warning(
-            "step cache %s is not a folder of this user's closed to writes by others (mode %o, uid %d); "
-            "steps run uncached",
-            root,
-            stat.S_IMODE(found.st_mode),
-            found.st_uid,
-        )
-        return None
-    return root
+    if owned_folder(root, closed=0o022):
+        return root
+    log.warning(
+        "step cache %s is not a folder of this user's closed to writes by others; steps run uncached", root
+    )
+    return None
 
 
 def _intact_entry(folder: Path) -> CacheEntry | None:
