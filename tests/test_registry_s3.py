@@ -180,3 +180,30 @@ def test_seaweedfs_own_listeners_refuse_anyone_without_its_certificate(seaweed, 
                         tls.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
                         if not tls.recv(200):
                             raise ConnectionError("closed without an answer")
+
+
+def test_a_pull_in_ranged_parts_writes_the_bytes_and_refuses_a_changed_part(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Parts land out of order at their offsets while the hash runs in order: the file is whole,
+    and a blob whose last part was changed (same size) never appears at the destination."""
+    from registry._transfer import DOWNLOAD_PART_BYTES
+    from shipyard.errors import IntegrityError
+
+    registry = open_registry(f"s3://shipyard/{unique_prefix()}")
+    content = os.urandom(2 * DOWNLOAD_PART_BYTES + 12345)  # two whole ranges and a short one
+    source = tmp_path / "s.bin"
+    source.write_bytes(b"source")
+    folder, entry = _artifact(tmp_path, content)
+    registry.publish(_draft(source, entry), {"t": folder}, source)
+    _, files = registry.pull("m", "t", tmp_path / "out")
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == entry.sha256
+
+    changed = bytearray(content)
+    changed[-5:] = b"evil!"
+    key = registry.blob_key(entry.sha256)
+    registry.backend.delete(key)
+    registry.backend.client.put_object(Bucket="shipyard", Key=registry.backend._key(key), Body=bytes(changed))
+    with pytest.raises(IntegrityError, match="refusing"):
+        registry.pull("m", "t", tmp_path / "again")
+    assert [p.name for p in (tmp_path / "again").rglob("*") if p.is_file()] == []
