@@ -29,6 +29,13 @@ class RunningService:
     env: dict[str, str]
     database: str  # PostgreSQL, or SQLite when PostgreSQL could not start
     auth: tuple[str, str]  # the Prefect API's basic auth (user, password)
+    registry: str = "s3://shipyard/registry"  # the service's SeaweedFS; registry_env reaches it
+
+    @property
+    def registry_env(self) -> dict[str, str]:
+        """What a process needs to use the service's registry and its workers' warm servers."""
+        keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+        return {k: self.env[k] for k in (*keys, "SHIPYARD_RUNTIME_DIR")}
 
     def prefect(self, path: str, body: dict[str, Any]) -> Any:
         """POST to the Prefect API (it refuses calls without the service's auth string)."""
@@ -67,8 +74,13 @@ def running_service(workers: int, webhook_secret: str) -> Iterator[RunningServic
         "SHIPYARD_SERVICE_DIR": str(state / "service"),
         **{f"SHIPYARD_{k}_PORT": str(v) for k, v in ports.items()},
         "SHIPYARD_WEBHOOK_SECRET": webhook_secret,
+        "SHIPYARD_RUNTIME_DIR": str(state / "run"),  # its warm servers, apart from the user's own
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['S3']}",
+        "AWS_ACCESS_KEY_ID": "shipyard",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+        "AWS_DEFAULT_REGION": "us-east-1",
     }
-    for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for key in ("PREFECT_API_URL", "SHIPYARD_REGISTRY"):
         env.pop(key, None)
     auth = ("shipyard", secrets.token_hex(16))
     env["PREFECT_API_AUTH_STRING"] = ":".join(auth)

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 from flows._concurrency import ensure_step_limit, step_slot
 from flows._packaging import package, publish_version
 from flows._parameters import SpecForm, TargetName, spec_dict, target_names
+from flows._warm_runs import process_origin
 from registry import RunInfo, fetch_source, open_registry
 from shipyard.report import RunReport, StepStatus
 from shipyard.table import table_rows
@@ -115,6 +116,8 @@ def package_model(
     if attempt > MAX_RUN_ATTEMPTS:
         raise RuntimeError(f"this run crashed {attempt - 1} times; not starting it again")
     step_limit = ensure_step_limit() if prefect_deployment.id else None  # runs on a worker
+    if prefect_deployment.id:
+        get_run_logger().info("flow run process: %s", process_origin())
     with tempfile.TemporaryDirectory(prefix="shipyard-source-") as downloads:
         given = spec_dict(spec)
         if samples:

@@ -10,6 +10,9 @@ variables taken only from the work pool and the deployment, never from the flow 
 created through the API cannot change the command the worker runs or add to its environment
 (which holds the registry's keys). The work pool's template says the same to the server
 (flows/deploy.py), so such a flow run is refused when it is created from the deployment.
+
+Its flow runs fork from one warm process of the worker that has imported Prefect and the flows
+already (flows/_warm_runs.py), instead of importing them in a fresh interpreter each time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import argparse
 import asyncio
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.objects import FlowRun
@@ -29,19 +37,52 @@ from prefect.settings import (
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from flows._concurrency import worker_slots
+from flows._warm_runs import SERVER_ENV, launcher_command
 from flows.deploy import WORK_POOL
+from shipyard.runtime_dir import runtime_dir
 
 
 class LockedJobConfiguration(ProcessJobConfiguration):
-    """The process job configuration of a flow run, built without the flow run's job variables."""
+    """The process job configuration of a flow run, built without the flow run's job variables;
+    its command is the warm-run launcher when the worker has a warm server."""
 
     @classmethod
     async def resolve_for_flow_run(cls, flow_run: FlowRun, **kwargs: Any) -> LockedJobConfiguration:
         return await super().resolve_for_flow_run(flow_run.model_copy(update={"job_variables": {}}), **kwargs)
 
+    def prepare_for_flow_run(self, *args: Any, **kwargs: Any) -> None:
+        if os.environ.get(SERVER_ENV):
+            self.command = launcher_command()
+        super().prepare_for_flow_run(*args, **kwargs)
+
 
 class ShipyardWorker(ProcessWorker):
     job_configuration = LockedJobConfiguration
+
+
+@contextmanager
+def warm_server() -> Iterator[None]:
+    """The worker's warm flow-run server, for as long as the worker runs (it exits when its stdin
+    closes, so also when the worker is killed). Without a private runtime folder, runs start cold."""
+    folder = runtime_dir()
+    if folder is None or os.environ.get("SHIPYARD_WARM_RUNS") == "0":
+        yield
+        return
+    path = Path(folder) / f"flows-{os.getpid()}.sock"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flows._warm_runs", "serve", str(path)], stdin=subprocess.PIPE
+    )
+    os.environ[SERVER_ENV] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop(SERVER_ENV, None)
+        assert server.stdin is not None
+        server.stdin.close()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 async def serve(name: str, slots: int) -> None:
@@ -83,7 +124,7 @@ def main() -> None:
         raise SystemExit("PREFECT_API_URL must point at the Prefect server, e.g. http://host:4200/api")
     os.environ.update(worker_env(args.name, args.slots))  # for the flow runs it starts
     query_seconds = float(os.environ["PREFECT_WORKER_QUERY_SECONDS"])
-    with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query_seconds}):  # read at import
+    with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query_seconds}), warm_server():
         asyncio.run(serve(args.name, args.slots))
 
 

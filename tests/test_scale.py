@@ -237,10 +237,32 @@ def test_two_workers_share_four_runs_each_run_once(service: Service, models: dic
         assert _most_steps_at_once(service, runs) <= 2
     for worker in ("worker-1", "worker-2"):  # separate homes: each kept its own step cache
         assert (service.state / worker / "home").is_dir()
-    # every flow run of both workers forked from the same warm servers (one per family), not from
-    # servers of its own (Prefect gives each run a folder of its own on PYTHONPATH)
-    sockets = sorted(p.name.split("-")[0] for p in (service.state.parent / "run").glob("*.sock"))
-    assert sockets and len(sockets) == len(set(sockets)), sockets
+    # every flow run of both workers forked its steps from the same warm servers (one per family),
+    # not from servers of its own (Prefect gives each run a folder of its own on PYTHONPATH)
+    sockets = [p.name for p in (service.state.parent / "run").glob("*.sock")]
+    families = sorted(name.split("-")[0] for name in sockets if not name.startswith("flows-"))
+    assert families and len(families) == len(set(families)), sockets
+    # and each flow run's own process was forked from its worker's warm flow server, one per worker
+    origins = [_process_origin(service, f) for f in flow_runs]
+    assert all(o.startswith("forked from the worker's warm server") for o in origins), origins
+    by_worker = {t[0]: set() for t in takers}
+    for taker, origin in zip(takers, origins, strict=True):
+        by_worker[taker[0]].add(origin)
+    assert all(len(o) == 1 for o in by_worker.values()), by_worker  # one server per worker
+    assert len(set.union(*by_worker.values())) == 2, by_worker
+
+
+def _process_origin(svc: Service, flow_run_id: str) -> str:
+    """What the run logged about its process: forked from a warm server, or a fresh interpreter."""
+    logs = httpx.post(
+        f"{svc.api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200},
+        timeout=30,
+        auth=PREFECT_AUTH,
+    ).json()
+    found = [log["message"] for log in logs if log["message"].startswith("flow run process: ")]
+    assert len(found) == 1, [log["message"] for log in logs]
+    return str(found[0].removeprefix("flow run process: "))
 
 
 def _most_steps_at_once(svc: Service, flow_run_ids: list[str]) -> int:
