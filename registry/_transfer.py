@@ -29,7 +29,7 @@ from shipyard.digests import PART_BYTES, file_digests
 __all__ = ["download_hashed", "upload_checked"]
 
 CONCURRENCY = 4  # parts in flight per upload
-DOWNLOAD_PART_BYTES = 16 * 1024 * 1024  # ranged GETs; 4 x 16 MB measured the least CPU (bench/registry_bench.py)
+DOWNLOAD_PART_BYTES = 16 * 1024 * 1024  # ranged GETs: 4 x 16 MB cost the least CPU (registry_bench)
 DOWNLOAD_CONCURRENCY = 4  # 8 threads cost 40% more CPU on 2 cores (GIL hand-offs) for no speed
 
 
