@@ -1,6 +1,7 @@
 """Registry publish/pull of a large artifact against bare boto3 on the same bytes, with peak RSS.
 
 Usage: python bench/registry_bench.py [--mb 500] [--repeats 3] [--out DIR]
+       python bench/registry_bench.py --smoke   (20 MB, one round: checks the bench itself)
 Starts its own SeaweedFS on 127.0.0.1 (free ports, temp dir). Each operation runs in a fresh
 child process (so ru_maxrss is that operation's peak), the four operations interleaved,
 `--repeats` rounds, each round to fresh keys; the table shows medians. Writes
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--smoke", action="store_true", help="20 MB, one round: the bench runs")
     parser.add_argument("--op", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
@@ -109,6 +111,8 @@ def main() -> None:
     if args.op:
         _op(args.op, args.url, args.bucket, args.path, args.work, args.round)
         return
+    if args.smoke:
+        args.mb, args.repeats = 20, 1
 
     from infra.seaweed import free_port, start_seaweedfs, wait_for_s3
 
@@ -147,7 +151,8 @@ def main() -> None:
     summary = [{"op": op, "median_s": round(median[op], 2), "peak_rss_mb": peak[op]} for op in OPS]
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"mb": args.mb, "repeats": args.repeats, "summary": summary, "rows": rows, **ratios}
-    (args.out / "registry_bench.json").write_text(json.dumps(result, indent=2))
+    name = "registry_bench-smoke.json" if args.smoke else "registry_bench.json"
+    (args.out / name).write_text(json.dumps(result, indent=2))
     print(f"{'operation':<18} {'median s':>9} {'peak RSS MB':>12}   ({args.mb} MB, {args.repeats} rounds)")
     for r in summary:
         print(f"{r['op']:<18} {r['median_s']:>9} {r['peak_rss_mb']:>12}")

@@ -122,7 +122,7 @@ class RunSplit:
     start_s: float  # PENDING -> RUNNING: the flow process starting and importing
     before_steps_s: float  # RUNNING -> first step: fetching the source, checks, the engine
     steps_s: float  # first step start -> last step end
-    after_steps_s: float  # last step end -> the run's end: publish, report, artifacts
+    after_steps_s: float  # last step end -> the run's end: publish, report, artifacts (CLI: exit)
 
 
 def _split(service: RunningService, run: dict[str, Any]) -> RunSplit:
@@ -131,9 +131,8 @@ def _split(service: RunningService, run: dict[str, Any]) -> RunSplit:
     ).json()
     when = {s["type"]: _t(s["timestamp"]) for s in states}
     tasks = service.prefect("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
-    steps = [t for t in tasks if t["task_key"].startswith("step") or t["name"].startswith("step")]
-    steps = [t for t in steps if t["start_time"] and t["end_time"]] or [
-        t for t in tasks if t["start_time"] and t["end_time"]
+    steps = [  # task runs of flows.package.run_step (its task key starts with the function's name)
+        t for t in tasks if t["task_key"].startswith("run_step") and t["start_time"] and t["end_time"]
     ]
     end = _t(run["end_time"])
     first = min(_t(t["start_time"]) for t in steps) if steps else end

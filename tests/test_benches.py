@@ -1,0 +1,46 @@
+"""Each benchmark's --smoke mode runs end to end and writes a result that holds together.
+
+The figures themselves are not judged here (benchmarks measure, tests check); what is checked
+is that the bench still runs against today's code and that what it reports is self-consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def _smoke(script: str, out: Path, timeout: float) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (found,) = out.glob("*-smoke.json")
+    return dict(json.loads(found.read_text()))
+
+
+def test_registry_bench_smoke(tmp_path: Path) -> None:
+    result = _smoke("registry_bench.py", tmp_path, 300)
+    ops = {row["op"] for row in result["rows"]}
+    assert ops == {"boto3-upload", "shipyard-publish", "boto3-download", "shipyard-pull"}
+    assert result["publish_vs_upload"] > 0 and result["pull_vs_download"] > 0
+
+
+def test_service_bench_smoke(tmp_path: Path) -> None:
+    """The make-up service with 2 workers: the CLI, a flow run alone, a load and a backlog."""
+    result = _smoke("service.py", tmp_path, 900)
+    for test in ("load", "backlog"):
+        row = result[test]
+        assert row["completed"] == row["flow_runs"] == row["submissions"], row  # nothing lost
+        assert row["peak_warm_servers"] >= 1 and row["peak_flow_servers"] == result["workers"], row
+    for split in (*result["solo"], *result["cli"]):  # the phases follow one another in time
+        phases = ("start_s", "before_steps_s", "steps_s", "after_steps_s")
+        assert all(split[p] >= 0 for p in phases) and split["steps_s"] > 0, split
