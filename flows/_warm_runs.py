@@ -132,7 +132,7 @@ def _run_engine(request: dict[str, Any], fds: list[int], server_pid: int) -> int
     return 0
 
 
-def _fork_run(conn: socket.socket, server_pid: int, inherited: list[socket.socket]) -> int | None:
+def _fork_run(conn: socket.socket, server_pid: int, servers_fds: list[int]) -> int | None:
     """Read one request and fork its flow run process; its pid, or None for a bad request."""
     conn.settimeout(10)
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
@@ -145,8 +145,11 @@ def _fork_run(conn: socket.socket, server_pid: int, inherited: list[socket.socke
         if pid == 0:
             code = 1
             try:
-                for other in (conn, *inherited):  # the server's sockets are not the run's
-                    other.close()
+                signal.set_wakeup_fd(-1)  # the server's signal plumbing is not the run's
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (conn.fileno(), *servers_fds):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 code = _run_engine(request, fds, server_pid)
             finally:
                 sys.stdout.flush()
@@ -180,6 +183,7 @@ def serve(path: str) -> None:
         signal.set_wakeup_fd(wake_write)  # select() is retried after a signal: a byte here wakes it
         signal.signal(signal.SIGCHLD, lambda *_: None)
         selector.register(wake_read, selectors.EVENT_READ, "wake")
+        selector_fd = selector.fileno()
         try:
             while True:
                 for key, _ in selector.select(timeout=5.0):
@@ -190,12 +194,19 @@ def serve(path: str) -> None:
                             return  # the worker went away
                     elif key.data == "accept":
                         conn, _ = listener.accept()
-                        pid = _fork_run_safely(conn, server_pid, [listener, *clients.values()])
-                        if pid is None:
+                        servers_fds = [listener.fileno(), selector_fd, wake_read, wake_write]
+                        servers_fds += [c.fileno() for c in clients.values()]
+                        pid = _fork_run_safely(conn, server_pid, servers_fds)
+                        try:
+                            if pid is None:
+                                raise OSError("not a flow run request")
+                            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                        except OSError:  # a bad request, or its launcher is gone already
+                            if pid is not None:
+                                _kill_group(pid)
                             conn.close()
                             continue
                         clients[pid] = conn
-                        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
                         selector.register(conn, selectors.EVENT_READ, pid)
                     elif not key.fileobj.recv(4096):  # type: ignore[union-attr]
                         selector.unregister(key.fileobj)  # its launcher was killed: so is its run
@@ -207,21 +218,24 @@ def serve(path: str) -> None:
             os.unlink(path)
 
 
-def _fork_run_safely(conn: socket.socket, server_pid: int, inherited: list[socket.socket]) -> int | None:
+def _fork_run_safely(conn: socket.socket, server_pid: int, servers_fds: list[int]) -> int | None:
     try:
-        return _fork_run(conn, server_pid, inherited)
+        return _fork_run(conn, server_pid, servers_fds)
     except (OSError, ValueError):
         return None
 
 
 def _kill_group(pid: int) -> None:
+    """The run's process group, and the run itself in case it has not made its group yet."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _reap(clients: dict[int, socket.socket], selector: Any) -> None:
     """Tell each ended run's launcher its exit code (a run killed by a signal: 128 + signal)."""
-    while clients:
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
