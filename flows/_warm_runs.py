@@ -235,13 +235,9 @@ def _kill_group(pid: int) -> None:
 
 def _reap(clients: dict[int, socket.socket], selector: Any) -> None:
     """Tell each ended run's launcher its exit code (a run killed by a signal: 128 + signal)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    from targets.engine.child import ended_children
+
+    for pid, status in ended_children():
         conn = clients.pop(pid, None)
         if conn is None:
             continue

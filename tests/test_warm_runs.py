@@ -54,12 +54,18 @@ def _launcher(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def silent_api() -> Iterator[str]:
-    """An address that accepts connections and never answers: the engine waits on it."""
+def waiting_run(warm_server) -> Iterator[dict[str, str]]:
+    """The environment of a run whose Prefect API accepts connections and never answers: its
+    engine waits there, forked from the warm server."""
+    _, path = warm_server
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        yield {
+            "PREFECT__FLOW_RUN_ID": str(uuid.uuid4()),
+            "PREFECT_API_URL": f"http://127.0.0.1:{listener.getsockname()[1]}/api",
+            "SHIPYARD_FLOW_SERVER": str(path),
+        }
 
 
 def _forked_runs(server: subprocess.Popen[bytes], timeout: float = 30) -> list[psutil.Process]:
@@ -91,14 +97,9 @@ def test_a_missing_server_falls_back_to_a_fresh_interpreter(tmp_path: Path) -> N
     assert gone.returncode == 1 and "Invalid flow run id" in err
 
 
-def test_sigterm_reaches_the_forked_run(warm_server, silent_api: str, tmp_path: Path) -> None:
-    server, path = warm_server
-    env = {
-        "PREFECT__FLOW_RUN_ID": str(uuid.uuid4()),
-        "PREFECT_API_URL": silent_api,
-        "SHIPYARD_FLOW_SERVER": str(path),
-    }
-    launcher = _launcher(env, tmp_path)
+def test_sigterm_reaches_the_forked_run(warm_server, waiting_run, tmp_path: Path) -> None:
+    server, _ = warm_server
+    launcher = _launcher(waiting_run, tmp_path)
     (run,) = _forked_runs(server)
     assert run.pid != launcher.pid and run.cwd() == str(tmp_path)
     launcher.send_signal(signal.SIGTERM)
@@ -107,14 +108,9 @@ def test_sigterm_reaches_the_forked_run(warm_server, silent_api: str, tmp_path: 
     assert not run.is_running() or run.status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_killed_launcher_takes_its_run_down(warm_server, silent_api: str, tmp_path: Path) -> None:
-    server, path = warm_server
-    env = {
-        "PREFECT__FLOW_RUN_ID": str(uuid.uuid4()),
-        "PREFECT_API_URL": silent_api,
-        "SHIPYARD_FLOW_SERVER": str(path),
-    }
-    launcher = _launcher(env, tmp_path)
+def test_a_killed_launcher_takes_its_run_down(warm_server, waiting_run, tmp_path: Path) -> None:
+    server, _ = warm_server
+    launcher = _launcher(waiting_run, tmp_path)
     (run,) = _forked_runs(server)
     launcher.kill()  # as Prefect kills a run it cannot stop gently, or as the OOM killer would
     launcher.wait(10)
@@ -122,14 +118,9 @@ def test_a_killed_launcher_takes_its_run_down(warm_server, silent_api: str, tmp_
     assert server.poll() is None  # the server goes on for the worker's next run
 
 
-def test_the_server_and_its_runs_end_with_the_worker(warm_server, silent_api: str, tmp_path: Path) -> None:
+def test_the_server_and_its_runs_end_with_the_worker(warm_server, waiting_run, tmp_path: Path) -> None:
     server, path = warm_server
-    env = {
-        "PREFECT__FLOW_RUN_ID": str(uuid.uuid4()),
-        "PREFECT_API_URL": silent_api,
-        "SHIPYARD_FLOW_SERVER": str(path),
-    }
-    launcher = _launcher(env, tmp_path)
+    launcher = _launcher(waiting_run, tmp_path)
     (run,) = _forked_runs(server)
     assert server.stdin is not None
     server.stdin.close()  # what the worker's exit does

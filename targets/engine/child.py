@@ -17,7 +17,7 @@ import signal
 import sys
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "StepError",
     "cap_memory",
     "die_with_parent",
+    "ended_children",
     "execute_step",
     "load_function",
 ]
@@ -70,6 +71,18 @@ def _job_type(function: Callable[..., Any]) -> type[BaseModel]:
     if not (isinstance(job_type, type) and issubclass(job_type, BaseModel)):
         raise TypeError(f"step function {function.__qualname__} must take a pydantic job model")
     return job_type
+
+
+def ended_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child process of this one that has ended; never blocks."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def die_with_parent() -> None:

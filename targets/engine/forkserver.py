@@ -197,13 +197,9 @@ class _Server:
         self.selector.register(conn, selectors.EVENT_READ, pid)  # EOF: the client went away
 
     def _reap(self) -> None:
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        from targets.engine.child import ended_children
+
+        for pid, status in ended_children():
             conn = self.children.pop(pid, None)
             if conn is not None:
                 with contextlib.suppress(KeyError, ValueError):
