@@ -11,8 +11,9 @@ webhook, 2 workers) in a temp state folder on free ports. Measured in one run, o
   before the first step, the steps, publishing and reporting after them);
 - `load`: `--models` distinct models submitted at once: runs/min from the first submission to
   the last completion, per-run seconds, peak memory in use on the machine, most warm servers;
-- `backlog`: `--backlog` submissions at once (distinct models while they last, then the same
-  ones again, as a nightly over unchanged models): drained with nothing lost, memory bounded.
+- `backlog`: `--backlog` more distinct models submitted at once: drained with nothing lost, and
+  memory in use no higher than under the smaller load (each worker takes at most its slots of
+  runs, warm step servers are capped, one warm flow-run server per worker).
 Writes DIR/service.json and prints the tables.
 """
 
@@ -242,13 +243,13 @@ def main() -> None:
 
     from bench._service import running_service
 
-    distinct = max(args.models, args.solo * 2, min(args.backlog, args.models))
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         work = Path(tmp)
-        models = _models(distinct + args.solo * 2 + 1, work)
-        warmup, cli_models = models[0], models[1 : 1 + args.solo]
-        solo_models = models[1 + args.solo : 1 + 2 * args.solo]
-        load_models = models[1 + 2 * args.solo :][: args.models]
+        models = iter(_models(1 + 2 * args.solo + args.models + args.backlog, work))  # all distinct
+        warmup = next(models)
+        cli_models = [next(models) for _ in range(args.solo)]
+        solo_models = [next(models) for _ in range(args.solo)]
+        load_models = [next(models) for _ in range(args.models)]
         with running_service(args.workers, SECRET) as service:
             _cli_runs(service, [warmup], args.targets, work)  # starts the warm servers
             _solo(service, [warmup], args.targets)  # the workers' first run imports what later ones reuse
@@ -257,8 +258,7 @@ def main() -> None:
             load = _load(service, load_models, args.targets, "load", 3600)
             backlog = None
             if args.backlog:
-                queue = [load_models[i % len(load_models)] for i in range(args.backlog)]
-                backlog = _load(service, queue, args.targets, "backlog", 4 * 3600)
+                backlog = _load(service, list(models), args.targets, "backlog", 4 * 3600)
             total_mb = psutil.virtual_memory().total / 2**20
     result = {
         "cores": os.cpu_count(),
