@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,31 @@ def _dtype_name(elem_type: int) -> str:
     return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
 
 
+# What exporters write for "unknown" instead of a name: Paddle2ONNX `?`, `-1`, tf2onnx `unk__12`,
+# others `None`/`unknown`/`dynamic`. Read as names, all of a model's `?` dims would become one dim.
+_PLACEHOLDER = re.compile(r"(\?|-?\d+|none|null|unk(nown)?(__\d+)?|dyn(amic)?)", re.IGNORECASE)
+
+
+def _dim_name(d: Any) -> str:
+    """The dim's own name, or "" for an unnamed dim (no name, or a placeholder that is no name)."""
+    named = str(d.dim_param or "").strip()
+    if not named or _PLACEHOLDER.fullmatch(named) or not re.fullmatch(r"[A-Za-z_][\w.]*", named):
+        return ""
+    return named
+
+
 def onnx_signature(source: OnnxSource) -> Signature:
     """Names, dtypes, shapes and dynamic dims as the graph declares them (a named dim is one dim
-    wherever it appears; an unnamed one is `<input>_dim<axis>`, or `batch` first on axis 0)."""
+    wherever it appears; an unnamed one, placeholders such as `?`, `-1` or `unk__3` and negative
+    sizes included, is `<input>_dim<axis>` of its own, or `batch` first on axis 0)."""
     graph = source.model.graph
     initializers = {i.name for i in graph.initializer}
     dims: dict[str, DynamicDim] = {}
 
     def dim_of(d: Any, tensor: str, axis: int, is_input: bool) -> int | str:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             return int(d.dim_value)
-        named = d.dim_param or ""
+        named = _dim_name(d)
         if not is_input:
             return named if named in dims else named or f"{tensor}_dim{axis}"
         return unranged_dim(

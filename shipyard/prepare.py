@@ -159,8 +159,14 @@ def run_source(
 
 
 def _source_signature(model: SourceModel, spec: Spec) -> Signature:
-    if model.keeps_own_names and (spec.inputs or spec.outputs):  # its artifacts keep its names
-        raise SpecError(f"spec fields inputs/outputs: {model.label} source keeps its own tensor names")
+    """The model's own signature; renames are refused where the artifacts keep the model's names
+    (value ranges and fixed values work for every source)."""
+    renamed = [n for n, o in (*spec.inputs.items(), *spec.outputs.items()) if o.name is not None]
+    if model.keeps_own_names and renamed:
+        raise SpecError(
+            f"spec field {renamed[0]}.name: {model.label} source keeps its own tensor names "
+            "(value ranges, low/high and value, are fine)"
+        )
     return model.signature()
 
 

@@ -5,6 +5,7 @@ Example (YAML or JSON):
     name: convnet                  # registry model name; default: the source file's stem
     inputs:
       x: {name: image, low: 0.0, high: 1.0}   # keyed by the program's input name
+      sample_rate: {value: 16000}             # an input that only ever takes one value
     outputs:
       output_0: {name: logits}
     dims:
@@ -32,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipyard.errors import SpecError
 from shipyard.precision import Precision
@@ -43,6 +44,7 @@ __all__ = [
     "Spec",
     "SpecFields",
     "TargetSettings",
+    "TensorOverride",
     "first_error",
     "load_spec",
     "normalize_model_name",
@@ -59,7 +61,12 @@ class TensorOverride(BaseModel):
 
     name: str | None = Field(default=None, description="a new name for the tensor in every artifact")
     low: float | None = Field(default=None, description="lowest value of seeded random validation data")
-    high: float | None = Field(default=None, description="highest value of seeded random validation data")
+    high: float | None = Field(
+        default=None, description="highest value of seeded random validation data (integers: included)"
+    )
+    value: float | None = Field(
+        default=None, description="the one value this input takes (e.g. a sample rate), instead of a range"
+    )
 
     @field_validator("name")
     @classmethod
@@ -67,6 +74,14 @@ class TensorOverride(BaseModel):
         if value is not None and not TENSOR_NAME_RE.fullmatch(value):
             raise ValueError("must be a C-style identifier (letters, digits, _), at most 64 chars")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_data(self) -> TensorOverride:
+        if self.value is not None and (self.low is not None or self.high is not None):
+            raise ValueError("give either value or low/high, not both")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
 
 
 class DimOverride(BaseModel):

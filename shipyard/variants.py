@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from shipyard.errors import SourceError, SpecError
 from shipyard.signature import Signature, TensorSpec, default_typical
-from shipyard.spec import Spec
+from shipyard.spec import Spec, TensorOverride
 
 __all__ = [
     "CALIBRATION_BATCHES",
@@ -103,15 +103,18 @@ class Variant(BaseModel):
 
 
 def _random(
-    rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], low: float | None, high: float | None
+    rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], data: TensorOverride
 ) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
+    low, high = data.low, data.high
+    if data.value is not None:
+        return np.full(shape, data.value, dtype=dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if np.issubdtype(dtype, np.integer):
-        lo = 0 if low is None else int(low)
-        hi = 10 if high is None else int(high)
-        return rng.integers(lo, hi, size=shape, dtype=dtype)
+    if np.issubdtype(dtype, np.integer):  # the spec's high is included (a vocabulary of 256: 0..255)
+        lo = 0 if low is None else math.ceil(low)
+        hi = 9 if high is None else math.floor(high)
+        return rng.integers(lo, max(lo, hi), size=shape, dtype=dtype, endpoint=True)
     if low is not None and high is not None:
         return rng.uniform(low, high, size=shape).astype(dtype)
     return rng.standard_normal(size=shape).astype(dtype)
@@ -184,12 +187,11 @@ def random_inputs(
     signature: Signature, spec: Spec, dims: dict[str, int], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Seeded random data for every input at the given dim values (ranges from the spec)."""
-    ranges = {name: (o.low, o.high) for name, o in spec.inputs.items()}
-    inputs = {}
-    for t in signature.inputs:
-        low, high = ranges.get(t.name, (None, None))
-        inputs[t.name] = _random(rng, t, t.concrete_shape(dims), low, high)
-    return inputs
+    data = {o.name or name: o for name, o in spec.inputs.items()}  # by the name in the signature
+    return {
+        t.name: _random(rng, t, t.concrete_shape(dims), data.get(t.name, TensorOverride()))
+        for t in signature.inputs
+    }
 
 
 def check_samples(path: Path, max_elements: int) -> None:

@@ -117,6 +117,77 @@ def test_an_invalid_graph_is_refused_by_the_checker(home: Path, tmp_path: Path) 
 
 def test_renames_are_refused_for_an_onnx_source(home: Path, convnet_onnx: Path, tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text("inputs:\n  image: {name: pixels}\n")
+    spec.write_text("inputs:\n  image: {name: pixels, low: 0, high: 1}\n")
     result = run_cli(["package", str(convnet_onnx), "--spec", str(spec)], home)
-    assert_refused(result, home, "keeps its own tensor names")
+    assert_refused(result, home, "image.name", "keeps its own tensor names")
+
+
+def _wild_model(path: Path) -> Path:
+    """As exporters in the wild write them: Paddle's `?` for every unknown dim, a literal -1, a
+    tf2onnx `unk__` name; an int32 id input into a 5-word vocabulary; a rate that must be 16000."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"])
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["unk__7", 4])
+    ids.type.tensor_type.shape.dim[1].dim_value = -1
+    rate = helper.make_tensor_value_info("rate", TensorProto.INT64, [1])
+    table = numpy_helper.from_array(np.arange(10, dtype=np.float32).reshape(5, 2), "table")
+    expected = numpy_helper.from_array(np.array([16000], dtype=np.int64), "expected")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("Gather", ["table", "ids"], ["embedded"]),  # ids outside 0..4 fail in ORT
+        helper.make_node("Equal", ["rate", "expected"], ["rate_ok"]),
+        helper.make_node("Cast", ["rate_ok"], ["rate_gate"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["embedded", "rate_gate"], ["z"]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["?", 3, "?", "?"]),
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, ["unk__7", "?", 2]),
+    ]
+    graph = helper.make_graph(nodes, "wild", [x, ids, rate], outputs, [table, expected])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_placeholder_dims_are_dims_of_their_own(tmp_path: Path) -> None:
+    from shipyard.onnx_model import load_onnx
+
+    signature = load_onnx(_wild_model(tmp_path / "wild.onnx")).signature()
+    shapes = {t.name: t.shape for t in signature.inputs}
+    assert shapes == {"x": ["batch", 3, "x_dim2", "x_dim3"], "ids": ["ids_dim0", "ids_dim1"], "rate": [1]}
+    assert set(signature.dims) == {"batch", "x_dim2", "x_dim3", "ids_dim0", "ids_dim1"}
+
+
+def test_a_wild_onnx_model_packages_with_ranges_and_values_from_its_spec(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Value ranges and fixed values are what such a model needs, and they are not renames."""
+    spec = {
+        "inputs": {"x": {"low": 0.0, "high": 1.0}, "ids": {"low": 0, "high": 4}, "rate": {"value": 16000}},
+        "dims": {"x_dim3": {"min": 8, "max": 8}},  # height and width are two dims: narrow one
+    }
+    result = run_targets(engine, _wild_model(tmp_path / "wild.onnx"), ["ort-web"], tmp_path / "run", spec)
+    report = result.reports["ort-web"]
+    assert report.status is Status.PASSED, report.error
+    assert any(v.dims["x_dim2"] != v.dims["x_dim3"] for v in report.variants)
+    assert report.metrics.cosine is not None and report.metrics.cosine > 0.9999  # z is not all zeros
+
+
+def test_integer_ranges_include_high_and_values_fill_the_input() -> None:
+    from shipyard.signature import Signature, TensorSpec
+    from shipyard.spec import parse_spec
+    from shipyard.variants import random_inputs
+
+    signature = Signature(
+        inputs=[
+            TensorSpec(name="ids", dtype="int32", shape=[400]),
+            TensorSpec(name="rate", dtype="int64", shape=[1]),
+            TensorSpec(name="pixels", dtype="float32", shape=[400]),
+        ],
+        outputs=[],
+    )
+    pixels = {"name": "pixels", "low": 2, "high": 3}
+    spec = parse_spec({"inputs": {"ids": {"low": 0, "high": 4}, "rate": {"value": 16000}, "x": pixels}})
+    inputs = random_inputs(signature, spec, {}, np.random.default_rng(0))
+    assert set(np.unique(inputs["ids"])) == {0, 1, 2, 3, 4}
+    assert inputs["rate"].tolist() == [16000]
+    assert inputs["pixels"].min() >= 2 and inputs["pixels"].max() <= 3  # a range under its new name
