@@ -19,6 +19,8 @@ from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
 __all__ = ["OrtWebInt8Options", "OrtWebOptions", "export", "export_fp16", "export_int8", "run_artifact"]
 
+MAX_IR_VERSION = 13  # what onnxruntime-web 1.30 (targets/js/package-lock.json) loads
+
 
 class OrtWebOptions(OnnxOptions):
     ort_format: bool = Field(
@@ -34,15 +36,18 @@ class OrtWebInt8Options(OrtWebOptions, Int8Options):
 
 def _export(job: ExportJob, precision: Precision) -> ExportResult:
     from exporters.onnx2ort import convert_to_ort
+    from exporters.onnx_ir import fit_ir_version
 
     options = job.options_as(OrtWebOptions)
     made = ladder_onnx(job, precision)
     onnx_path = job.out_path / "model.onnx"
     shutil.copyfile(made.path, onnx_path)
+    lowered = fit_ir_version(onnx_path, MAX_IR_VERSION, "onnxruntime-web 1.30")
     files = [onnx_path.name]
     if options.ort_format:
         files.append(convert_to_ort(onnx_path, job.out_path / "model.ort").name)
-    return ExportResult(files=files, notes=made.notes, metrics=made.metrics)
+    notes = [*made.notes, *([lowered] if lowered else [])]
+    return ExportResult(files=files, notes=notes, metrics=made.metrics)
 
 
 def export(job: ExportJob) -> ExportResult:
@@ -75,7 +80,7 @@ ORT_WEB = register_target(
         toolchain=("onnxruntime",),
         runtime_toolchain=("npm:onnxruntime-web", "node", "npm:puppeteer-core", "chromium"),
         cost_s=1,
-        warm=("onnxruntime", "exporters.onnx2ort"),
+        warm=("onnxruntime", "exporters.onnx2ort", "exporters.onnx_ir"),
     )
 )
 for rung in onnx_rungs(ORT_WEB, "targets.ort_web", OrtWebInt8Options):
