@@ -6,7 +6,11 @@ import numpy as np
 
 from shipyard.report import VariantMetrics
 
-__all__ = ["OutputMismatch", "compare_outputs", "cosine_similarity"]
+__all__ = ["FLOAT_NOISE", "OutputMismatch", "compare_outputs", "cosine_similarity", "output_scale"]
+
+# An output whose error is at most this, relative to its scale, equals its reference up to float32
+# rounding: its cosine is not asked (the cosine of two near-zero noise vectors says nothing).
+FLOAT_NOISE = 1e-6
 
 
 class OutputMismatch(Exception):
@@ -24,6 +28,13 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a64, b64) / (na * nb))
 
 
+def output_scale(reference: np.ndarray) -> float:
+    """What an output's absolute error is measured against: its largest magnitude, at least 1
+    (numpy.allclose's atol tied to the output: box coordinates in the hundreds get 100x room)."""
+    finite = np.abs(reference[np.isfinite(reference)])
+    return max(1.0, float(finite.max(initial=0.0)))
+
+
 def compare_outputs(
     variant: str,
     file: str,
@@ -32,8 +43,11 @@ def compare_outputs(
     actual: dict[str, np.ndarray],
     rel_eps: float,
 ) -> VariantMetrics:
-    """Worst error over all outputs of one variant; non-finite values count as infinite error."""
+    """Worst error over all outputs of one variant; non-finite values count as infinite error.
+    `scaled_abs_err` is each output's max |a-b| over its scale (output_scale); cosine counts only
+    outputs whose scaled error is above FLOAT_NOISE."""
     worst_abs, worst_rel, worst_cos, worst_l2, worst_name = 0.0, 0.0, 1.0, 0.0, ""
+    worst_scaled = 0.0
     for name, ref in reference.items():
         if name not in actual:
             raise OutputMismatch(f"variant {variant}: output {name} missing from {file}")
@@ -47,17 +61,19 @@ def compare_outputs(
         g = got.astype(np.float64)
         diff = np.abs(g - r)
         if not np.all(np.isfinite(diff)):
-            abs_err = rel_err = l2_err = float("inf")
+            abs_err = rel_err = l2_err = scaled = float("inf")
             cos = -1.0
         else:
             abs_err = float(diff.max(initial=0.0))
+            scaled = abs_err / output_scale(r)
             rel_err = float((diff / (np.abs(r) + rel_eps)).max(initial=0.0))
-            cos = cosine_similarity(g, r)
+            cos = cosine_similarity(g, r) if scaled > FLOAT_NOISE else 1.0
             l2_err = float(np.linalg.norm(diff) / max(float(np.linalg.norm(r)), rel_eps))
-        if abs_err >= worst_abs:
+        if scaled >= worst_scaled:
             worst_name = name
         worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
         worst_cos, worst_l2 = min(worst_cos, cos), max(worst_l2, l2_err)
+        worst_scaled = max(worst_scaled, scaled)
     return VariantMetrics(
         variant=variant,
         file=file,
@@ -66,5 +82,6 @@ def compare_outputs(
         max_rel_err=worst_rel,
         cosine=worst_cos,
         rel_l2_err=worst_l2,
+        scaled_abs_err=worst_scaled,
         worst_output=worst_name,
     )

@@ -65,8 +65,10 @@ INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)  # also TF.js uint8 wei
 
 def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
     """Check every enabled gate; a metric that was not measured fails its gate."""
+    # max_abs_err is judged against each output's scale where it was measured (shipyard.compare)
+    abs_err = metrics.scaled_abs_err if metrics.scaled_abs_err is not None else metrics.max_abs_err
     checks: list[tuple[str, float | None, float | None, bool]] = [
-        ("max_abs_err", gates.max_abs_err, metrics.max_abs_err, False),
+        ("max_abs_err", gates.max_abs_err, abs_err, False),
         ("max_rel_err", gates.max_rel_err, metrics.max_rel_err, False),
         ("min_cosine", gates.min_cosine, metrics.cosine, True),
         ("max_rel_l2_err", gates.max_rel_l2_err, metrics.rel_l2_err, False),

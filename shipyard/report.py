@@ -49,6 +49,7 @@ class Metrics(BaseModel):
     max_rel_err: float | None = None
     cosine: float | None = None
     rel_l2_err: float | None = None  # ||a-b|| / ||ref||
+    scaled_abs_err: float | None = None  # max |a-b| / max(1, max |ref|), per output: max_abs_err's gate
     latency_ms_p50: float | None = None
     load_ms: float | None = None
     artifact_bytes: int | None = None
@@ -67,6 +68,7 @@ class VariantMetrics(BaseModel):
     max_rel_err: float
     cosine: float
     rel_l2_err: float
+    scaled_abs_err: float | None = None  # max |a-b| / max(1, max |ref|) of the worst output
     worst_output: str
 
 

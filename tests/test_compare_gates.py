@@ -7,7 +7,7 @@ import pytest
 
 from shipyard.compare import OutputMismatch, compare_outputs, cosine_similarity
 from shipyard.gates import FP32_GATES, Gates, apply_gates
-from shipyard.report import Metrics
+from shipyard.report import Metrics, VariantMetrics
 
 
 def test_metrics_on_known_difference() -> None:
@@ -77,3 +77,33 @@ def test_every_catalog_gate_is_meaningful_and_a_spec_cannot_neutralise_them() ->
         with pytest.raises(ValueError):
             FP32_GATES.merged(neutralising)
     assert FP32_GATES.merged({"min_cosine": 0.5, "max_abs_err": None}).min_cosine == 0.5
+
+
+def _measured(m: VariantMetrics) -> Metrics:
+    return Metrics(
+        max_abs_err=m.max_abs_err, max_rel_err=m.max_rel_err, cosine=m.cosine, scaled_abs_err=m.scaled_abs_err
+    )
+
+
+def test_float_gates_judge_error_by_each_outputs_scale() -> None:
+    """Two exact artifacts the old rules failed: box coordinates in the hundreds off by 1.2e-4
+    (relative 2e-7), and outputs near zero whose noise-level error gave cosine 0.998."""
+    rng = np.random.default_rng(0)
+    boxes = (rng.uniform(0, 640, size=(100, 4))).astype(np.float32)
+    noise = (rng.standard_normal(50) * 1e-7).astype(np.float32)
+    ref = {"boxes": boxes, "scores": noise}
+    jitter = (rng.standard_normal(50) * 2e-8).astype(np.float32)
+    got = {"boxes": boxes + np.float32(1.2e-4), "scores": noise + jitter}
+    m = compare_outputs("v", "f", {}, ref, got, rel_eps=1e-3)
+    assert m.max_abs_err == pytest.approx(1.2e-4, rel=0.1)  # the raw metric is still reported
+    assert m.scaled_abs_err is not None and m.scaled_abs_err < 1e-6
+    assert cosine_similarity(got["scores"], ref["scores"]) < 0.99999 and m.cosine == 1.0
+    assert all(g.passed for g in apply_gates(FP32_GATES, _measured(m)))
+
+    wrong = {"boxes": boxes + np.float32(0.5), "scores": noise}  # half a pixel off: a real error
+    m = compare_outputs("v", "f", {}, ref, wrong, rel_eps=1e-3)
+    failed = {g.name for g in apply_gates(FP32_GATES, _measured(m)) if not g.passed}
+    assert "max_abs_err" in failed and m.worst_output == "boxes"
+    small = {"scores": np.full(50, 1e-3, dtype=np.float32)}  # a small output really wrong: cosine asked
+    m = compare_outputs("v", "f", {}, small, {"scores": -small["scores"]}, rel_eps=1e-3)
+    assert m.cosine == pytest.approx(-1.0)

@@ -83,6 +83,12 @@ def _compare(
     return compared
 
 
+def _worst_scaled(compared: list[VariantMetrics]) -> float | None:
+    """None when any comparison lacks it: the gate then falls back to the raw max_abs_err."""
+    scaled = [c.scaled_abs_err for c in compared]
+    return None if not scaled or None in scaled else max(s for s in scaled if s is not None)
+
+
 def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics:
     latencies = [p for p in (latency_p50(r.times_ms) for r in runs) if p is not None]
     return Metrics(
@@ -90,6 +96,7 @@ def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics
         max_rel_err=max(c.max_rel_err for c in compared),
         cosine=min(c.cosine for c in compared),
         rel_l2_err=max(c.rel_l2_err for c in compared),
+        scaled_abs_err=_worst_scaled(compared),
         latency_ms_p50=max(latencies, default=None),
         load_ms=max((r.load_ms for r in runs), default=None),
     )
@@ -163,7 +170,7 @@ def judge(
     failed = [g for g in report.gates if not g.passed]
     if failed or not shipped:
         reasons = [g.describe() for g in failed] or ["no artifact was run"]
-        worst = max(shipped, key=lambda c: c.max_abs_err) if shipped else None
+        worst = max(shipped, key=lambda c: c.scaled_abs_err or c.max_abs_err) if shipped else None
         where = ""
         if worst and any(g.limit is not None for g in failed):
             where = f" (worst: variant {worst.variant}, output {worst.worst_output}, file {worst.file}"
