@@ -6,11 +6,7 @@ import numpy as np
 
 from shipyard.report import VariantMetrics
 
-__all__ = ["FLOAT_NOISE", "OutputMismatch", "compare_outputs", "cosine_similarity", "output_scale"]
-
-# An output whose error is at most this, relative to its scale, equals its reference up to float32
-# rounding: its cosine is not asked (the cosine of two near-zero noise vectors says nothing).
-FLOAT_NOISE = 1e-6
+__all__ = ["OutputMismatch", "compare_outputs", "cosine_similarity", "output_scale"]
 
 
 class OutputMismatch(Exception):
@@ -42,10 +38,12 @@ def compare_outputs(
     reference: dict[str, np.ndarray],
     actual: dict[str, np.ndarray],
     rel_eps: float,
+    exact_below: float | None = None,
 ) -> VariantMetrics:
     """Worst error over all outputs of one variant; non-finite values count as infinite error.
-    `scaled_abs_err` is each output's max |a-b| over its scale (output_scale); cosine counts only
-    outputs whose scaled error is above FLOAT_NOISE."""
+    `scaled_abs_err` is each output's max |a-b| over its scale (output_scale); with `exact_below`,
+    an output whose scaled error is at most that equals its reference up to float rounding and its
+    cosine is not asked (the cosine of two near-zero noise vectors says nothing)."""
     worst_abs, worst_rel, worst_cos, worst_l2, worst_name = 0.0, 0.0, 1.0, 0.0, ""
     worst_scaled = 0.0
     for name, ref in reference.items():
@@ -67,7 +65,8 @@ def compare_outputs(
             abs_err = float(diff.max(initial=0.0))
             scaled = abs_err / output_scale(r)
             rel_err = float((diff / (np.abs(r) + rel_eps)).max(initial=0.0))
-            cos = cosine_similarity(g, r) if scaled > FLOAT_NOISE else 1.0
+            exact = exact_below is not None and scaled <= exact_below
+            cos = 1.0 if exact else cosine_similarity(g, r)
             l2_err = float(np.linalg.norm(diff) / max(float(np.linalg.norm(r)), rel_eps))
         if scaled >= worst_scaled:
             worst_name = name

@@ -34,6 +34,13 @@ class Gates(BaseModel):
     min_cosine: float | None = Field(default=None, gt=0, le=1, description="0 or less passes noise")
     max_rel_l2_err: float | None = Field(default=None, ge=0, description="||a-b|| / ||ref||")
     rel_eps: float = Field(default=1e-3, gt=0, le=1, description="epsilon in |a-b| / (|ref| + eps)")
+    exact_below: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e-3,
+        description="an output whose error is at most this, relative to max(1, its largest magnitude), "
+        "is exact to float rounding and its cosine is not asked (float32 targets)",
+    )
 
     def merged(self, overrides: dict[str, float | None]) -> Gates:
         """These gates with a spec's changes; one gate that tells signal from noise always stays."""
@@ -57,8 +64,9 @@ class Gates(BaseModel):
 
 
 # Strict defaults for float32 artifacts: kernels differ, math should not.
-FP32_GATES = Gates(max_abs_err=1e-4, max_rel_err=1e-2, min_cosine=0.99999)
-# Lossy rungs of a precision ladder: gate on the direction and relative size of the error.
+FP32_GATES = Gates(max_abs_err=1e-4, max_rel_err=1e-2, min_cosine=0.99999, exact_below=1e-6)
+# Lossy rungs of a precision ladder: gate on the direction and relative size of the error, which
+# is relative to the outputs however small they are (no output is exempt from the cosine).
 FP16_GATES = Gates(min_cosine=0.9999, max_rel_l2_err=0.02)
 INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)  # also TF.js uint8 weight storage
 

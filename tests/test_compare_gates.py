@@ -94,16 +94,20 @@ def test_float_gates_judge_error_by_each_outputs_scale() -> None:
     ref = {"boxes": boxes, "scores": noise}
     jitter = (rng.standard_normal(50) * 2e-8).astype(np.float32)
     got = {"boxes": boxes + np.float32(1.2e-4), "scores": noise + jitter}
-    m = compare_outputs("v", "f", {}, ref, got, rel_eps=1e-3)
+    m = compare_outputs("v", "f", {}, ref, got, rel_eps=1e-3, exact_below=FP32_GATES.exact_below)
     assert m.max_abs_err == pytest.approx(1.2e-4, rel=0.1)  # the raw metric is still reported
     assert m.scaled_abs_err is not None and m.scaled_abs_err < 1e-6
     assert cosine_similarity(got["scores"], ref["scores"]) < 0.99999 and m.cosine == 1.0
     assert all(g.passed for g in apply_gates(FP32_GATES, _measured(m)))
 
     wrong = {"boxes": boxes + np.float32(0.5), "scores": noise}  # half a pixel off: a real error
-    m = compare_outputs("v", "f", {}, ref, wrong, rel_eps=1e-3)
+    m = compare_outputs("v", "f", {}, ref, wrong, rel_eps=1e-3, exact_below=FP32_GATES.exact_below)
     failed = {g.name for g in apply_gates(FP32_GATES, _measured(m)) if not g.passed}
     assert "max_abs_err" in failed and m.worst_output == "boxes"
     small = {"scores": np.full(50, 1e-3, dtype=np.float32)}  # a small output really wrong: cosine asked
-    m = compare_outputs("v", "f", {}, small, {"scores": -small["scores"]}, rel_eps=1e-3)
+    m = compare_outputs("v", "f", {}, small, {"scores": -small["scores"]}, 1e-3, FP32_GATES.exact_below)
     assert m.cosine == pytest.approx(-1.0)
+    # lossy rungs ask every output's cosine, however small: int4 noise on a 1e-25 output is an error
+    tiny = {"y": np.full(8, 1e-25, dtype=np.float32)}
+    lossy = compare_outputs("v", "f", {}, tiny, {"y": tiny["y"] * np.arange(8, dtype=np.float32)}, 1e-3)
+    assert lossy.cosine < 0.9

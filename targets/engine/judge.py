@@ -62,7 +62,7 @@ def served_envelope(signature: Signature, narrowed: Envelope) -> tuple[Envelope,
 
 
 def _compare(
-    variants: dict[str, LocatedVariant], result: RuntimeResult, out_dir: Path, rel_eps: float
+    variants: dict[str, LocatedVariant], result: RuntimeResult, out_dir: Path, gates: Gates
 ) -> list[VariantMetrics]:
     compared = []
     references: dict[str, dict[str, np.ndarray]] = {}  # read once, however many runs share them
@@ -77,7 +77,8 @@ def _compare(
                 v.dims,
                 references[variant_name],
                 load_arrays(out_dir / outputs),
-                rel_eps,
+                gates.rel_eps,
+                gates.exact_below,
             )
             compared.append(metrics.model_copy(update={"runtime": run.runtime}))
     return compared
@@ -146,7 +147,7 @@ def judge(
     report = report.model_copy(deep=True)
     report.notes += result.notes
     try:
-        compared = _compare(variants, result, out_dir, gates.rel_eps)
+        compared = _compare(variants, result, out_dir, gates)
     except OutputMismatch as exc:
         report.status, report.error = Status.FAILED, f"gate outputs failed: {exc}"
         return report
