@@ -90,14 +90,8 @@ def run() -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
-    while True:
-        try:
-            ended = _read_line(conn, buffer)
-        except InterruptedError:
-            continue
-        if ended is None:  # the server died, and its children with it
-            return 70
-        return int(ended["exit"])
+    ended = _read_line(conn, buffer)  # recv() resumes by itself after a forwarded signal (PEP 475)
+    return 70 if ended is None else int(ended["exit"])  # None: the server died, its runs with it
 
 
 # -- the server (one per worker) ---------------------------------------------------------------
@@ -197,13 +191,13 @@ def serve(path: str) -> None:
                         servers_fds = [listener.fileno(), selector_fd, wake_read, wake_write]
                         servers_fds += [c.fileno() for c in clients.values()]
                         pid = _fork_run_safely(conn, server_pid, servers_fds)
+                        if pid is None:  # not a flow run request
+                            conn.close()
+                            continue
                         try:
-                            if pid is None:
-                                raise OSError("not a flow run request")
                             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-                        except OSError:  # a bad request, or its launcher is gone already
-                            if pid is not None:
-                                _kill_group(pid)
+                        except OSError:  # its launcher is gone already
+                            _kill_group(pid)
                             conn.close()
                             continue
                         clients[pid] = conn
@@ -226,7 +220,9 @@ def _fork_run_safely(conn: socket.socket, server_pid: int, servers_fds: list[int
 
 
 def _kill_group(pid: int) -> None:
-    """The run's process group, and the run itself in case it has not made its group yet."""
+    """The run's process group, and the run itself in case it has not made its group yet (safe:
+    only called for a run not yet reaped, so its pid cannot belong to another process; unlike
+    targets.engine.workers._kill_group, which also kills groups of reaped steps)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
