@@ -17,6 +17,12 @@ def fit_ir_version(path: Path, most: int, runtime: str) -> str | None:
     """Rewrite `path` with IR version `most` when it declares a newer one; a note saying so, or None."""
     import onnx
 
+    from shipyard.errors import one_line
+    from shipyard.source import onnx_header_ir_version
+
+    declared = onnx_header_ir_version(path)  # a few bytes: most models need no rewrite, no parse
+    if declared is not None and declared <= most:
+        return None
     model = onnx.load_model(str(path), load_external_data=False)
     found = model.ir_version
     if found <= most:
@@ -25,10 +31,9 @@ def fit_ir_version(path: Path, most: int, runtime: str) -> str | None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ValueError(
             f"the model declares ONNX IR version {found}, {runtime} loads at most {most}, and the "
-            f"model is not valid under IR {most}: {first}"
+            f"model is not valid under IR {most}: {one_line(exc, 200)}"
         ) from None
     onnx.save_model(model, str(path))
     return f"ONNX IR version lowered from {found} to {most}, the most {runtime} loads (checked valid)"

@@ -86,17 +86,17 @@ def _dtype_name(elem_type: int) -> str:
     return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
 
 
-# What exporters write for "unknown" instead of a name: Paddle2ONNX `?`, `-1`, tf2onnx `unk__12`,
-# others `None`/`unknown`/`dynamic`. Read as names, all of a model's `?` dims would become one dim.
-_PLACEHOLDER = re.compile(r"(\?|-?\d+|none|null|unk(nown)?(__\d+)?|dyn(amic)?)", re.IGNORECASE)
+# What exporters write for "unknown" instead of a name: Paddle2ONNX `?` and `-1` (not names: no
+# identifier), tf2onnx `unk__12`, others `None`/`unknown`/`dynamic` (identifiers that name nothing).
+# Read as names, all of a model's `?` dims would become one dim.
+_DIM_NAME = re.compile(r"[A-Za-z_][\w.]*")
+_NAMELESS = re.compile(r"none|null|unk(nown)?(__\d+)?|dyn(amic)?", re.IGNORECASE)
 
 
 def _dim_name(d: Any) -> str:
     """The dim's own name, or "" for an unnamed dim (no name, or a placeholder that is no name)."""
     named = str(d.dim_param or "").strip()
-    if not named or _PLACEHOLDER.fullmatch(named) or not re.fullmatch(r"[A-Za-z_][\w.]*", named):
-        return ""
-    return named
+    return named if _DIM_NAME.fullmatch(named) and not _NAMELESS.fullmatch(named) else ""
 
 
 def onnx_signature(source: OnnxSource) -> Signature:

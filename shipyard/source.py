@@ -13,7 +13,14 @@ from typing import BinaryIO
 
 from shipyard.errors import SourceError
 
-__all__ = ["SourceKind", "detect_kind", "holds_saved_model", "tar_members", "unsafe_entry_name"]
+__all__ = [
+    "SourceKind",
+    "detect_kind",
+    "holds_saved_model",
+    "onnx_header_ir_version",
+    "tar_members",
+    "unsafe_entry_name",
+]
 
 MAX_ARCHIVE_ENTRIES = 100_000
 MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_UNPACKED_BYTES", 8 * 2**30))
@@ -216,28 +223,33 @@ def _varint(fh: BinaryIO) -> int | None:
 
 
 def _onnx_header(path: Path) -> bool:
-    """An ONNX ModelProto by its top-level fields alone: a plausible ir_version (field 1) and a
-    graph (field 7), every field well formed and inside the file. Seeks past field contents, so
-    it reads a few bytes per field whatever their size (the prepare step parses the whole file)."""
+    return onnx_header_ir_version(path) is not None
+
+
+def onnx_header_ir_version(path: Path) -> int | None:
+    """The IR version of an ONNX ModelProto read from its top-level fields alone: a plausible
+    ir_version (field 1) and a graph (field 7), every field well formed and inside the file; None
+    otherwise. Seeks past field contents, so it reads a few bytes per field whatever their size
+    (the prepare step parses the whole file)."""
     size = path.stat().st_size
     ir_version, graph = 0, False
     with path.open("rb") as fh:
         for _ in range(_MAX_HEADER_FIELDS):
             if fh.tell() == size:
-                return 0 < ir_version < 100 and graph
+                return ir_version if 0 < ir_version < 100 and graph else None
             key = _varint(fh)
             if key is None or key >> 3 == 0 or (key & 7) not in _ONNX_WIRE_TYPES:
-                return False
+                return None
             number, wire = key >> 3, key & 7
             if wire == 0:
                 value = _varint(fh)
                 if value is None:
-                    return False
+                    return None
                 ir_version = value if number == 1 else ir_version
                 continue
             length = {1: 8, 5: 4}.get(wire) or _varint(fh)
             if length is None or fh.tell() + length > size:
-                return False
+                return None
             graph = graph or (number == _ONNX_GRAPH_FIELD and wire == 2 and length > 0)
             fh.seek(length, os.SEEK_CUR)
-    return False
+    return None
