@@ -19,7 +19,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["RunningService", "running_service"]
+__all__ = ["FINAL", "RunningService", "running_service"]
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
@@ -29,6 +31,7 @@ class RunningService:
     env: dict[str, str]
     database: str  # PostgreSQL, or SQLite when PostgreSQL could not start
     auth: tuple[str, str]  # the Prefect API's basic auth (user, password)
+    webhook_secret: str
     registry: str = "s3://shipyard/registry"  # the service's SeaweedFS; registry_env reaches it
 
     @property
@@ -42,6 +45,43 @@ class RunningService:
         answer = httpx.post(f"{self.api}{path}", json=body, timeout=30, auth=self.auth)
         answer.raise_for_status()
         return answer.json()
+
+    def submit(self, name: str, model: bytes, targets: str) -> str:
+        """A signed upload of `model` for `targets` to the webhook; the submission's run id."""
+        from flows._signing import signed_body_headers
+
+        path = f"/v1/models/{name}"
+        request = httpx.Request(
+            "POST", f"{self.webhook}{path}", files={"file": ("m.pt2", model)}, data={"targets": targets}
+        )
+        body = request.read()
+        content_type = request.headers["Content-Type"]
+        signing = signed_body_headers(self.webhook_secret, "POST", path, body, content_type)
+        answer = httpx.post(request.url, content=body, headers={**request.headers, **signing}, timeout=120)
+        answer.raise_for_status()
+        return str(answer.json()["run_id"])
+
+    def flow_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """The Prefect flow runs the webhook started for these submissions (their idempotency keys)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(run_ids), 200):
+            chunk = run_ids[start : start + 200]
+            found += self.prefect(
+                "/flow_runs/filter", {"flow_runs": {"idempotency_key": {"any_": chunk}}, "limit": len(chunk)}
+            )
+        return found
+
+    def wait_final(self, run_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+        """The submissions' flow runs once every one is in a final state."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.flow_runs(run_ids)
+            if len(runs) == len(run_ids) and all(r["state"]["type"] in FINAL for r in runs):
+                return runs
+            if time.monotonic() > deadline:
+                done = sum(r["state"]["type"] in FINAL for r in runs)
+                raise TimeoutError(f"{done} of {len(run_ids)} runs final after {timeout_s:.0f} s")
+            time.sleep(1)
 
     def command(self, *args: str) -> str:
         done = subprocess.run(
@@ -90,6 +130,7 @@ def running_service(workers: int, webhook_secret: str) -> Iterator[RunningServic
         env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT']}/api"},
         database="SQLite",
         auth=auth,
+        webhook_secret=webhook_secret,
     )
     try:
         started = service.command("infra.service", "up")

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-webhook-secret-0123456789"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
@@ -74,41 +73,6 @@ class Sampler:
         finally:
             self._stop.set()
             thread.join()
-
-
-def _submit(webhook: str, name: str, model: bytes, targets: str) -> str:
-    from flows._signing import signed_body_headers
-
-    request = httpx.Request(
-        "POST", f"{webhook}/v1/models/{name}", files={"file": ("m.pt2", model)}, data={"targets": targets}
-    )
-    body = request.read()
-    signing = signed_body_headers(SECRET, "POST", f"/v1/models/{name}", body, request.headers["Content-Type"])
-    answer = httpx.post(request.url, content=body, headers={**request.headers, **signing}, timeout=120)
-    answer.raise_for_status()
-    return str(answer.json()["run_id"])
-
-
-def _flow_runs(service: RunningService, run_ids: list[str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(run_ids), 200):
-        chunk = run_ids[start : start + 200]
-        found += service.prefect(
-            "/flow_runs/filter", {"flow_runs": {"idempotency_key": {"any_": chunk}}, "limit": len(chunk)}
-        )
-    return found
-
-
-def _wait_final(service: RunningService, run_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = _flow_runs(service, run_ids)
-        if len(runs) == len(run_ids) and all(r["state"]["type"] in FINAL for r in runs):
-            return runs
-        if time.monotonic() > deadline:
-            done = sum(r["state"]["type"] in FINAL for r in runs)
-            raise TimeoutError(f"{done} of {len(run_ids)} runs final after {timeout_s:.0f} s")
-        time.sleep(1)
 
 
 def _t(stamp: str) -> float:
@@ -187,8 +151,8 @@ def _median(values: list[float]) -> float:
 def _solo(service: RunningService, models: list[bytes], targets: str) -> list[RunSplit]:
     splits = []
     for i, model in enumerate(models):
-        run_id = _submit(service.webhook, f"solo-{i}", model, targets)
-        (run,) = _wait_final(service, [run_id], 600)
+        run_id = service.submit(f"solo-{i}", model, targets)
+        (run,) = service.wait_final([run_id], 600)
         if run["state"]["type"] != "COMPLETED":
             raise RuntimeError(f"solo run {i} ended {run['state']['type']}: {run['state'].get('message')}")
         splits.append(_split(service, run))
@@ -202,9 +166,9 @@ def _load(
     runtime = Path(service.env["SHIPYARD_RUNTIME_DIR"])
     with Sampler(runtime).running() as sampler:
         started = time.time()
-        run_ids = [_submit(service.webhook, f"{label}-{i}", m, targets) for i, m in enumerate(models)]
+        run_ids = [service.submit(f"{label}-{i}", m, targets) for i, m in enumerate(models)]
         submitted = time.time() - started
-        runs = _wait_final(service, run_ids, timeout_s)
+        runs = service.wait_final(run_ids, timeout_s)
     wall = max(_t(r["end_time"]) for r in runs if r["end_time"]) - started
     per_run = [r["total_run_time"] for r in runs]
     return {

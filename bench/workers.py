@@ -20,39 +20,10 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import httpx
-
-if TYPE_CHECKING:
-    from bench._service import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-webhook-secret-0123456789"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _submit(webhook: str, name: str, model: bytes, targets: str) -> str:
-    from flows._signing import signed_body_headers
-
-    request = httpx.Request(
-        "POST", f"{webhook}/v1/models/{name}", files={"file": ("m", model)}, data={"targets": targets}
-    )
-    body = request.read()
-    signing = signed_body_headers(SECRET, "POST", f"/v1/models/{name}", body, request.headers["Content-Type"])
-    headers = {**request.headers, **signing}
-    answer = httpx.post(request.url, content=body, headers=headers, timeout=60)
-    answer.raise_for_status()
-    return str(answer.json()["run_id"])
-
-
-def _flow_runs(service: RunningService, run_ids: list[str]) -> list[dict]:
-    return list(
-        service.prefect(
-            "/flow_runs/filter", {"flow_runs": {"idempotency_key": {"any_": run_ids}}, "limit": len(run_ids)}
-        )
-    )
 
 
 def _seconds(later: str, earlier: str) -> float:
@@ -64,15 +35,8 @@ def _batch(workers: int, models: list[bytes], targets: str) -> dict:
 
     with running_service(workers, SECRET) as service:
         started = time.time()
-        run_ids = [_submit(service.webhook, f"batch-{i}", m, targets) for i, m in enumerate(models)]
-        deadline = time.monotonic() + 1800
-        while True:
-            runs = _flow_runs(service, run_ids)
-            if len(runs) == len(run_ids) and all(r["state"]["type"] in FINAL for r in runs):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the batch did not finish in 30 minutes")
-            time.sleep(1)
+        run_ids = [service.submit(f"batch-{i}", m, targets) for i, m in enumerate(models)]
+        runs = service.wait_final(run_ids, 1800)
         wall = max(datetime.fromisoformat(r["end_time"]).timestamp() for r in runs) - started
         to_start = sorted(_seconds(r["start_time"], r["created"]) for r in runs)
         logs = sorted(Path(service.env["SHIPYARD_SERVICE_DIR"]).glob("worker-*.log"))
