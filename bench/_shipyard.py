@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["PackageFailed", "package_process", "write_readme_section"]
+__all__ = ["PackageFailed", "cell_text", "package_process", "write_readme_section"]
 
 
 class PackageFailed(RuntimeError):
@@ -49,3 +50,28 @@ def write_readme_section(name: str, rendered: str) -> None:
     before, rest = readme.split(start, 1)
     after = rest.split(end, 1)[1]
     (ROOT / "README.md").write_text(f"{before}{start}\n{rendered}\n{end}{after}")
+
+
+def _served(notes: list[str]) -> str:
+    """The dims an artifact serves narrower than declared, from its notes ('' when none)."""
+    narrowed = re.findall(r"dim (\S+): serves \[(\d+), (\d+)\] of the declared", " ".join(notes))
+    return ", ".join(f"{d}={lo}" if lo == hi else f"{d} {lo}-{hi}" for d, lo, hi in narrowed)
+
+
+def cell_text(target: dict[str, Any]) -> str:
+    """`passed` (with the sizes it serves if narrower than declared), or how it failed in a few
+    words: the gate and its value, or the step, the ONNX node and the reason."""
+    if target["status"] == "passed":
+        served = _served(target.get("notes", []))
+        return f"passed (serves {served})" if served else "passed"
+    error = (target.get("error") or "").replace("|", "/")
+    gate = re.match(r"gate (\w+) failed: ([^,;(]+)", error)
+    if gate:
+        return f"{target['status']}: gate {gate.group(1)} {gate.group(2).strip()[:40]}"
+    step = re.match(r"([\w:.-]+(?:\[[^\]]*\])?) failed: \w+: (.*)", error)
+    if not step:
+        return f"{target['status']}: {error[:60]}"
+    reason = step.group(2)
+    node = re.match(r"onnx2tf at ONNX node (\S+?): (.*)", reason)
+    where, reason = (f" at {node.group(1)}", f"onnx2tf: {node.group(2)}") if node else ("", reason)
+    return f"{target['status']} in {step.group(1)}{where}: {reason[:70]}"

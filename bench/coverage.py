@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _shipyard import PackageFailed, package_process, write_readme_section  # a sibling of this script
+from _shipyard import (  # a sibling of this script
+    PackageFailed,
+    cell_text,
+    package_process,
+    write_readme_section,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,31 +39,6 @@ def _save(name: str, path: Path) -> Path:
     if name == "encoder":  # the project's own transformer encoder block
         return models.save_encoder(path)
     return zoo.save(name, path)
-
-
-def _served(notes: list[str]) -> str:
-    """The dims an artifact serves narrower than declared, from its notes ('' when none)."""
-    narrowed = re.findall(r"dim (\S+): serves \[(\d+), (\d+)\] of the declared", " ".join(notes))
-    return ", ".join(f"{d}={lo}" if lo == hi else f"{d} {lo}-{hi}" for d, lo, hi in narrowed)
-
-
-def _cell(target: dict[str, Any]) -> str:
-    """`passed` (with the sizes it serves if narrower than declared), or how it failed in a few
-    words: the gate and its value, or the step, the ONNX node and the reason."""
-    if target["status"] == "passed":
-        served = _served(target.get("notes", []))
-        return f"passed (serves {served})" if served else "passed"
-    error = (target.get("error") or "").replace("|", "/")
-    gate = re.match(r"gate (\w+) failed: ([^,;(]+)", error)
-    if gate:
-        return f"{target['status']}: gate {gate.group(1)} {gate.group(2).strip()[:40]}"
-    step = re.match(r"([\w:.-]+(?:\[[^\]]*\])?) failed: \w+: (.*)", error)
-    if not step:
-        return f"{target['status']}: {error[:60]}"
-    reason = step.group(2)
-    node = re.match(r"onnx2tf at ONNX node (\S+?): (.*)", reason)
-    where, reason = (f" at {node.group(1)}", f"onnx2tf: {node.group(2)}") if node else ("", reason)
-    return f"{target['status']} in {step.group(1)}{where}: {reason[:70]}"
 
 
 def package(source: Path, home: Path) -> dict[str, Any]:
@@ -101,7 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         saved = json.loads((args.out / "coverage.json").read_text())["details"]
-        _publish(table({m: {t: _cell(r) for t, r in d["targets"].items()} for m, d in saved.items()}), args)
+        _publish(
+            table({m: {t: cell_text(r) for t, r in d["targets"].items()} for m, d in saved.items()}), args
+        )
         return
     results: dict[str, dict[str, str]] = {}
     details: dict[str, Any] = {}
@@ -112,7 +93,7 @@ def main() -> None:
         for name in args.models.split(","):
             start = time.perf_counter()
             report = package(_save(name, Path(tmp) / f"{name}.pt2"), Path(tmp) / "home")
-            results[name] = {t: _cell(r) for t, r in report["targets"].items()}
+            results[name] = {t: cell_text(r) for t, r in report["targets"].items()}
             details[name] = {
                 "seconds": round(time.perf_counter() - start, 1),
                 "error": report.get("error"),

@@ -196,7 +196,12 @@ def convert_to_saved_model(
     """
     import onnx
 
-    from exporters.onnx_rewrites import casts_to_bool_as_compare, split_grouped_convs
+    from exporters.onnx_rewrites import (
+        casts_to_bool_as_compare,
+        node_names_as_tf_scopes,
+        split_grouped_convs,
+        strided_depthwise_as_slice,
+    )
 
     model = onnx.load(str(onnx_path))
     notes = []
@@ -204,7 +209,11 @@ def convert_to_saved_model(
         notes.append(f"{split} grouped convolution(s) split into one per group (TF.js has no grouped conv2d)")
     if casts := casts_to_bool_as_compare(model):
         notes.append(f"{casts} cast(s) to bool written as x != 0 (TF.js wasm keeps the value when casting)")
-    if split or casts:
+    if strided := strided_depthwise_as_slice(model):
+        notes.append(f"{strided} depthwise conv(s) with unequal strides run at stride 1, then sliced")
+    if renamed := node_names_as_tf_scopes(model):
+        notes.append(f"{renamed} node name(s) TensorFlow refuses as scopes renamed")
+    if split or casts or strided or renamed:
         onnx.save(model, str(onnx_path))
     initializers = {i.name for i in model.graph.initializer}  # listed as inputs by some exporters
     input_names = [v.name for v in model.graph.input if v.name not in initializers]

@@ -6,9 +6,17 @@ of floating-point sums, never the math.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["casts_to_bool_as_compare", "erfc_as_erf", "gather_nd_as_gather", "split_grouped_convs"]
+__all__ = [
+    "casts_to_bool_as_compare",
+    "erfc_as_erf",
+    "gather_nd_as_gather",
+    "node_names_as_tf_scopes",
+    "split_grouped_convs",
+    "strided_depthwise_as_slice",
+]
 
 
 def _initializer_array(graph: Any, name: str) -> Any:
@@ -199,6 +207,71 @@ def erfc_as_erf(model: Any) -> int:
             helper.make_node("Erf", [node.input[0]], [f"{base}__erf"]),
             helper.make_node("Sub", [f"{base}__one", f"{base}__erf"], list(node.output)),
         ]
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
+TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")  # TensorFlow's op/scope name rule
+
+
+def node_names_as_tf_scopes(model: Any) -> int:
+    """Rename every node whose name TensorFlow refuses as a scope (Paddle2ONNX writes `Softmax@0`),
+    unique within the graph; returns how many. Node names carry no meaning in ONNX: tensors
+    are linked by their own names, which stay."""
+    graph = model.graph
+    taken = {n.name for n in graph.node}
+    renamed = 0
+    for node in graph.node:
+        if not node.name or TF_SCOPE_NAME.fullmatch(node.name):
+            continue
+        base = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", node.name).lstrip("_-/\\>") or node.op_type
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        node.name = name
+        renamed += 1
+    return renamed
+
+
+def strided_depthwise_as_slice(model: Any) -> int:
+    """Turn every depthwise Conv whose strides differ by axis (Paddle's text models stride (2, 1))
+    into the same Conv at stride 1 and a Slice keeping every s-th row and column; returns how many.
+
+    TensorFlow's depthwise conv takes equal strides only, so onnx2tf writes a grouped Conv2D
+    instead, which TF.js cannot run. Row i of a stride-s conv is row s*i of the stride-1 conv
+    with the same pads, so the values are the same; the layer does s times the work.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = _constant_arrays(graph)
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
+        weight = constants.get(node.input[1]) if node.op_type == "Conv" and group > 1 else None
+        if weight is None or weight.shape[1] != 1 or len(set(strides)) < 2:
+            nodes.append(node)
+            continue
+        base = (node.name or node.output[0]).replace("/", "_")
+        for attribute in node.attribute:
+            if attribute.name == "strides":
+                attribute.ints[:] = [1] * len(strides)
+        dense = f"{base}__stride1"
+        slice_of = {"starts": [0] * len(strides), "ends": [np.iinfo(np.int64).max] * len(strides)}
+        slice_of |= {"axes": list(range(2, 2 + len(strides))), "steps": strides}
+        names = []
+        for key, values in slice_of.items():
+            names.append(f"{base}__{key}")
+            graph.initializer.append(numpy_helper.from_array(np.array(values, dtype=np.int64), names[-1]))
+        outputs = list(node.output)
+        node.output[:] = [dense]
+        nodes += [node, helper.make_node("Slice", [dense, *names], outputs, name=f"{base}__strides")]
         rewritten += 1
     del graph.node[:]
     graph.node.extend(nodes)

@@ -15,6 +15,8 @@ ShipyardError
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AlreadyExists",
     "Conflict",
@@ -31,9 +33,16 @@ __all__ = [
 ]
 
 
+# Where in a native library's source an error was raised: `/onnxruntime_src/.../ops.h:563 void
+# onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) `. It says nothing to a user.
+_NATIVE_LOCATION = re.compile(r"\S+\.(?:h|hpp|cc|cpp|c):\d+ (?:[\w:<>,*& ]+\([^)]*\) ?)?")
+
+
 def one_line(message: object, limit: int = 300) -> str:
-    """A multi-line message (a converter's, a loader's) as one line of at most `limit` characters."""
+    """A multi-line message (a converter's, a loader's) as one line of at most `limit` characters,
+    without native source locations."""
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    text = _NATIVE_LOCATION.sub("", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -87,10 +87,13 @@ def _dtype_name(elem_type: int) -> str:
 
 
 # What exporters write for "unknown" instead of a name: Paddle2ONNX `?` and `-1` (not names: no
-# identifier), tf2onnx `unk__12`, others `None`/`unknown`/`dynamic` (identifiers that name nothing).
+# identifier) or a counter (`p2o.DynamicDimension.3`), tf2onnx `unk__12`, others `None`/`unknown`/
+# `dynamic` (identifiers that name nothing).
 # Read as names, all of a model's `?` dims would become one dim.
 _DIM_NAME = re.compile(r"[A-Za-z_][\w.]*")
-_NAMELESS = re.compile(r"none|null|unk(nown)?(__\d+)?|dyn(amic)?", re.IGNORECASE)
+_NAMELESS = re.compile(
+    r"none|null|unk(nown)?(__\d+)?|dyn(amic)?|(p2o\.)?dynamic_?dimension\.?\d*", re.IGNORECASE
+)
 
 
 def _dim_name(d: Any) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from shipyard.errors import SourceError, SpecError
+from shipyard.errors import ShipyardError, SourceError, SpecError, one_line
 from shipyard.signature import DynamicDim, Signature, TensorSpec, default_typical
 from shipyard.source import SourceKind, detect_kind
 from shipyard.source_model import SourceModel
@@ -212,9 +212,35 @@ def validation_inputs(
 ) -> list[PreparedVariant]:
     """Every variant's inputs and the source model's outputs on them, saved under `folder`."""
     return [
-        save_variant(folder, variant, inputs, run_source(model, signature, inputs), max_elements)
+        save_variant(folder, variant, inputs, _run_variant(model, signature, variant, inputs), max_elements)
         for variant, inputs in build_variants(signature, spec, max_elements)
     ]
+
+
+def _run_variant(
+    model: SourceModel, signature: Signature, variant: Variant, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The source's outputs on one variant; SourceError naming the variant's sizes and the spec
+    field that narrows them when the source itself cannot run there (a detector whose sizes must
+    be multiples of 32, a classifier whose input has one valid size)."""
+    try:
+        return run_source(model, signature, inputs)
+    except ShipyardError:
+        raise
+    except Exception as exc:  # the framework's own error: anything a model can raise
+        sizes = ", ".join(f"{name}={size}" for name, size in variant.dims.items()) or "its static shapes"
+        free = [d for d in signature.dims.values() if d.min != d.max]
+        hint = (
+            "; if it takes only some sizes, narrow them in the spec, e.g. dims: {"
+            + ", ".join(f"{d.name}: {{min: {d.typical}, max: {d.typical}}}" for d in free)
+            + "}"
+            if free
+            else ""
+        )  # first: the framework's own words can be long, and the end of a message may be cut
+        raise SourceError(
+            f"{model.label} source failed to run on validation variant {variant.name} ({sizes}){hint}; "
+            f"it said: {type(exc).__name__}: {one_line(exc, 300)}"
+        ) from exc
 
 
 def edge_inputs(signature: Signature, spec: Spec, dims: dict[str, int]) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from shipyard.variants import load_arrays, save_arrays
 from targets._harness import timed_variant
 from targets._jobs import ArtifactRun, Check, RuntimeJob, RuntimeResult
 
-__all__ = ["JS_DIR", "node_binary", "run_js_harness"]
+__all__ = ["JS_DIR", "harness_failure", "node_binary", "run_js_harness"]
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -25,9 +25,16 @@ JS_DIR = Path(__file__).parent / "js"
 _BANNER = re.compile(r"=+\s*\n[^=]*Hi, looks like you are running TensorFlow\.js in Node\.js[^=]*\n=+\s*\n?")
 
 
-def _without_banners(stderr: str) -> str:
-    """A harness's error output without the banners libraries print, so the reason comes first."""
-    return _BANNER.sub("", stderr).strip()
+HARNESS_ERROR = "harness error: "  # how our JS harnesses mark the exception that stopped them
+
+
+def harness_failure(stderr: str) -> str:
+    """A harness's error output with its own exception first, then what the libraries printed
+    (banners dropped, each line once: tfjs warns once per signature), at most 800 characters."""
+    lines = list(dict.fromkeys(ln.rstrip() for ln in _BANNER.sub("", stderr).splitlines() if ln.strip()))
+    marked = [ln.removeprefix(HARNESS_ERROR) for ln in lines if ln.startswith(HARNESS_ERROR)]
+    text = " | ".join(marked + [ln for ln in lines if not ln.startswith(HARNESS_ERROR)])
+    return text if len(text) <= 800 else text[:797] + "..."
 
 
 def node_binary() -> str:
@@ -106,7 +113,7 @@ def run_js_harness(
         cwd=JS_DIR,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{script} failed: {_without_banners(proc.stderr)[-800:]}")
+        raise RuntimeError(f"{script} failed: {harness_failure(proc.stderr)}")
     result = json.loads((folder_path / "result.json").read_text())
     runs = [
         ArtifactRun(

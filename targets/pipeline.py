@@ -372,9 +372,18 @@ class Engine:
         return DryRun(signature=prepared.signature, variants=prepared.variants, steps=steps)
 
     def inspect(self, request: PackagingRequest, workdir: Path) -> Signature:
-        """The source's signature with the spec applied, read in an isolated step process."""
-        result = self.run(request.model_copy(update={"targets": []}), workdir)
-        return result.signature
+        """The source's signature with the spec applied, read in an isolated step process
+        without running the model (`check_runs` runs it)."""
+        plan = plan_steps(request.source_kind, request.spec, [])
+        plan.steps[PREPARE].function = "targets.engine.steps:read_source_signature"
+        prepared = self._run_plan(request, plan, workdir, None)[PREPARE].result
+        assert isinstance(prepared, PreparedSource)
+        return prepared.signature
+
+    def check_runs(self, request: PackagingRequest, workdir: Path) -> None:
+        """Run the source on every validation variant (as a packaging run does first); InputError
+        naming the variant and its sizes when it cannot."""
+        self.run(request.model_copy(update={"targets": []}), workdir)
 
     def _run_plan(
         self, request: PackagingRequest, plan: Plan, workdir: Path, hooks: StepHooks | None, dry: bool = False

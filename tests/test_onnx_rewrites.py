@@ -116,3 +116,54 @@ def test_erfc_becomes_one_minus_erf_in_the_inputs_own_precision(elem: int, dtype
     np.testing.assert_allclose(
         y.astype(np.float64), expected, rtol=0, atol=1e-6 if dtype == np.float32 else 2e-3
     )
+
+
+def test_node_names_tensorflow_refuses_become_scope_names_and_the_graph_is_unchanged() -> None:
+    from exporters.onnx_rewrites import TF_SCOPE_NAME, node_names_as_tf_scopes
+
+    model = _model(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="Relu@0"),
+            helper.make_node("Softmax", ["r"], ["s"], name="Softmax@0", axis=-1),
+            helper.make_node("Identity", ["s"], ["y"], name="Softmax_0"),  # the name the first would take
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+        [],
+    )
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    before = _run(model, {"x": x})
+    assert node_names_as_tf_scopes(model) == 2
+    names = [n.name for n in model.graph.node]
+    assert all(TF_SCOPE_NAME.fullmatch(n) for n in names) and len(set(names)) == 3, names
+    assert names[2] == "Softmax_0"
+    np.testing.assert_array_equal(_run(model, {"x": x})[0], before[0])
+
+
+@pytest.mark.parametrize("height", [9, 10])  # odd and even: the last row kept or not
+def test_a_depthwise_conv_with_unequal_strides_becomes_stride_1_and_a_slice(height: int) -> None:
+    from exporters.onnx_rewrites import strided_depthwise_as_slice
+
+    rng = np.random.default_rng(0)
+    weight = helper.make_node(  # a Constant node, as Paddle2ONNX writes weights
+        "Constant",
+        [],
+        ["w"],
+        value=numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32)),
+    )
+    conv = helper.make_node(
+        "Conv", ["x", "w"], ["y"], group=4, strides=[2, 1], pads=[1, 1, 1, 1], name="Conv@2"
+    )
+    model = _model(
+        [weight, conv],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, height, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, (height + 1) // 2, 7])],
+        [],
+    )
+    x = rng.standard_normal((1, 4, height, 7)).astype(np.float32)
+    before = _run(model, {"x": x})[0]
+    assert strided_depthwise_as_slice(model) == 1
+    after = _run(model, {"x": x})[0]
+    assert after.shape == before.shape
+    np.testing.assert_array_equal(after, before)
+    assert [n.op_type for n in model.graph.node] == ["Constant", "Conv", "Slice"]

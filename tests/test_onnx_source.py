@@ -192,3 +192,65 @@ def test_integer_ranges_include_high_and_values_fill_the_input() -> None:
     assert set(np.unique(inputs["ids"])) == {0, 1, 2, 3, 4}
     assert inputs["rate"].tolist() == [16000]
     assert inputs["pixels"].min() >= 2 and inputs["pixels"].max() <= 3  # a range under its new name
+
+
+def test_paddle_counter_dims_are_unnamed_too(tmp_path: Path) -> None:
+    """Paddle2ONNX numbers its unknown dims (`p2o.DynamicDimension.0`); they name nothing, and a
+    spec refers to them as `batch` and `<input>_dim<axis>` like every placeholder."""
+    from shipyard.onnx_model import load_onnx
+
+    dims = ["p2o.DynamicDimension.0", 3, "p2o.DynamicDimension.1", "DynamicDimension.2"]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["p2o.DynamicDimension.3", 3, None, None])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "paddle", [x], [y])
+    path = tmp_path / "paddle.onnx"
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    )
+    signature = load_onnx(path).signature()
+    assert signature.inputs[0].shape == ["batch", 3, "x_dim2", "x_dim3"]
+
+
+def _sized_model(path: Path) -> Path:
+    """A model that runs only where its last dim is 8 (or 1, by broadcasting), as a detector runs
+    only at multiples of 32."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", "?"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["?", 8])
+    bias = numpy_helper.from_array(np.arange(8, dtype=np.float32), "bias")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["y"])], "sized", [x], [y], [bias])
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    )
+    return path
+
+
+def test_inspect_shows_the_signature_before_running_and_names_the_variant_that_fails(
+    home: Path, tmp_path: Path
+) -> None:
+    source = _sized_model(tmp_path / "sized.onnx")
+    result = run_cli(["inspect", str(source)], home)
+    assert result.returncode == 2, result.stderr
+    assert "x                    float32   [batch, x_dim1]" in result.stdout  # the names to narrow
+    assert "x_dim1" in result.stdout and "min 1  typical 6  max 32  from default" in result.stdout
+    (error,) = result.stderr.strip().splitlines()
+    assert "failed to run on validation variant typical (batch=6, x_dim1=6)" in error, error
+    assert "dims: {batch: {min: 6, max: 6}, x_dim1: {min: 6, max: 6}}" in error  # the real names
+    assert "Attempting to broadcast" in error  # ONNX Runtime's own words follow
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("dims:\n  x_dim1: {min: 8, max: 8}\n")
+    narrowed = run_cli(["inspect", str(source), "--spec", str(spec)], home)
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "runs: on every validation variant" in narrowed.stdout
+    as_json = run_cli(["inspect", str(source), "--json"], home)
+    assert as_json.returncode == 2
+    import json
+
+    assert "validation variant typical" in json.loads(as_json.stdout)["run_error"]
+
+
+def test_package_refuses_a_source_that_fails_at_its_declared_sizes_and_says_how_to_narrow(
+    home: Path, tmp_path: Path
+) -> None:
+    result = run_cli(["package", str(_sized_model(tmp_path / "sized.onnx")), "--targets", "ort-web"], home)
+    assert_refused(result, home, "validation variant typical", "x_dim1: {min: 6, max: 6}")

@@ -8,7 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli._common import EXIT_OK, SOURCE_HELP, Command, add_registry, print_json, target_list, verbosity
+from flows.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    SOURCE_HELP,
+    Command,
+    add_registry,
+    print_json,
+    target_list,
+    verbosity,
+)
+from shipyard.errors import InputError
 
 __all__ = ["COMMANDS"]
 
@@ -158,7 +168,7 @@ def _dims(dims: dict[str, int]) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in dims.items()) + ")" if dims else "(static)"
 
 
-def _print_signature(signature: Any) -> None:
+def _print_signature(signature: Any, flush: bool = False) -> None:
     for label, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs)):
         print(f"{label}:")
         for t in tensors:
@@ -168,6 +178,8 @@ def _print_signature(signature: Any) -> None:
         for d in signature.dims.values():
             declared = f" (declared max {d.declared_max})" if d.declared_max is not None else ""
             print(f"  {d.name:<20} min {d.min}  typical {d.typical}  max {d.max}  from {d.source}{declared}")
+    if flush:
+        sys.stdout.flush()
 
 
 def _configure_inspect(parser: argparse.ArgumentParser) -> None:
@@ -183,13 +195,24 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     request = _request(args)
     with tempfile.TemporaryDirectory(prefix="shipyard-inspect-") as work, Engine() as engine:
-        signature = engine.inspect(request, Path(work))
+        signature = engine.inspect(request, Path(work) / "signature")
+        if not args.json:  # the names a spec needs come first, whether or not the model runs
+            print(_described(request))
+            _print_signature(signature, flush=True)
+        try:
+            engine.check_runs(request, Path(work) / "runs")
+            run_error = None
+        except InputError as exc:
+            run_error = str(exc)
     if args.json:
-        print_json({"kind": request.source_kind.value, **signature.model_dump(mode="json")})
-        return EXIT_OK
-    print(_described(request))
-    _print_signature(signature)
-    return EXIT_OK
+        print_json(
+            {"kind": request.source_kind.value, **signature.model_dump(mode="json"), "run_error": run_error}
+        )
+    elif run_error is None:
+        print("runs: on every validation variant")
+    else:
+        print(f"shipyard: error: {run_error}", file=sys.stderr)
+    return EXIT_OK if run_error is None else EXIT_USAGE
 
 
 COMMANDS = [
@@ -208,5 +231,8 @@ COMMANDS = [
         "print a model's signature: the names, dtypes, shapes and dim ranges a spec can refer to",
         _configure_inspect,
         run_inspect,
+        description="Print SOURCE's signature with the spec applied (read without running the model), "
+        "then run the source on every validation variant. Exit 0: it runs; 2: bad input, or it fails on "
+        "a variant (the error names the variant's sizes and the spec's dims to narrow).",
     ),
 ]

@@ -24,7 +24,15 @@ from shipyard.signature import Signature
 from shipyard.spec import Spec
 from shipyard.variants import Variant, generated_calibration, load_arrays, max_variant_elements, save_arrays
 
-__all__ = ["EdgeJob", "EdgeVariants", "PrepareJob", "PreparedSource", "prepare", "reference_outputs"]
+__all__ = [
+    "EdgeJob",
+    "EdgeVariants",
+    "PrepareJob",
+    "PreparedSource",
+    "prepare",
+    "read_source_signature",
+    "reference_outputs",
+]
 
 
 class PrepareJob(BaseModel):
@@ -62,6 +70,13 @@ def prepare(job: PrepareJob) -> PreparedSource:
     variants = validation_inputs(program, signature, job.spec, folder, job.max_variant_elements)
     calibration = _calibration(job, signature) if job.calibrate else None
     return PreparedSource(signature=signature, variants=variants, calibration=calibration)
+
+
+def read_source_signature(job: PrepareJob) -> PreparedSource:
+    """The signature alone (spec applied): the source is loaded, never run, so a model that
+    fails at some sizes still shows its dim names (`shipyard inspect`)."""
+    signature, _ = read_signature(Path(job.source), job.spec, job.max_variant_elements)
+    return PreparedSource(signature=signature, variants=[])
 
 
 def _calibration(job: PrepareJob, signature: Signature) -> CalibrationSet:

@@ -177,6 +177,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`${err?.message ?? err}\n`);  // the reason, not a stack the caller would cut
+  process.stderr.write(`harness error: ${err?.message ?? err}\n`);  // marked: the caller puts it first
   process.exit(1);
 });

@@ -204,6 +204,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`${err && err.message ? err.message : err}\n`);
+  // marked, so the caller puts the reason before whatever the libraries warned about
+  process.stderr.write(`harness error: ${err && err.message ? err.message : err}\n`);
   process.exit(1);
 });
