@@ -44,3 +44,16 @@ def test_service_bench_smoke(tmp_path: Path) -> None:
     for split in (*result["solo"], *result["cli"]):  # the phases follow one another in time
         phases = ("start_s", "before_steps_s", "steps_s", "after_steps_s")
         assert all(split[p] >= 0 for p in phases) and split["steps_s"] > 0, split
+
+
+def test_realworld_smoke(tmp_path: Path) -> None:
+    """Four real trained models from pinned PyPI wheels (Paddle2ONNX, jax2tf + tf2onnx, tf2onnx,
+    spox), each with the spec its users would write, pass the default gates in real runtimes."""
+    result = _smoke("realworld.py", tmp_path, 1200)
+    assert len(result["cells"]) == 4
+    for model, cells in result["cells"].items():
+        detail = result["details"][model]
+        assert len(detail["package"]["sha256"]) == 64 and detail["exporter"], detail
+        for target, cell in cells.items():
+            assert cell.startswith("passed"), f"{model} {target}: {detail['targets'][target]['error']}"
+            assert detail["targets"][target]["metrics"]["cosine"] > 0.9999, (model, target)
