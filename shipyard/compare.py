@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from shipyard.report import VariantMetrics
 
-__all__ = ["OutputMismatch", "compare_outputs", "cosine_similarity", "output_scale"]
+__all__ = ["OutputMismatch", "classifier_like", "compare_outputs", "cosine_similarity", "output_scale"]
 
 
 class OutputMismatch(Exception):
@@ -31,6 +33,38 @@ def output_scale(reference: np.ndarray) -> float:
     return max(1.0, float(finite.max(initial=0.0)))
 
 
+def classifier_like(reference: np.ndarray) -> bool:
+    """An output whose last axis holds class scores: [rows, classes] logits, or probabilities
+    over the last axis at any rank (softmax per step of a text recogniser); never one class."""
+    if reference.ndim < 2 or reference.shape[-1] < 2 or not np.issubdtype(reference.dtype, np.floating):
+        return False
+    if reference.ndim == 2:
+        return True
+    sums = reference.astype(np.float64).sum(axis=-1)
+    return bool(reference.min() >= 0 and reference.max() <= 1 and np.allclose(sums, 1.0, atol=1e-3))
+
+
+class Agreement(NamedTuple):
+    rows: int  # predictions compared (every row of the output's leading axes)
+    top1: int  # rows where the artifact's top class is one of the source's top classes (ties)
+    top5_rows: int  # rows of outputs with more than 5 classes
+    top5: int  # of those, rows where the source's top class is among the artifact's top 5
+
+
+def label_agreement(reference: np.ndarray, actual: np.ndarray) -> Agreement:
+    """How often the artifact picks the source's class (and keeps it in its top 5)."""
+    ref = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    got = actual.reshape(-1, actual.shape[-1]).astype(np.float64)
+    best = ref.max(axis=-1, keepdims=True)
+    picked = got.argmax(axis=-1)
+    top1 = int((ref[np.arange(len(ref)), picked] >= best[:, 0]).sum())
+    if ref.shape[-1] <= 5:
+        return Agreement(rows=len(ref), top1=top1, top5_rows=0, top5=0)
+    top5 = np.argpartition(-got, 5, axis=-1)[:, :5]
+    kept = (ref[np.arange(len(ref))[:, None], top5] >= best).any(axis=-1)
+    return Agreement(rows=len(ref), top1=top1, top5_rows=len(ref), top5=int(kept.sum()))
+
+
 def compare_outputs(
     variant: str,
     file: str,
@@ -46,6 +80,7 @@ def compare_outputs(
     cosine is not asked (the cosine of two near-zero noise vectors says nothing)."""
     worst_abs, worst_rel, worst_cos, worst_l2, worst_name = 0.0, 0.0, 1.0, 0.0, ""
     worst_scaled = 0.0
+    agreement = Agreement(0, 0, 0, 0)
     for name, ref in reference.items():
         if name not in actual:
             raise OutputMismatch(f"variant {variant}: output {name} missing from {file}")
@@ -68,6 +103,10 @@ def compare_outputs(
             exact = exact_below is not None and scaled <= exact_below
             cos = 1.0 if exact else cosine_similarity(g, r)
             l2_err = float(np.linalg.norm(diff) / max(float(np.linalg.norm(r)), rel_eps))
+        if classifier_like(ref) and np.all(np.isfinite(got)):
+            agreement = Agreement(*(a + b for a, b in zip(agreement, label_agreement(ref, got), strict=True)))
+        elif classifier_like(ref):  # non-finite scores pick nothing
+            agreement = agreement._replace(rows=agreement.rows + ref.size // ref.shape[-1])
         if scaled >= worst_scaled:
             worst_name = name
         worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
@@ -83,4 +122,8 @@ def compare_outputs(
         rel_l2_err=worst_l2,
         scaled_abs_err=worst_scaled,
         worst_output=worst_name,
+        label_rows=agreement.rows,
+        top1_agreed=agreement.top1,
+        top5_rows=agreement.top5_rows,
+        top5_agreed=agreement.top5,
     )

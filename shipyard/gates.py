@@ -33,6 +33,13 @@ class Gates(BaseModel):
     max_rel_err: float | None = Field(default=None, ge=0)
     min_cosine: float | None = Field(default=None, gt=0, le=1, description="0 or less passes noise")
     max_rel_l2_err: float | None = Field(default=None, ge=0, description="||a-b|| / ||ref||")
+    min_top1_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of classifier-like output rows whose top class is the source's "
+        "(not asked of a model without such outputs)",
+    )
     rel_eps: float = Field(default=1e-3, gt=0, le=1, description="epsilon in |a-b| / (|ref| + eps)")
     exact_below: float | None = Field(
         default=None,
@@ -67,8 +74,9 @@ class Gates(BaseModel):
 FP32_GATES = Gates(max_abs_err=1e-4, max_rel_err=1e-2, min_cosine=0.99999, exact_below=1e-6)
 # Lossy rungs of a precision ladder: gate on the direction and relative size of the error, which
 # is relative to the outputs however small they are (no output is exempt from the cosine).
-FP16_GATES = Gates(min_cosine=0.9999, max_rel_l2_err=0.02)
-INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15)  # also TF.js uint8 weight storage
+# Where an output is classifier-like they also keep the source's top class on 99% of the rows.
+FP16_GATES = Gates(min_cosine=0.9999, max_rel_l2_err=0.02, min_top1_agreement=0.99)
+INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15, min_top1_agreement=0.99)  # also TF.js uint8
 
 
 def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
@@ -81,6 +89,8 @@ def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:
         ("min_cosine", gates.min_cosine, metrics.cosine, True),
         ("max_rel_l2_err", gates.max_rel_l2_err, metrics.rel_l2_err, False),
     ]
+    if metrics.top1_agreement is not None:  # only where an output is classifier-like
+        checks.append(("min_top1_agreement", gates.min_top1_agreement, metrics.top1_agreement, True))
     results = []
     for name, limit, value, at_least in checks:
         if limit is None:

@@ -50,6 +50,8 @@ class Metrics(BaseModel):
     cosine: float | None = None
     rel_l2_err: float | None = None  # ||a-b|| / ||ref||
     scaled_abs_err: float | None = None  # max |a-b| / max(1, max |ref|), per output: max_abs_err's gate
+    top1_agreement: float | None = None  # share of classifier-like rows where the top class agrees
+    top5_agreement: float | None = None  # share where the source's top class is in the artifact's top 5
     latency_ms_p50: float | None = None
     load_ms: float | None = None
     artifact_bytes: int | None = None
@@ -70,6 +72,10 @@ class VariantMetrics(BaseModel):
     rel_l2_err: float
     scaled_abs_err: float | None = None  # max |a-b| / max(1, max |ref|) of the worst output
     worst_output: str
+    label_rows: int = 0  # rows of classifier-like outputs (shipyard.compare.classifier_like)
+    top1_agreed: int = 0  # of those, where the artifact's top class is the source's
+    top5_rows: int = 0  # rows of classifier-like outputs with more than 5 classes
+    top5_agreed: int = 0  # of those, where the source's top class is in the artifact's top 5
 
 
 class GateResult(BaseModel):

@@ -111,3 +111,31 @@ def test_float_gates_judge_error_by_each_outputs_scale() -> None:
     tiny = {"y": np.full(8, 1e-25, dtype=np.float32)}
     lossy = compare_outputs("v", "f", {}, tiny, {"y": tiny["y"] * np.arange(8, dtype=np.float32)}, 1e-3)
     assert lossy.cosine < 0.9
+
+
+def test_top1_and_top5_agreement_count_rows_of_classifier_like_outputs() -> None:
+    from shipyard.compare import classifier_like, label_agreement
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((10, 8)).astype(np.float32)
+    flipped = logits.copy()
+    top = logits[:3].argmax(axis=-1)
+    flipped[np.arange(3), top] = -10.0  # three rows lose their top class (still in no top 5)
+    agreement = label_agreement(logits, flipped)
+    assert (agreement.rows, agreement.top1, agreement.top5_rows, agreement.top5) == (10, 7, 10, 7)
+    tied = np.zeros((2, 3), dtype=np.float32)  # every class is top: any pick agrees
+    assert label_agreement(tied, rng.standard_normal((2, 3))).top1 == 2
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    assert classifier_like(logits) and classifier_like(softmax.reshape(2, 5, 8))
+    assert not classifier_like(logits.reshape(2, 5, 8))  # a feature map, not scores
+    assert not classifier_like(logits[:, :1])
+
+
+def test_the_agreement_gate_judges_classifiers_and_ignores_other_models() -> None:
+    metrics = Metrics(max_abs_err=0.1, max_rel_err=0.1, cosine=0.999, rel_l2_err=0.05, top1_agreement=0.9)
+    gates = Gates(min_cosine=0.99, min_top1_agreement=0.95)
+    (failed,) = [g for g in apply_gates(gates, metrics) if not g.passed]
+    assert failed.describe() == "gate min_top1_agreement failed: 0.9, needs >= 0.95"
+    no_classes = metrics.model_copy(update={"top1_agreement": None})
+    assert all(g.passed for g in apply_gates(gates, no_classes))
+    assert "min_top1_agreement" not in {g.name for g in apply_gates(gates, no_classes)}

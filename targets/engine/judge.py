@@ -90,6 +90,18 @@ def _worst_scaled(compared: list[VariantMetrics]) -> float | None:
     return None if not scaled or None in scaled else max(s for s in scaled if s is not None)
 
 
+def _agreement(compared: list[VariantMetrics], rows: str, agreed: str) -> float | None:
+    """The share of classifier-like rows that agree, over every variant of one file in one runtime,
+    for the worst file and runtime; None when no output is classifier-like."""
+    pooled: dict[tuple[str, str], list[int]] = {}
+    for c in compared:
+        total = pooled.setdefault((c.file, c.runtime), [0, 0])
+        total[0] += getattr(c, agreed)
+        total[1] += getattr(c, rows)
+    shares = [agreed_rows / all_rows for agreed_rows, all_rows in pooled.values() if all_rows]
+    return min(shares, default=None)
+
+
 def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics:
     latencies = [p for p in (latency_p50(r.times_ms) for r in runs) if p is not None]
     return Metrics(
@@ -98,6 +110,8 @@ def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics
         cosine=min(c.cosine for c in compared),
         rel_l2_err=max(c.rel_l2_err for c in compared),
         scaled_abs_err=_worst_scaled(compared),
+        top1_agreement=_agreement(compared, "label_rows", "top1_agreed"),
+        top5_agreement=_agreement(compared, "top5_rows", "top5_agreed"),
         latency_ms_p50=max(latencies, default=None),
         load_ms=max((r.load_ms for r in runs), default=None),
     )
