@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 WeightStorage = Literal["float16", "uint8"]
 
@@ -41,6 +43,50 @@ def rewrite_model_json(model_json: Path, output_names: list[str]) -> None:
     model_json.write_text(json.dumps(doc, sort_keys=True))
 
 
+_BIAS_PARENTS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
+
+
+def _node_name(tensor: str) -> str:
+    return tensor.lstrip("^").split(":")[0]
+
+
+def bias_adds_of_constants(graph_def: Any) -> Any:
+    """tensorflowjs's `normalize_bias_add_op`, for Adds of a rank-1 constant only.
+
+    Its own pass turns every Add after a lone MatMul/Conv2D into a BiasAdd whatever the other
+    operand is, so a residual (a ResNet's identity shortcut, a transformer's skip) becomes the
+    "bias" of a fused op that TF.js then refuses ("FusedConv2D only supports rank-1 bias").
+    """
+    nodes = {n.name: n for n in graph_def.node}
+    consumers: dict[str, int] = {}
+    for node in graph_def.node:
+        for tensor in node.input:
+            consumers[_node_name(tensor)] = consumers.get(_node_name(tensor), 0) + 1
+    for node in graph_def.node:
+        if node.op not in ("Add", "AddV2") or len(node.input) != 2:
+            continue
+        parent, other = (nodes.get(_node_name(t)) for t in node.input)
+        if parent is None or parent.op not in _BIAS_PARENTS or consumers.get(parent.name) != 1:
+            continue
+        if other is None or other.op != "Const" or len(other.attr["value"].tensor.tensor_shape.dim) != 1:
+            continue
+        node.op = "BiasAdd"
+        node.attr["data_format"].s = b"NHWC"
+    return graph_def
+
+
+@contextlib.contextmanager
+def _only_constant_biases() -> Iterator[None]:
+    from tensorflowjs.converters import normalize_bias_add
+
+    original = normalize_bias_add.normalize_bias_add_op
+    normalize_bias_add.normalize_bias_add_op = bias_adds_of_constants
+    try:
+        yield
+    finally:
+        normalize_bias_add.normalize_bias_add_op = original
+
+
 def convert_to_tfjs(
     saved_model: Path, out_dir: Path, output_names: list[str], weights: WeightStorage | None = None
 ) -> list[Path]:
@@ -51,13 +97,15 @@ def convert_to_tfjs(
 
     from shipyard.saved_model import SIGNATURE_KEY
 
-    tfjs.convert_tf_saved_model(
-        str(saved_model),
-        str(out_dir),
-        signature_def=SIGNATURE_KEY,
-        saved_model_tags="serve",
-        quantization_dtype_map={weights: True} if weights else None,
-    )
+    with _only_constant_biases():
+        tfjs.convert_tf_saved_model(
+            str(saved_model),
+            str(out_dir),
+            signature_def=SIGNATURE_KEY,
+            saved_model_tags="serve",
+            quantization_dtype_map={weights: True} if weights else None,
+            strip_debug_ops=True,  # Assert and CheckNumerics (a SavedModel's checks) have no TF.js op
+        )
     model_json = out_dir / "model.json"
     if not model_json.is_file():
         raise RuntimeError("tensorflowjs finished without writing model.json")

@@ -254,3 +254,59 @@ def test_package_refuses_a_source_that_fails_at_its_declared_sizes_and_says_how_
 ) -> None:
     result = run_cli(["package", str(_sized_model(tmp_path / "sized.onnx")), "--targets", "ort-web"], home)
     assert_refused(result, home, "validation variant typical", "x_dim1: {min: 6, max: 6}")
+
+
+def _residual_model(path: Path) -> Path:
+    """Dense layers whose output is added to another computed tensor (a residual), as a ResNet's
+    identity shortcut adds to a conv's output: never a bias."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), name) for name in ("w1", "w2")
+    ]
+    bias = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b"], ["hb"]),  # a real bias: TF.js may fuse it
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["m"]),
+        helper.make_node("Add", ["m", "x"], ["y"]),  # the residual
+    ]
+    graph = helper.make_graph(nodes, "residual", [x], [y], [*weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_tfjs_keeps_a_residual_add_out_of_the_matmul_bias(engine: Engine, tmp_path: Path) -> None:
+    """tensorflowjs turned every Add after a MatMul/Conv2D into a BiasAdd, whatever the other
+    operand, and TF.js then refused the fused op ("only supports rank-1 bias")."""
+    source = _residual_model(tmp_path / "residual.onnx")
+    result = run_targets(
+        engine, source, ["tfjs"], tmp_path / "run", {"inputs": {"x": {"low": -1, "high": 1}}}
+    )
+    report = result.reports["tfjs"]
+    assert report.status is Status.PASSED, report.error
+    import json
+
+    topology = json.loads((result.artifact_dirs["tfjs"] / "model.json").read_text())["modelTopology"]
+    assert any(node["op"] in ("Add", "AddV2") for node in topology["node"])  # the residual stays an Add
+
+
+def test_only_an_add_of_a_rank_1_constant_becomes_a_bias() -> None:
+    import tensorflow as tf
+
+    from exporters.savedmodel2tfjs import bias_adds_of_constants
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 8], tf.float32)])
+    def dense(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        weight = tf.constant(np.ones((8, 8), np.float32))
+        biased = tf.add(tf.matmul(x, weight), tf.constant(np.ones(8, np.float32)), name="biased")
+        residual = tf.add(tf.matmul(x, weight), x, name="residual")
+        return biased, residual
+
+    graph_def = bias_adds_of_constants(dense.get_concrete_function().graph.as_graph_def())
+    ops = {node.name: node.op for node in graph_def.node}
+    assert ops["biased"] == "BiasAdd" and ops["residual"] in ("Add", "AddV2")
