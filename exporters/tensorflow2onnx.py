@@ -27,26 +27,28 @@ def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset
 
 
 def export_onnx_from_saved_model(saved_model: Path, signature: Signature, path: Path, opset: int) -> Path:
-    """From the `serving_default` signature, called with positional inputs in signature order."""
-    import tensorflow as tf
-    import tf2onnx
+    """From the `serving_default` signature, frozen as `python -m tf2onnx.convert --saved-model`
+    freezes it, inputs and outputs named by the signature's keys.
+
+    Calling the restored signature inside a new tf.function (tf2onnx's from_function) left the
+    tensors that signature captures (a CQT's kernels, a lookup table) as extra graph inputs."""
+    from tf2onnx import convert, tf_loader
 
     from shipyard.saved_model import SIGNATURE_KEY
 
-    loaded = tf.saved_model.load(str(saved_model))  # kept alive: the function's variables live in it
-    serving = loaded.signatures[SIGNATURE_KEY]
-    names = [t.name for t in signature.inputs]
-
-    def positional(*args: Any) -> list[Any]:
-        result = serving(**dict(zip(names, args, strict=True)))
-        return [result[t.name] for t in signature.outputs]
-
-    declared = serving.structured_input_signature[1]
-    specs = [tf.TensorSpec(declared[n].shape, declared[n].dtype, name=n) for n in names]
-    converted, _ = tf2onnx.convert.from_function(tf.function(positional), input_signature=specs, opset=opset)
-    written = _finish(converted, signature, path)
-    del loaded
-    return written
+    graph_def, inputs, outputs, _, renames = tf_loader.from_saved_model(
+        str(saved_model),
+        None,
+        None,
+        tag="serve",
+        signatures=[SIGNATURE_KEY],
+        return_initialized_tables=True,
+        return_tensors_to_rename=True,
+    )
+    converted, _ = convert.from_graph_def(
+        graph_def, input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames
+    )
+    return _finish(converted, signature, path)
 
 
 def _finish(converted: Any, signature: Signature, path: Path) -> Path:
@@ -60,11 +62,12 @@ def _finish(converted: Any, signature: Signature, path: Path) -> Path:
     unknown = sorted({n.op_type for n in converted.graph.node if not n.domain and n.op_type not in known})
     if unknown:  # tf2onnx leaves TensorFlow ops it cannot map as they are
         raise RuntimeError(f"tf2onnx: no ONNX op for TensorFlow op(s) {', '.join(unknown)}")
-    for value, spec in zip(converted.graph.output, signature.outputs, strict=True):
-        for node in converted.graph.node:
-            node.output[:] = [spec.name if o == value.name else o for o in node.output]
-            node.input[:] = [spec.name if i == value.name else i for i in node.input]
-        value.name = spec.name
+    if {o.name for o in converted.graph.output} != set(signature.output_names()):  # Keras: by position
+        for value, spec in zip(converted.graph.output, signature.outputs, strict=True):
+            for node in converted.graph.node:
+                node.output[:] = [spec.name if o == value.name else o for o in node.output]
+                node.input[:] = [spec.name if i == value.name else i for i in node.input]
+            value.name = spec.name
     onnx.save_model(converted, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return path
