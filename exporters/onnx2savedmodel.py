@@ -143,9 +143,11 @@ def _fix_shapes(source: Path, shapes: dict[str, list[int]], out: Path) -> int:
     import onnx
     import onnxsim
 
-    from exporters.onnx_rewrites import gather_nd_as_gather
+    from exporters.onnx_rewrites import constant_ifs_inlined, gather_nd_as_gather
 
-    model, checked = onnxsim.simplify(onnx.load(str(source)), overwrite_input_shapes=shapes)
+    model = onnx.load(str(source))
+    constant_ifs_inlined(model, shapes)  # conditions on sizes: onnxsim leaves If nodes in place
+    model, checked = onnxsim.simplify(model, overwrite_input_shapes=shapes)
     if not checked:
         raise RuntimeError("onnxsim: the simplified graph's outputs differ from the original's")
     rewritten = gather_nd_as_gather(model)
@@ -166,8 +168,8 @@ def _first_fixed_size(
         try:
             rewritten = _fix_shapes(onnx_path, size, fixed)
             keras_model = _convert_checked(fixed, size, outputs={}, **options)  # all fixed now
-        except RuntimeError as exc:
-            failures.append(f"at {size}: {exc}")
+        except Exception as exc:  # onnxsim's and ONNX Runtime's own errors included
+            failures.append(f"at {size}: {one_line(exc, 400)}")
             continue
         return keras_model, size, f"; {rewritten} GatherND rewritten as Gather" if rewritten else ""
     raise RuntimeError(f"{dynamic_failure}; and with fixed input sizes: " + "; ".join(failures))
@@ -181,6 +183,7 @@ def convert_to_saved_model(
     work_dir: Path,
     sizes: list[dict[str, list[int]]],
     outputs: dict[str, list[int | str]],
+    fixed_values: dict[str, float] | None = None,
 ) -> list[str]:
     """Write a SavedModel whose serving signature keeps the ONNX input/output names; returns notes.
 
@@ -192,12 +195,16 @@ def convert_to_saved_model(
     mostly), the inputs are fixed at each size in turn, and the SavedModel declares the first
     that converts right (a reader sees the narrower envelope there).
     outputs: the source's output shapes (dim names where dynamic), to catch baked dims.
+    fixed_values: inputs that take one value (the spec's `value:`), folded into the graph so that
+    an `If` on them (a sample rate) keeps only the branch taken; the input stays, unread.
     onnx_path is rewritten in place first (exporters.onnx_rewrites): give it a copy.
     """
     import onnx
 
     from exporters.onnx_rewrites import (
         casts_to_bool_as_compare,
+        constant_ifs_inlined,
+        inputs_as_constants,
         node_names_as_tf_scopes,
         split_grouped_convs,
         strided_depthwise_as_slice,
@@ -205,6 +212,10 @@ def convert_to_saved_model(
 
     model = onnx.load(str(onnx_path))
     notes = []
+    if fixed := inputs_as_constants(model, fixed_values or {}):
+        notes.append(f"{fixed} input(s) with one value folded into the graph: {sorted(fixed_values or {})}")
+    if inlined := constant_ifs_inlined(model):
+        notes.append(f"{inlined} If node(s) with a constant condition replaced by the branch taken")
     if split := split_grouped_convs(model):
         notes.append(f"{split} grouped convolution(s) split into one per group (TF.js has no grouped conv2d)")
     if casts := casts_to_bool_as_compare(model):
@@ -213,15 +224,18 @@ def convert_to_saved_model(
         notes.append(f"{strided} depthwise conv(s) with unequal strides run at stride 1, then sliced")
     if renamed := node_names_as_tf_scopes(model):
         notes.append(f"{renamed} node name(s) TensorFlow refuses as scopes renamed")
-    if split or casts or strided or renamed:
+    if fixed or inlined or split or casts or strided or renamed:
         onnx.save(model, str(onnx_path))
     initializers = {i.name for i in model.graph.initializer}  # listed as inputs by some exporters
     input_names = [v.name for v in model.graph.input if v.name not in initializers]
     options = {"keep_layout_inputs": keep_layout_inputs, "pseudo_ops": pseudo_ops, "work_dir": work_dir}
+    ifs_left = sum(n.op_type == "If" for n in model.graph.node)
     try:
+        if ifs_left:  # onnx2tf renames what a branch reads from outside without renaming it there
+            raise RuntimeError(f"{ifs_left} If node(s) whose condition is known only at fixed sizes")
         keras_model = _convert_checked(onnx_path, sizes[0], outputs, **options)
     except RuntimeError as exc:
-        if not any(_has_dynamic_dim(model, name) for name in input_names):
+        if not ifs_left and not any(_has_dynamic_dim(model, name) for name in input_names):
             raise
         keras_model, size, rewrites = _first_fixed_size(onnx_path, sizes, str(exc), **options)
         notes.append(f"inputs fixed at {size}: with dynamic dims, {exc}{rewrites}")

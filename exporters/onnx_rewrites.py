@@ -50,10 +50,11 @@ def _element_types(model: Any) -> dict[str, int]:
 
 
 def _static_shapes(model: Any) -> dict[str, list[int]]:
-    """Tensors whose every dim ONNX shape inference knows as a number."""
+    """Tensors whose every dim ONNX shape inference knows as a number (sizes computed from
+    shapes followed too: data propagation)."""
     from onnx import shape_inference
 
-    inferred = shape_inference.infer_shapes(model).graph
+    inferred = shape_inference.infer_shapes(model, data_prop=True).graph
     shapes = {}
     for value in [*inferred.input, *inferred.value_info, *inferred.output]:
         tensor = value.type.tensor_type
@@ -276,3 +277,180 @@ def strided_depthwise_as_slice(model: Any) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return rewritten
+
+
+def _rename_uses(graph: Any, renames: dict[str, str]) -> None:
+    """Rename tensors where `graph` and every subgraph in it read them."""
+    for node in graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                _rename_uses(sub, renames)
+    for value in graph.output:
+        value.name = renames.get(value.name, value.name)
+
+
+def inputs_as_constants(model: Any, values: dict[str, float]) -> int:
+    """Feed each named input its one value (the spec's `value:`, a sample rate) as a constant
+    the graph reads instead; the input stays declared, unread. Returns how many."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    renames = {}
+    for value in graph.input:
+        if value.name not in values:
+            continue
+        tensor = value.type.tensor_type
+        shape = [d.dim_value for d in tensor.shape.dim]
+        if any(not d.HasField("dim_value") for d in tensor.shape.dim):
+            continue  # a fixed value of unknown shape: left to the runtime
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        constant = f"{value.name}__value"
+        graph.initializer.append(numpy_helper.from_array(np.full(shape, values[value.name], dtype), constant))
+        renames[value.name] = constant
+    _rename_uses(graph, renames)
+    return len(renames)
+
+
+_FOLDABLE = {  # what an If's condition is computed with from sizes and fixed inputs
+    *("Equal", "Not", "And", "Or", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"),
+    *("Cast", "Identity", "Gather", "Squeeze", "Unsqueeze", "Slice", "Concat", "Shape", "Size"),
+}
+
+
+def _fold_constant_logic(graph: Any) -> None:
+    """Evaluate the comparisons and casts whose inputs are all constants (what an If's condition
+    is made of once its inputs are fixed), as initializers."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    constants = _constant_arrays(graph)
+    kept = []
+    for node in graph.node:
+        if node.op_type not in _FOLDABLE or node.domain or not all(i in constants for i in node.input):
+            kept.append(node)
+            continue
+        evaluator = ReferenceEvaluator(node)
+        for name, array in zip(
+            node.output, evaluator.run(None, {i: constants[i] for i in node.input}), strict=True
+        ):
+            constants[name] = array
+            graph.initializer.append(numpy_helper.from_array(array, name))
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def _fix_input_shapes(model: Any, shapes: dict[str, list[int]]) -> None:
+    for value in model.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[value.name], strict=True):
+                dim.Clear()
+                dim.dim_value = size
+
+
+# Ops whose output shape follows the values: a size measured on one input is no constant.
+_DATA_DEPENDENT = {"NonZero", "Unique", "Compress", "NonMaxSuppression", "Loop", "Scan", "RandomNormalLike"}
+
+
+def _measured_shapes(model: Any, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Every top-level tensor's shape, measured by running ONNX Runtime once at the fixed sizes
+    (shape inference loses sizes through a Slice with computed ends, an STFT's). Empty when a
+    shape could follow the values."""
+    import copy
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    if any(n.op_type in _DATA_DEPENDENT for n in model.graph.node):
+        return {}
+    probe = copy.deepcopy(model)
+    types = _element_types(probe)
+    declared = {o.name for o in probe.graph.output}
+    wanted = [o for n in probe.graph.node for o in n.output if o and o in types and o not in declared]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, types[name], None) for name in wanted)
+    feeds = {
+        value.name: np.zeros(
+            shapes[value.name], helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        )
+        for value in probe.graph.input
+        if value.name in shapes
+    }
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return {name: list(array.shape) for name, array in zip(names, session.run(None, feeds), strict=True)}
+
+
+def _fold_shapes(model: Any, known: dict[str, list[int]]) -> None:
+    """Shape and Size of tensors whose shape is known, as initializers."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    kept = []
+    for node in model.graph.node:
+        shape = known.get(node.input[0]) if node.op_type in ("Shape", "Size") and not node.domain else None
+        if shape is None:
+            kept.append(node)
+            continue
+        if node.op_type == "Size":
+            array = np.array(int(np.prod(shape)), dtype=np.int64)
+        else:
+            ends = {a.name: a.i for a in node.attribute}
+            array = np.array(shape[ends.get("start", 0) : ends.get("end", len(shape))], dtype=np.int64)
+        model.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def _constant_if(graph: Any) -> Any:
+    """The first If whose condition is a constant once constant logic is folded, or None."""
+    _fold_constant_logic(graph)
+    constants = _constant_arrays(graph)
+    return next((n for n in graph.node if n.op_type == "If" and n.input[0] in constants), None)
+
+
+def constant_ifs_inlined(model: Any, shapes: dict[str, list[int]] | None = None) -> int:
+    """Replace every If whose condition is a constant with the nodes of the branch it takes
+    (tensors made in the branch prefixed with the If's name, so they cannot clash); returns how
+    many. With `shapes` (input name -> sizes) the inputs are fixed first and conditions on sizes
+    fold too. onnx2tf converts a branch's constants into the wrong scope, and onnxsim renames
+    tensors that branches read from outside without renaming them there."""
+    from onnx import helper
+
+    graph = model.graph
+    inlined = 0
+    if shapes:
+        _fix_input_shapes(model, shapes)
+    while True:
+        node = _constant_if(graph)
+        if node is None and shapes and any(n.op_type == "If" for n in graph.node):
+            # an If on a rank or a size (torch's conditional squeeze) is constant at fixed sizes
+            _fold_shapes(model, {**shapes, **_measured_shapes(model, shapes)})
+            node = _constant_if(graph)
+        if node is None:
+            return inlined
+        condition = _constant_arrays(graph)[node.input[0]]
+        taken = "then_branch" if bool(condition.reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        prefix = f"{node.name or node.output[0]}__"
+        made = [o for n in branch.node for o in n.output if o] + [i.name for i in branch.initializer]
+        renames = {name: prefix + name for name in made}
+        _rename_uses(branch, renames)
+        for inner in branch.node:
+            inner.output[:] = [renames.get(o, o) for o in inner.output]
+            inner.name = prefix + inner.name if inner.name else ""
+        for initializer in branch.initializer:
+            initializer.name = renames[initializer.name]
+        graph.initializer.extend(branch.initializer)
+        position = list(graph.node).index(node)
+        replacement = list(branch.node) + [
+            helper.make_node("Identity", [out.name], [outer], name=f"{prefix}out{i}")
+            for i, (out, outer) in enumerate(zip(branch.output, node.output, strict=True))
+        ]
+        nodes = list(graph.node)
+        nodes[position : position + 1] = replacement
+        del graph.node[:]
+        graph.node.extend(nodes)
+        inlined += 1

@@ -57,7 +57,9 @@ def _rename(tensors: list[TensorSpec], overrides: dict, kind: str) -> list[Tenso
             f"spec field {kind}: no {kind[:-1]} named {sorted(unknown)[0]!r}; the model has {sorted(names)}"
         )
     out = [
-        t.model_copy(update={"name": overrides[t.name].name or t.name}) if t.name in overrides else t
+        t.model_copy(update={"name": overrides[t.name].name or t.name, "value": overrides[t.name].value})
+        if t.name in overrides
+        else t
         for t in tensors
     ]
     if len({t.name for t in out}) != len(out):

@@ -66,6 +66,7 @@ class TensorSpec(BaseModel):
     name: str
     dtype: str  # numpy dtype name: float32, int64, bool, ...
     shape: list[int | str]  # a str names a DynamicDim
+    value: float | None = None  # the one value the spec gives this input (a sample rate)
 
     def concrete_shape(self, dim_values: dict[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else dim_values[d] for d in self.shape)

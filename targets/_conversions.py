@@ -65,6 +65,7 @@ def to_saved_model(job: ExportJob) -> ExportResult:
             for dims in _fixed_size_candidates(job.interface)
         ],
         outputs={t.name: t.shape for t in job.interface.outputs},
+        fixed_values={t.name: t.value for t in job.interface.inputs if t.value is not None},
     )
     files = _files_in(job.out_path)
     notes += [f"input layout kept as in the source for {keep}"] if keep else []

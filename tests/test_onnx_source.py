@@ -310,3 +310,89 @@ def test_only_an_add_of_a_rank_1_constant_becomes_a_bias() -> None:
     graph_def = bias_adds_of_constants(dense.get_concrete_function().graph.as_graph_def())
     ops = {node.name: node.op for node in graph_def.node}
     assert ops["biased"] == "BiasAdd" and ops["residual"] in ("Add", "AddV2")
+
+
+def _rate_switch_model(path: Path) -> Path:
+    """One network per sample rate behind an If on the rate input, constants made inside the
+    branches (as spox writes Silero VAD), and an If on a size (torch's conditional squeeze)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    rate = helper.make_tensor_value_info("rate", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+
+    def branch(name: str, factor: float) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["n", 4])
+        nodes = [
+            helper.make_node(
+                "Constant", [], [f"{name}_k"], value=numpy_helper.from_array(np.float32(factor))
+            ),
+            helper.make_node("Mul", ["x", f"{name}_k"], [f"{name}_out"]),
+        ]
+        return helper.make_graph(nodes, name, [], [out])
+
+    expected = numpy_helper.from_array(np.array(16000, dtype=np.int64), "expected")
+    width_axis = numpy_helper.from_array(np.array(1, dtype=np.int64), "width_axis")
+    four = numpy_helper.from_array(np.array(4, dtype=np.int64), "four")
+    nodes = [
+        helper.make_node("Equal", ["rate", "expected"], ["is_16k"]),
+        helper.make_node(
+            "If", ["is_16k"], ["scaled"], then_branch=branch("k16", 2.0), else_branch=branch("k8", 3.0)
+        ),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "width_axis"], ["width"]),
+        helper.make_node("Equal", ["width", "four"], ["is_four"]),
+        helper.make_node(
+            "If",
+            ["is_four"],
+            ["y"],
+            then_branch=_identity_branch("scaled", "a"),
+            else_branch=_identity_branch("x", "b"),
+        ),
+    ]
+    graph = helper.make_graph(nodes, "rates", [x, rate], [y], [expected, width_axis, four])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _identity_branch(source: str, name: str) -> onnx.GraphProto:
+    out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["n", 4])
+    return helper.make_graph([helper.make_node("Identity", [source], [f"{name}_out"])], name, [], [out])
+
+
+def test_an_if_on_a_fixed_input_keeps_only_its_branch_for_tfjs(engine: Engine, tmp_path: Path) -> None:
+    """The spec's `value:` is folded into the graph for onnx2tf, and every If whose condition is
+    then a constant (on the rate, on a size) becomes the branch it takes."""
+    source = _rate_switch_model(tmp_path / "rates.onnx")
+    spec = {
+        "inputs": {"x": {"low": -1, "high": 1}, "rate": {"value": 16000}},
+        "dims": {"n": {"min": 1, "max": 3}},
+    }
+    result = run_targets(engine, source, ["tfjs"], tmp_path / "run", spec)
+    report = result.reports["tfjs"]
+    assert report.status is Status.PASSED, report.error
+    assert any("If node(s) with a constant condition" in n for n in report.notes), report.notes
+    assert report.metrics.cosine is not None and report.metrics.cosine > 0.99999
+
+
+def test_constant_ifs_inline_without_changing_the_values(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from exporters.onnx_rewrites import constant_ifs_inlined, inputs_as_constants
+
+    model = onnx.load(str(_rate_switch_model(tmp_path / "rates.onnx")))
+    feeds = {"x": np.arange(8, dtype=np.float32).reshape(2, 4), "rate": np.array(16000, dtype=np.int64)}
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, feeds
+        )[0]
+
+    before = run(model)
+    assert inputs_as_constants(model, {"rate": 16000}) == 1
+    assert constant_ifs_inlined(model) == 1  # the rate's If; the size's needs the sizes
+    assert constant_ifs_inlined(model, {"x": [2, 4], "rate": []}) == 1
+    assert not any(n.op_type == "If" for n in model.graph.node)
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_array_equal(run(model), before)
+    np.testing.assert_array_equal(before, feeds["x"] * 2)
