@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -32,14 +33,7 @@ def rewrite_model_json(model_json: Path, output_names: list[str]) -> None:
     doc["signature"]["inputs"] = {key.removesuffix(":0"): spec for key, spec in inputs.items()}
     outputs = doc["signature"]["outputs"]
     if set(outputs) != set(output_names):
-        positional = [f"output_{i}" for i in range(len(output_names))]
-        if set(outputs) != set(positional):
-            raise ValueError(
-                f"model.json outputs {sorted(outputs)} match neither {output_names} nor {positional}"
-            )
-        doc["signature"]["outputs"] = {
-            name: outputs[key] for name, key in zip(output_names, positional, strict=True)
-        }
+        doc["signature"]["outputs"] = _outputs_by_name(outputs, output_names)
     model_json.write_text(json.dumps(doc, sort_keys=True))
 
 
@@ -85,6 +79,28 @@ def _only_constant_biases() -> Iterator[None]:
         yield
     finally:
         normalize_bias_add.normalize_bias_add_op = original
+
+
+_IDENTITY = re.compile(r"Identity(?:_(\d+))?:0")
+
+
+def _outputs_by_name(outputs: dict[str, Any], output_names: list[str]) -> dict[str, Any]:
+    """model.json's outputs keyed by the model's output names, from the two other ways tensorflowjs
+    keys them: `output_0, output_1, ...` in order (onnx2tf's SavedModel), or by the frozen graph's
+    tensor names (`Identity_2:0` is the third output in the order TensorFlow flattens a dict of
+    outputs: sorted keys), which it does for a SavedModel's dict-valued signature."""
+    positional = [f"output_{i}" for i in range(len(output_names))]
+    if set(outputs) == set(positional):
+        return {name: outputs[key] for name, key in zip(output_names, positional, strict=True)}
+    flattened = sorted(output_names)
+    indexes = [_IDENTITY.fullmatch(spec.get("name", "")) for spec in outputs.values()]
+    if len(outputs) == len(output_names) and all(indexes):
+        return {
+            flattened[int(match.group(1) or 0)]: spec
+            for match, spec in zip(indexes, outputs.values(), strict=True)
+            if match is not None
+        }
+    raise ValueError(f"model.json outputs {sorted(outputs)} match neither {output_names} nor {positional}")
 
 
 def convert_to_tfjs(

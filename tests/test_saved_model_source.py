@@ -229,3 +229,25 @@ def test_zip_sources_past_the_limits_are_refused_before_they_are_read(
     assert bomb.stat().st_size < 2**20
     limited = run_cli(["package", str(bomb)], home, extra_env={"SHIPYARD_MAX_UNPACKED_BYTES": str(2**20)})
     assert_refused(limited, home, "unpacks to 67,108,867 bytes, more than 1,048,576")
+
+
+def test_tfjs_outputs_keyed_by_frozen_tensor_names_get_the_signature_keys_back() -> None:
+    """tensorflowjs keys a dict-valued signature's outputs by the frozen graph's tensor names
+    (all but the first, for Basic Pitch's SavedModel); TensorFlow flattens a dict by sorted key."""
+    from exporters.savedmodel2tfjs import _outputs_by_name
+
+    outputs = {
+        "contour": {"name": "Identity:0"},
+        "Identity_2:0": {"name": "Identity_2:0"},
+        "Identity_1:0": {"name": "Identity_1:0"},
+    }
+    renamed = _outputs_by_name(outputs, ["onset", "contour", "note"])
+    assert {key: spec["name"] for key, spec in renamed.items()} == {
+        "contour": "Identity:0",
+        "note": "Identity_1:0",
+        "onset": "Identity_2:0",
+    }
+    positional = _outputs_by_name({"output_1": {"name": "b"}, "output_0": {"name": "a"}}, ["y", "x"])
+    assert {key: spec["name"] for key, spec in positional.items()} == {"y": "a", "x": "b"}
+    with pytest.raises(ValueError, match="match neither"):
+        _outputs_by_name({"logits": {"name": "dense/BiasAdd:0"}}, ["probs"])
