@@ -139,11 +139,16 @@ def _convert_checked(
 
 def _fix_shapes(source: Path, shapes: dict[str, list[int]], out: Path) -> int:
     """Write `out`: `source` with its inputs fixed at `shapes` and the shape arithmetic folded
-    away (onnxsim). Returns how many GatherND became Gather once their indices were constants."""
+    away (onnxsim). Returns how many GatherND became Gather once their indices were constants.
+    LSTMs get their zero initial states back (onnxsim drops them; onnx2tf needs them)."""
     import onnx
     import onnxsim
 
-    from exporters.onnx_rewrites import constant_ifs_inlined, gather_nd_as_gather
+    from exporters.onnx_rewrites import (
+        constant_ifs_inlined,
+        gather_nd_as_gather,
+        lstm_initial_states_explicit,
+    )
 
     model = onnx.load(str(source))
     constant_ifs_inlined(model, shapes)  # conditions on sizes: onnxsim leaves If nodes in place
@@ -151,6 +156,7 @@ def _fix_shapes(source: Path, shapes: dict[str, list[int]], out: Path) -> int:
     if not checked:
         raise RuntimeError("onnxsim: the simplified graph's outputs differ from the original's")
     rewritten = gather_nd_as_gather(model)
+    lstm_initial_states_explicit(model)
     onnx.save(model, str(out))
     return rewritten
 

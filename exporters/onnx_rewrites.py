@@ -11,8 +11,11 @@ from typing import Any
 
 __all__ = [
     "casts_to_bool_as_compare",
+    "constant_ifs_inlined",
     "erfc_as_erf",
     "gather_nd_as_gather",
+    "inputs_as_constants",
+    "lstm_initial_states_explicit",
     "node_names_as_tf_scopes",
     "split_grouped_convs",
     "strided_depthwise_as_slice",
@@ -454,3 +457,36 @@ def constant_ifs_inlined(model: Any, shapes: dict[str, list[int]] | None = None)
         del graph.node[:]
         graph.node.extend(nodes)
         inlined += 1
+
+
+def lstm_initial_states_explicit(model: Any) -> int:
+    """Give every LSTM without initial states explicit zero ones (ONNX's default), where its
+    input's shape is static; returns how many. onnx2tf reads a bidirectional LSTM's initial state
+    whether or not it has one, and onnxsim drops states that are zeros."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    shapes = _static_shapes(model)
+    constants = _constant_arrays(model.graph)
+    written = 0
+    for node in model.graph.node:
+        inputs = list(node.input) + [""] * (7 - len(node.input))
+        if node.op_type != "LSTM" or node.domain or inputs[5] or inputs[6] or node.input[0] not in shapes:
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        batch_first = "layout" in attributes and attributes["layout"].i == 1
+        batch = shapes[node.input[0]][0 if batch_first else 1]
+        hidden = attributes["hidden_size"].i
+        directions = constants[node.input[1]].shape[0] if node.input[1] in constants else None
+        if directions is None:
+            continue
+        zeros = np.zeros(
+            (batch, directions, hidden) if batch_first else (directions, batch, hidden), np.float32
+        )
+        base = (node.name or node.output[0]).replace("/", "_")
+        for index, state in ((5, "initial_h"), (6, "initial_c")):
+            inputs[index] = f"{base}__{state}"
+            model.graph.initializer.append(numpy_helper.from_array(zeros, inputs[index]))
+        node.input[:] = inputs
+        written += 1
+    return written

@@ -396,3 +396,42 @@ def test_constant_ifs_inline_without_changing_the_values(tmp_path: Path) -> None
     onnx.checker.check_model(model, full_check=True)
     np.testing.assert_array_equal(run(model), before)
     np.testing.assert_array_equal(before, feeds["x"] * 2)
+
+
+def _bidirectional_lstm(path: Path) -> Path:
+    """A bidirectional LSTM without initial states (zeros, ONNX's default), as onnxsim leaves
+    torch.onnx's computed zero states (ddddocr's recogniser) and as other exporters write it."""
+    rng = np.random.default_rng(0)
+    hidden, features = 6, 5
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 7, features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 2, "batch", hidden])
+    arrays = {
+        "w": rng.standard_normal((2, 4 * hidden, features)),
+        "r": rng.standard_normal((2, 4 * hidden, hidden)),
+        "b": rng.standard_normal((2, 8 * hidden)),
+    }
+    initializers = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["steps"], perm=[1, 0, 2]),  # time-major for the LSTM
+        helper.make_node(
+            "LSTM", ["steps", "w", "r", "b"], ["y"], direction="bidirectional", hidden_size=hidden
+        ),
+    ]
+    graph = helper.make_graph(nodes, "lstm", [x], [y], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_a_bidirectional_lstm_without_initial_states_converts_at_a_fixed_size(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """onnx2tf reads a bidirectional LSTM's initial state whether or not there is one; at the
+    fixed size the zeros are written out as constants."""
+    source = _bidirectional_lstm(tmp_path / "lstm.onnx")
+    spec = {"inputs": {"x": {"low": -1, "high": 1}}, "dims": {"batch": {"min": 1, "max": 2}}}
+    result = run_targets(engine, source, ["tfjs"], tmp_path / "run", spec)
+    report = result.reports["tfjs"]
+    assert report.status is Status.PASSED, report.error
+    assert any(n.startswith("inputs fixed at") for n in report.notes), report.notes
