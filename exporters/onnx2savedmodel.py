@@ -178,7 +178,8 @@ def _first_fixed_size(
             failures.append(f"at {size}: {one_line(exc, 400)}")
             continue
         return keras_model, size, f"; {rewritten} GatherND rewritten as Gather" if rewritten else ""
-    raise RuntimeError(f"{dynamic_failure}; and with fixed input sizes: " + "; ".join(failures))
+    at_fixed = "with fixed input sizes: " + "; ".join(failures)
+    raise RuntimeError(f"{dynamic_failure}; and {at_fixed}" if dynamic_failure else at_fixed)
 
 
 def convert_to_saved_model(
@@ -235,16 +236,22 @@ def convert_to_saved_model(
     initializers = {i.name for i in model.graph.initializer}  # listed as inputs by some exporters
     input_names = [v.name for v in model.graph.input if v.name not in initializers]
     options = {"keep_layout_inputs": keep_layout_inputs, "pseudo_ops": pseudo_ops, "work_dir": work_dir}
+    # onnx2tf renames what an If's branch reads from outside without renaming it there: an If left
+    # (its condition known only at fixed sizes) goes straight to the fixed sizes, which fold it
     ifs_left = sum(n.op_type == "If" for n in model.graph.node)
-    try:
-        if ifs_left:  # onnx2tf renames what a branch reads from outside without renaming it there
-            raise RuntimeError(f"{ifs_left} If node(s) whose condition is known only at fixed sizes")
-        keras_model = _convert_checked(onnx_path, sizes[0], outputs, **options)
-    except RuntimeError as exc:
-        if not ifs_left and not any(_has_dynamic_dim(model, name) for name in input_names):
-            raise
-        keras_model, size, rewrites = _first_fixed_size(onnx_path, sizes, str(exc), **options)
-        notes.append(f"inputs fixed at {size}: with dynamic dims, {exc}{rewrites}")
+    dynamic_failure = None
+    if ifs_left:
+        why = f"{ifs_left} If node(s) whose condition is known only at fixed sizes"
+    else:
+        try:
+            keras_model = _convert_checked(onnx_path, sizes[0], outputs, **options)
+        except RuntimeError as exc:
+            if not any(_has_dynamic_dim(model, name) for name in input_names):
+                raise
+            why = dynamic_failure = str(exc)
+    if ifs_left or dynamic_failure:
+        keras_model, size, rewrites = _first_fixed_size(onnx_path, sizes, dynamic_failure or "", **options)
+        notes.append(f"inputs fixed at {size}: with dynamic dims, {why}{rewrites}")
     _write_saved_model(keras_model, input_names, out_dir)
     if not (out_dir / "saved_model.pb").is_file():
         raise RuntimeError("the SavedModel was not written (no saved_model.pb)")
