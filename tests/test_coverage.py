@@ -80,7 +80,7 @@ def test_library_style_models_pass_every_target(
 
 
 def test_runtime_errors_lead_with_the_reason_not_a_banner() -> None:
-    from targets._node import _without_banners
+    from targets._node import harness_failure
 
     banner = (  # what @tensorflow/tfjs 4.22 prints in Node before anything else
         "============================\n"
@@ -89,4 +89,4 @@ def test_runtime_errors_lead_with_the_reason_not_a_banner() -> None:
         "============================\n"
     )
     reason = "Error in conv2d: depth of input (16) must match input depth for filter 4."
-    assert _without_banners(banner + reason + "\n    at conv2d_ (file.js:1:2)\n").startswith(reason)
+    assert harness_failure(banner + reason + "\n    at conv2d_ (file.js:1:2)\n").startswith(reason)
