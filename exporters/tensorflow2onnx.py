@@ -22,7 +22,13 @@ def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset
 
     model = load_keras(source).model
     specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
-    converted, _ = tf2onnx.convert.from_keras(model, input_signature=specs, opset=opset)
+
+    # Traced as a plain function: tf2onnx's from_keras looks up the model's own Keras tensors by
+    # name and fails on a Sequential's (KeyError: 'keras_tensor_9').
+    def call(*inputs: Any) -> Any:
+        return model(list(inputs) if len(inputs) > 1 else inputs[0])
+
+    converted, _ = tf2onnx.convert.from_function(tf.function(call), input_signature=specs, opset=opset)
     return _finish(converted, signature, path)
 
 

@@ -133,6 +133,25 @@ def save_keras_mlp(path: Path) -> Path:
     return path
 
 
+def save_keras_sequential(path: Path) -> Path:
+    """The simplest Keras model: a Sequential CNN classifier."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(5, activation="softmax"),
+        ]
+    )
+    model.save(path)
+    return path
+
+
 def save_keras_lambda(path: Path) -> Path:
     """A .keras whose Lambda layer creates the file named by $LAMBDA_MARKER whenever it runs."""
     import keras

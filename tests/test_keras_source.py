@@ -10,7 +10,7 @@ import pytest
 from shipyard.report import Status
 from targets.pipeline import Engine, PipelineResult
 from tests.conftest import run_cli, run_targets
-from tests.models import save_keras_cnn, save_keras_lambda, save_keras_mlp
+from tests.models import save_keras_cnn, save_keras_lambda, save_keras_mlp, save_keras_sequential
 from tests.test_bad_input import assert_refused
 
 BUILT = {"litert-int4", "tfjs", "ort-web", "triton"}
@@ -53,6 +53,15 @@ def test_a_keras_mlp_passes_the_onnx_and_web_targets(engine: Engine, tmp_path: P
     failed = {n: r.error for n, r in result.reports.items() if r.status is not Status.PASSED}
     assert failed == {}
     assert result.signature.inputs[0].shape == ["batch", 24]
+
+
+def test_a_keras_sequential_model_converts_through_tf2onnx(engine: Engine, tmp_path: Path) -> None:
+    """tf2onnx's from_keras failed on a Sequential's own tensors (KeyError: 'keras_tensor_9')."""
+    source = save_keras_sequential(tmp_path / "sequential.keras")
+    result = run_targets(engine, source, ["ort-web", "triton"], tmp_path / "run")
+    failed = {n: r.error for n, r in result.reports.items() if r.status is not Status.PASSED}
+    assert failed == {}
+    assert result.reports["ort-web"].metrics.top1_agreement == 1.0  # a 5-class softmax
 
 
 def test_a_lambda_layer_is_refused_without_running_its_code(home: Path, tmp_path: Path) -> None:
