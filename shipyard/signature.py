@@ -116,3 +116,30 @@ def declared_shape(sizes: list[int | None], tensor: str, dims: dict[str, Dynamic
         int(size) if size is not None else unranged_dim(dims, "batch" if axis == 0 else f"{tensor}_dim{axis}")
         for axis, size in enumerate(sizes)
     ]
+
+
+def fixed_envelope(declared: dict[str, list[int | None]], signature: Signature) -> Envelope:
+    """The signature's dynamic dims that an artifact's inputs declare at one size (`declared`:
+    input name -> sizes, None where dynamic), as the envelope it serves."""
+    envelope: Envelope = {}
+    for tensor in signature.inputs:
+        for want, got in zip(tensor.shape, declared.get(tensor.name, []), strict=False):
+            if isinstance(want, str) and got is not None:
+                envelope[want] = DimRange(min=got, max=got)
+    return envelope
+
+
+def pinned(signature: Signature, envelope: Envelope) -> Signature:
+    """The signature with every dim the envelope holds at one size written as that size."""
+    sizes = {name: r.min for name, r in envelope.items() if r.min == r.max}
+
+    def pin(tensor: TensorSpec) -> TensorSpec:
+        return tensor.model_copy(
+            update={"shape": [sizes.get(d, d) if isinstance(d, str) else d for d in tensor.shape]}
+        )
+
+    return Signature(
+        inputs=[pin(t) for t in signature.inputs],
+        outputs=[pin(t) for t in signature.outputs],
+        dims={n: d for n, d in signature.dims.items() if n not in sizes},
+    )

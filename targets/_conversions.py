@@ -30,10 +30,10 @@ def to_onnx(job: ExportJob) -> ExportResult:
     from exporters.torch2onnx import export_onnx
 
     options = OnnxOptions.model_validate(job.options)
-    path = export_onnx(
+    made = export_onnx(
         job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.onnx", options.opset
     )
-    return ExportResult(files=[path.name], product=path.name)
+    return ExportResult(files=[made.path.name], product=made.path.name, notes=made.notes)
 
 
 def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:

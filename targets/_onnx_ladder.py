@@ -9,11 +9,12 @@ from pydantic import BaseModel
 from exporters.onnx_quantize import Int8Options
 from shipyard.gates import FP16_GATES, INT8_GATES
 from shipyard.precision import Precision
+from shipyard.signature import Envelope, fixed_envelope
 from targets._catalog import Target
 from targets._formats import Format
 from targets._jobs import ExportJob
 
-__all__ = ["LadderOnnx", "ladder_onnx", "onnx_rungs"]
+__all__ = ["LadderOnnx", "ladder_onnx", "onnx_input_sizes", "onnx_rungs"]
 
 
 class LadderOnnx(BaseModel):
@@ -22,6 +23,18 @@ class LadderOnnx(BaseModel):
     path: Path
     notes: list[str]
     metrics: dict[str, float | int | str]
+    envelope: Envelope = {}  # dims the .onnx declares at one size (an export that had to fix them)
+
+
+def onnx_input_sizes(path: Path) -> dict[str, list[int | None]]:
+    """Each graph input's declared sizes, None where dynamic."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in graph.input
+    }
 
 
 def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
@@ -30,8 +43,9 @@ def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
 
     source = job.input(Format.ONNX)
     made = job.work_path / f"model-{precision.value}.onnx"
+    envelope = fixed_envelope(onnx_input_sizes(source), job.interface)
     if precision is Precision.FP32:
-        return LadderOnnx(path=source, notes=[], metrics={})
+        return LadderOnnx(path=source, notes=[], metrics={}, envelope=envelope)
     if precision is Precision.FP16:
         to_fp16(source, made)
         notes = [
@@ -55,9 +69,8 @@ def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
         raise ValueError(f"no {precision.value} rung for ONNX targets")
     ratio = round(made.stat().st_size / source.stat().st_size, 4)
     notes.append(f".onnx is {ratio:.2f}x the float32 .onnx")
-    return LadderOnnx(
-        path=made, notes=notes, metrics={"fp32_onnx_bytes": source.stat().st_size, "size_vs_fp32": ratio}
-    )
+    metrics: dict[str, float | int | str] = {"fp32_onnx_bytes": source.stat().st_size, "size_vs_fp32": ratio}
+    return LadderOnnx(path=made, notes=notes, metrics=metrics, envelope=envelope)
 
 
 def onnx_rungs(base: Target, module: str, int8_options: type[BaseModel]) -> list[Target]:

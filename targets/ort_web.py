@@ -47,7 +47,7 @@ def _export(job: ExportJob, precision: Precision) -> ExportResult:
     if options.ort_format:
         files.append(convert_to_ort(onnx_path, job.out_path / "model.ort").name)
     notes = [*made.notes, *([lowered] if lowered else [])]
-    return ExportResult(files=files, notes=notes, metrics=made.metrics)
+    return ExportResult(files=files, notes=notes, metrics=made.metrics, envelope=made.envelope)
 
 
 def export(job: ExportJob) -> ExportResult:

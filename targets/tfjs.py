@@ -15,7 +15,7 @@ from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP16_GATES, FP32_GATES, INT8_GATES
 from shipyard.precision import Precision
-from shipyard.signature import DimRange, Envelope, Signature
+from shipyard.signature import fixed_envelope
 from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
@@ -45,16 +45,6 @@ class TfjsOptions(OnnxOptions, SavedModelOptions, KerasSavedModelOptions):
     )
 
 
-def _fixed_dims(declared: dict[str, list[int | None]], signature: Signature) -> Envelope:
-    """Dynamic dims the graph model declares at one size (the fixed-shape conversion fallback)."""
-    envelope: Envelope = {}
-    for tensor in signature.inputs:
-        for want, got in zip(tensor.shape, declared.get(tensor.name, []), strict=False):
-            if isinstance(want, str) and got is not None:
-                envelope[want] = DimRange(min=got, max=got)
-    return envelope
-
-
 def _export(job: ExportJob, weights: WeightStorage | None) -> ExportResult:
     from exporters.savedmodel2tfjs import convert_to_tfjs, input_shapes, weight_bytes
 
@@ -74,7 +64,7 @@ def _export(job: ExportJob, weights: WeightStorage | None) -> ExportResult:
         )
     return ExportResult(
         files=[p.relative_to(job.out_path).as_posix() for p in files],
-        envelope=_fixed_dims(input_shapes(job.out_path / "model.json"), job.interface),
+        envelope=fixed_envelope(input_shapes(job.out_path / "model.json"), job.interface),
         notes=notes,
         metrics=metrics,
     )

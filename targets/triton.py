@@ -10,7 +10,7 @@ from exporters.onnx_quantize import Int8Options
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
 from shipyard.precision import Precision
-from shipyard.signature import DimRange
+from shipyard.signature import DimRange, pinned
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
@@ -46,12 +46,15 @@ def _export(job: ExportJob, precision: Precision) -> ExportResult:
 
     options = job.options_as(TritonOptions)
     made = ladder_onnx(job, precision)
-    written = write_repository(made.path, job.out_path, job.model_name, job.interface, options)
-    max_batch, batch_dim = batching(job.interface)
-    envelope, notes = {}, list(made.notes)
+    interface = pinned(job.interface, made.envelope)  # the config declares what the .onnx declares
+    written = write_repository(made.path, job.out_path, job.model_name, interface, options)
+    max_batch, batch_dim = batching(interface)
+    envelope, notes = dict(made.envelope), list(made.notes)
     if batch_dim:
         envelope[batch_dim] = DimRange(min=1, max=max_batch)
         notes.append(f"max_batch_size {max_batch} with dynamic batching on dim {batch_dim}")
+    elif (batch := job.interface.batch_dim()) is not None and batch.name in made.envelope:
+        notes.append(f"max_batch_size 0: the .onnx fixes dim {batch.name} at {made.envelope[batch.name].min}")
     else:
         notes.append("max_batch_size 0: no dim at axis 0 of every tensor reaches down to 1")
     return ExportResult(

@@ -69,3 +69,22 @@ def test_the_aoti_build_lock_is_in_the_users_private_folder(
     private.chmod(0o777)
     with pytest.raises(RuntimeError, match="no private runtime folder"), _build_dir():
         pass
+
+
+def test_a_graph_torch_onnx_cannot_decompose_goes_through_its_torchscript_exporter(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Swin: the dynamo exporter fails ("Failed to decompose the FX graph"); the TorchScript
+    exporter's trace bakes the sizes, so the ONNX targets serve the typical batch and say so."""
+    from tests import zoo
+
+    source = zoo.save("swin", tmp_path / "swin.pt2")
+    result = run_targets(engine, source, ["ort-web", "triton"], tmp_path / "run")
+    for name in ("ort-web", "triton"):
+        report = result.reports[name]
+        assert report.status is Status.PASSED, report.error
+        typical = result.signature.dims["batch"].typical
+        assert report.envelope["batch"].min == report.envelope["batch"].max == typical
+        assert any("TorchScript exporter" in n for n in report.notes), report.notes
+        assert report.metrics.top1_agreement == 1.0  # 5-class logits
+    assert any("max_batch_size 0: the .onnx fixes dim batch" in n for n in result.reports["triton"].notes)

@@ -109,6 +109,23 @@ def vit() -> Built:
     return _images(Vision(ViTModel(cfg, add_pooling_layer=False).eval()))
 
 
+def swin() -> Built:
+    """A shifted-window transformer classifier: torch.onnx's dynamo exporter cannot decompose it."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(0)
+    cfg = SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[2, 2],
+        window_size=2,
+        num_labels=5,
+    )
+    return _images(Vision(SwinForImageClassification(cfg).eval(), "logits"))
+
+
 def resnet() -> Built:
     from transformers import ResNetConfig, ResNetModel
 
@@ -181,6 +198,7 @@ ZOO: dict[str, Callable[[], Built]] = {
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3": mobilenet_v3,
     "gelu_mlp": gelu_mlp,
+    "swin": swin,
 }
 
 
