@@ -27,12 +27,16 @@ class LadderOnnx(BaseModel):
 
 
 def onnx_input_sizes(path: Path) -> dict[str, list[int | None]]:
-    """Each graph input's declared sizes, None where dynamic."""
+    """Each graph input's declared sizes, None where dynamic (a name, nothing, or a negative
+    placeholder such as Paddle's -1)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return {
-        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        v.name: [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in v.type.tensor_type.shape.dim
+        ]
         for v in graph.input
     }
 
