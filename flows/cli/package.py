@@ -168,7 +168,7 @@ def _dims(dims: dict[str, int]) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in dims.items()) + ")" if dims else "(static)"
 
 
-def _print_signature(signature: Any, flush: bool = False) -> None:
+def _print_signature(signature: Any) -> None:
     for label, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs)):
         print(f"{label}:")
         for t in tensors:
@@ -178,8 +178,6 @@ def _print_signature(signature: Any, flush: bool = False) -> None:
         for d in signature.dims.values():
             declared = f" (declared max {d.declared_max})" if d.declared_max is not None else ""
             print(f"  {d.name:<20} min {d.min}  typical {d.typical}  max {d.max}  from {d.source}{declared}")
-    if flush:
-        sys.stdout.flush()
 
 
 def _configure_inspect(parser: argparse.ArgumentParser) -> None:
@@ -198,7 +196,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         signature = engine.inspect(request, Path(work) / "signature")
         if not args.json:  # the names a spec needs come first, whether or not the model runs
             print(_described(request))
-            _print_signature(signature, flush=True)
+            _print_signature(signature)
+            sys.stdout.flush()
         try:
             engine.check_runs(request, Path(work) / "runs")
             run_error = None

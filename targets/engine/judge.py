@@ -5,6 +5,7 @@ Pure numpy on files the steps wrote; nothing here runs a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,18 @@ def _worst_scaled(compared: list[VariantMetrics]) -> float | None:
     return None if not scaled or None in scaled else max(s for s in scaled if s is not None)
 
 
-def _agreement(compared: list[VariantMetrics], rows: str, agreed: str) -> float | None:
-    """The share of classifier-like rows that agree, over every variant of one file in one runtime,
-    for the worst file and runtime; None when no output is classifier-like."""
+def _agreement(
+    compared: list[VariantMetrics], counts: Callable[[VariantMetrics], tuple[int, int]]
+) -> float | None:
+    """The share of classifier-like rows that agree (`counts`: agreed and all rows of one
+    comparison), over every variant of one file in one runtime, for the worst file and runtime;
+    None when no output is classifier-like."""
     pooled: dict[tuple[str, str], list[int]] = {}
     for c in compared:
         total = pooled.setdefault((c.file, c.runtime), [0, 0])
-        total[0] += getattr(c, agreed)
-        total[1] += getattr(c, rows)
+        agreed, rows = counts(c)
+        total[0] += agreed
+        total[1] += rows
     shares = [agreed_rows / all_rows for agreed_rows, all_rows in pooled.values() if all_rows]
     return min(shares, default=None)
 
@@ -110,8 +115,8 @@ def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics
         cosine=min(c.cosine for c in compared),
         rel_l2_err=max(c.rel_l2_err for c in compared),
         scaled_abs_err=_worst_scaled(compared),
-        top1_agreement=_agreement(compared, "label_rows", "top1_agreed"),
-        top5_agreement=_agreement(compared, "top5_rows", "top5_agreed"),
+        top1_agreement=_agreement(compared, lambda c: (c.top1_agreed, c.label_rows)),
+        top5_agreement=_agreement(compared, lambda c: (c.top5_agreed, c.top5_rows)),
         latency_ms_p50=max(latencies, default=None),
         load_ms=max((r.load_ms for r in runs), default=None),
     )
