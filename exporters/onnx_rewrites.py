@@ -11,12 +11,15 @@ from typing import Any
 
 __all__ = [
     "casts_to_bool_as_compare",
+    "constant_dequantization_folded",
     "constant_ifs_inlined",
+    "constants_as_initializers",
     "erfc_as_erf",
     "gather_nd_as_gather",
     "inputs_as_constants",
     "lstm_initial_states_explicit",
     "node_names_as_tf_scopes",
+    "slices_normalized",
     "split_grouped_convs",
     "strided_depthwise_as_slice",
 ]
@@ -107,13 +110,26 @@ def split_grouped_convs(model: Any) -> int:
             continue
         nodes += _split_one(graph, node, weight, group)
         split += 1
+    if not split:
+        return 0
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
+    used = _names_read(graph)  # a branch reads outer initializers too
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return split
+
+
+def _names_read(graph: Any) -> set[str]:
+    """Every tensor name `graph`, its subgraphs and its outputs read."""
+    read = {v.name for v in graph.output}
+    for node in graph.node:
+        read.update(node.input)
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                read |= _names_read(sub)
+    return read
 
 
 def _flat_gather(node: Any, indices: Any, shape: list[int], graph: Any) -> list[Any]:
@@ -497,3 +513,128 @@ def lstm_initial_states_explicit(model: Any) -> int:
         node.input[:] = inputs
         written += 1
     return written
+
+
+# An end this large means "to the end of the axis" (tf2onnx writes 1e9 for a masked end); no
+# tensor a converter handles has an axis that long.
+_TO_THE_END = 2**30
+
+
+def _normalized_slice(
+    starts: list[int], ends: list[int], axes: list[int], shape: list[int] | None
+) -> list[tuple[int, int, int]] | None:
+    """(axis, start, end) for each axis the slice cuts, axes ascending and non-negative, starts
+    and ends resolved where the size is known; None when a negative axis has no known rank."""
+    rank = len(shape) if shape is not None else None
+    cuts = []
+    for axis, start, end in zip(axes, starts, ends, strict=True):
+        if axis < 0:
+            if rank is None:
+                return None
+            axis += rank
+        size = shape[axis] if shape is not None else None
+        if size is not None:
+            start = min(max(start + size if start < 0 else start, 0), size)
+            end = min(max(end + size if end < 0 else end, 0), size)
+        if start == 0 and end >= (size if size is not None else _TO_THE_END):
+            continue  # takes the whole axis
+        cuts.append((axis, start, end))
+    return sorted(cuts)
+
+
+def slices_normalized(model: Any) -> int:
+    """Rewrite every Slice with constant bounds and unit steps to cut only the axes it cuts, in
+    ascending order, with non-negative bounds where sizes are known; one that cuts nothing
+    becomes an Identity. Returns how many changed. tf2onnx writes slices that take their whole
+    input (TF's strided_slice) and slices with permuted axes and negative starts (a transpose
+    folded in); onnx2tf maps such axes to its channels-last layout wrongly (it cut the channels
+    to one, or left a dim of 324 uncut)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    if not any(n.op_type == "Slice" for n in model.graph.node):
+        return 0
+    constants = _constant_arrays(model.graph)
+    shapes = _static_shapes(model)
+    changed = 0
+    for position, node in enumerate(model.graph.node):
+        if node.op_type != "Slice" or node.domain or len(node.input) < 3:
+            continue
+        inputs = list(node.input) + [""] * (5 - len(node.input))
+        bounds = [constants.get(name) if name else None for name in inputs[1:5]]
+        starts, ends, axes, steps = bounds
+        if starts is None or ends is None or (inputs[3] and axes is None) or (inputs[4] and steps is None):
+            continue
+        if steps is not None and not np.all(steps == 1):
+            continue
+        given = axes.tolist() if axes is not None else list(range(len(starts)))
+        cuts = _normalized_slice(starts.tolist(), ends.tolist(), given, shapes.get(node.input[0]))
+        if cuts is None:
+            continue
+        if not cuts:
+            node.op_type = "Identity"
+            node.input[:] = node.input[:1]
+            del node.attribute[:]
+            changed += 1
+            continue
+        if cuts == list(zip(given, starts.tolist(), ends.tolist(), strict=True)):
+            continue  # already in that form
+        base = f"{node.name or node.output[0]}_{position}".replace("/", "_")
+        cut_axes, cut_starts, cut_ends = zip(*cuts, strict=True)
+        names = []
+        for suffix, values in (("starts", cut_starts), ("ends", cut_ends), ("axes", cut_axes)):
+            names.append(f"{base}__{suffix}")
+            model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), names[-1]))
+        node.input[:] = [node.input[0], *names]
+        changed += 1
+    return changed
+
+
+def constants_as_initializers(model: Any) -> int:
+    """Turn every top-level Constant node holding a tensor into an initializer; returns how many.
+    onnx2tf takes a Constant node's scalar for a Python number, which its checks of the next op
+    cannot feed to a Keras model (Paddle2ONNX writes its constants, a hard-swish's 3.0, as nodes)."""
+    from onnx import TensorProto
+
+    kept = []
+    for node in model.graph.node:
+        if node.op_type != "Constant" or node.domain or [a.name for a in node.attribute] != ["value"]:
+            kept.append(node)
+            continue
+        tensor = TensorProto()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+    turned = len(model.graph.node) - len(kept)
+    if turned:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return turned
+
+
+def constant_dequantization_folded(model: Any) -> int:
+    """Replace every DequantizeLinear of constants (the int8 weights of a model quantized for
+    TFLite or by ONNX Runtime) with the float initializer it computes; returns how many. onnx2tf
+    takes a Conv's weight that is not a constant for an activation and guesses its layout from
+    its shape, which a square 1x1 kernel makes ambiguous."""
+    import numpy as np
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    if not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+        return 0
+    constants = _constant_arrays(model.graph)
+    kept = []
+    for node in model.graph.node:
+        known = all(i in constants for i in node.input if i)
+        if node.op_type != "DequantizeLinear" or node.domain or not known:
+            kept.append(node)
+            continue
+        feeds = {i: constants[i] for i in node.input if i}
+        [array] = ReferenceEvaluator(node).run(None, feeds)
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), node.output[0]))
+    folded = len(model.graph.node) - len(kept)
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return folded

@@ -57,7 +57,10 @@ def _rename(tensors: list[TensorSpec], overrides: dict, kind: str) -> list[Tenso
             f"spec field {kind}: no {kind[:-1]} named {sorted(unknown)[0]!r}; the model has {sorted(names)}"
         )
     out = [
-        t.model_copy(update={"name": overrides[t.name].name or t.name, "value": overrides[t.name].value})
+        t.model_copy(
+            update={"name": overrides[t.name].name or t.name}
+            | overrides[t.name].model_dump(include={"value", "low", "high"})
+        )
         if t.name in overrides
         else t
         for t in tensors

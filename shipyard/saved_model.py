@@ -9,6 +9,7 @@ touch files or run Python (shipyard/saved_model_ops.py): such a model is refused
 
 from __future__ import annotations
 
+import re
 import tarfile
 import tempfile
 import zipfile
@@ -35,10 +36,19 @@ __all__ = [
     "pack_folder",
     "run_saved_model",
     "saved_model_signature",
+    "signature_name",
     "unpack_saved_model",
 ]
 
 SIGNATURE_KEY = "serving_default"
+
+
+def signature_name(tensor_name: str) -> str:
+    """The name a SavedModel signature stores for a tensor: TensorFlow keeps letters, digits and
+    `_` (tf2onnx's `input:0` becomes `input_0`, torch's `input.1` becomes `input_1`), and an
+    argument starts with a letter."""
+    name = re.sub(r"\W", "_", tensor_name)
+    return name if name[:1].isalpha() else f"arg_{name}"
 
 
 def pack_folder(folder: Path, dest: Path) -> Path:

@@ -67,6 +67,8 @@ class TensorSpec(BaseModel):
     dtype: str  # numpy dtype name: float32, int64, bool, ...
     shape: list[int | str]  # a str names a DynamicDim
     value: float | None = None  # the one value the spec gives this input (a sample rate)
+    low: float | None = None  # the spec's value range for this input, where it gives one
+    high: float | None = None
 
     def concrete_shape(self, dim_values: dict[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else dim_values[d] for d in self.shape)

@@ -46,7 +46,7 @@ def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
 
 
 def to_saved_model(job: ExportJob) -> ExportResult:
-    from exporters.onnx2savedmodel import convert_to_saved_model
+    from exporters.onnx2savedmodel import ValueRange, convert_to_saved_model
 
     options = SavedModelOptions.model_validate(job.options)
     # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
@@ -66,6 +66,7 @@ def to_saved_model(job: ExportJob) -> ExportResult:
         ],
         outputs={t.name: t.shape for t in job.interface.outputs},
         fixed_values={t.name: t.value for t in job.interface.inputs if t.value is not None},
+        value_ranges={t.name: ValueRange(t.low, t.high) for t in job.interface.inputs},
     )
     files = _files_in(job.out_path)
     notes += [f"input layout kept as in the source for {keep}"] if keep else []

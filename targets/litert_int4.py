@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shipyard.compare import compare_outputs
 from shipyard.gates import Gates
 from shipyard.precision import Precision
+from shipyard.saved_model import signature_name
 from shipyard.signature import DimRange, Signature
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
@@ -81,6 +82,9 @@ def _keys(found: list[str], names: list[str]) -> list[str]:
     .tflite whose signature cannot be matched to the model's, said as such."""
     if set(found) == set(names):
         return names
+    stored = [signature_name(n) for n in names]  # a .tflite from a SavedModel: TensorFlow's names
+    if set(found) == set(stored) and len(stored) == len(names):
+        return stored
     numbered = {k: k.rsplit("_", 1)[-1] for k in found}
     if len(found) != len(names) or not all(n.isdigit() for n in numbered.values()):
         raise UnmatchedSignature(

@@ -48,8 +48,8 @@ class TfjsOptions(OnnxOptions, SavedModelOptions, KerasSavedModelOptions):
 def _export(job: ExportJob, weights: WeightStorage | None) -> ExportResult:
     from exporters.savedmodel2tfjs import convert_to_tfjs, input_shapes, weight_bytes
 
-    names = job.interface.output_names()
-    files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, names, weights)
+    names = job.interface.input_names(), job.interface.output_names()
+    files = convert_to_tfjs(job.input(Format.SAVED_MODEL), job.out_path, *names, weights)
     notes = []
     if any(t.dtype == "int64" for t in job.interface.inputs):
         notes.append("TF.js has no int64: integer inputs are fed as int32")

@@ -132,6 +132,28 @@ def test_signature_keys_match_by_name_by_position_or_not_at_all() -> None:
 
     assert _keys(["b", "a"], ["a", "b"]) == ["a", "b"]  # by name, in the model's order
     assert _keys(["args_10", "args_2", "args_0"], ["x", "y", "z"]) == ["args_0", "args_2", "args_10"]
+    # a .tflite from a SavedModel: the names TensorFlow stores (tf2onnx's `input:0`, torch's `x.1`)
+    assert _keys(["x_1", "input_0"], ["input:0", "x.1"]) == ["input_0", "x_1"]
     for found in (["serving_x", "serving_y"], ["args_0"]):  # unnumbered, or one short
         with pytest.raises(UnmatchedSignature, match="match neither"):
             _keys(found, ["x", "y"])
+
+
+def test_model_json_inputs_get_back_the_names_a_savedmodel_cannot_store(tmp_path: Path) -> None:
+    """A SavedModel signature stores `input:0` as `input_0`; model.json is keyed by the model's
+    own names again, as the web runners feed them."""
+    import json
+
+    from exporters.savedmodel2tfjs import rewrite_model_json
+    from shipyard.saved_model import signature_name
+
+    assert signature_name("serving_default_input_2:0") == "serving_default_input_2_0"
+    assert signature_name("input.1") == "input_1" and signature_name("0") == "arg_0"
+    model_json = tmp_path / "model.json"
+    spec = {"name": "x", "dtype": "DT_FLOAT"}
+    model_json.write_text(
+        json.dumps({"signature": {"inputs": {"audio_0:0": spec, "ids": spec}, "outputs": {"output_0": spec}}})
+    )
+    rewrite_model_json(model_json, ["audio:0", "ids"], ["probs"])
+    signature = json.loads(model_json.read_text())["signature"]
+    assert sorted(signature["inputs"]) == ["audio:0", "ids"] and list(signature["outputs"]) == ["probs"]

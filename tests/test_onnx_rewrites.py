@@ -93,6 +93,44 @@ def test_grouped_conv_split_per_group_is_exact_up_to_summation_order() -> None:
     np.testing.assert_allclose(_run(model, {"x": x})[0], before[0], rtol=0, atol=1e-5)
 
 
+def test_splitting_grouped_convs_keeps_what_a_branch_reads_from_outside() -> None:
+    """The split drops weights no node reads any more; an If's branch reading an outer
+    initializer (torch.onnx's Silero VAD) still reads it."""
+    rng = np.random.default_rng(2)
+    then_out = helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [1, 4, 4, 4])
+    else_out = helper.make_tensor_value_info("else_out", TensorProto.FLOAT, [1, 4, 4, 4])
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], group=2, pads=[1, 1, 1, 1]),
+            helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+            helper.make_node("Greater", ["total", "zero"], ["positive"]),
+            helper.make_node(
+                "If",
+                ["positive"],
+                ["y"],
+                then_branch=helper.make_graph(
+                    [helper.make_node("Mul", ["c", "k"], ["then_out"])], "then", [], [then_out]
+                ),
+                else_branch=helper.make_graph(
+                    [helper.make_node("Add", ["c", "k"], ["else_out"])], "else", [], [else_out]
+                ),
+            ),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.float32(2.0), "k"),
+            numpy_helper.from_array(np.float32(0.0), "zero"),
+        ],
+    )
+    x = rng.standard_normal((1, 4, 4, 4)).astype(np.float32)
+    before = _run(model, {"x": x})[0]
+    assert split_grouped_convs(model) == 1
+    assert "k" in {i.name for i in model.graph.initializer}
+    np.testing.assert_allclose(_run(model, {"x": x})[0], before, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("elem", "dtype"), [(TensorProto.FLOAT, np.float32), (TensorProto.FLOAT16, np.float16)]
 )
@@ -167,3 +205,92 @@ def test_a_depthwise_conv_with_unequal_strides_becomes_stride_1_and_a_slice(heig
     assert after.shape == before.shape
     np.testing.assert_array_equal(after, before)
     assert [n.op_type for n in model.graph.node] == ["Constant", "Conv", "Slice"]
+
+
+def test_slices_cut_only_the_axes_they_cut_in_ascending_order() -> None:
+    """Whole slices become Identity; permuted axes and negative starts (tf2onnx folding a
+    transpose into a strided slice) become ascending axes and resolved bounds; a strided slice
+    stays as it is. The values never change."""
+    from exporters.onnx_rewrites import slices_normalized
+
+    def ints(name: str, values: list[int]) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    model = _model(
+        [
+            helper.make_node("Slice", ["x", "zero3", "huge3"], ["a"]),  # tf2onnx's masked ends
+            helper.make_node("Slice", ["a", "zero1", "five", "last"], ["b"]),  # ends at the size
+            helper.make_node("Slice", ["b", "from_back", "int_max", "permuted"], ["c"]),  # axes 0, 2, 1
+            helper.make_node("Slice", ["b", "zero1", "five", "last", "two"], ["d"]),  # strided: kept
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5])],
+        [
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 3, 2]),
+            helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3, 3]),
+        ],
+        [
+            ints("zero3", [0, 0, 0]),
+            ints("huge3", [10**9, 2**31 - 1, 2**31 - 1]),
+            ints("zero1", [0]),
+            ints("five", [5]),
+            ints("last", [-1]),
+            ints("two", [2]),
+            ints("from_back", [0, -2, 0]),
+            ints("int_max", [2**31 - 1] * 3),
+            ints("permuted", [0, 2, 1]),
+        ],
+    )
+    x = np.arange(30, dtype=np.float32).reshape(2, 3, 5)
+    before = _run(model, {"x": x})
+    assert slices_normalized(model) == 3
+    assert [n.op_type for n in model.graph.node] == ["Identity", "Identity", "Slice", "Slice"]
+    bounds = {i.name: numpy_helper.to_array(i).tolist() for i in model.graph.initializer}
+    cut = model.graph.node[2]
+    assert [bounds[name] for name in cut.input[1:]] == [[3], [5], [2]]  # starts, ends, axes
+    for got, want in zip(_run(model, {"x": x}), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_constant_nodes_become_initializers_with_the_same_values() -> None:
+    from exporters.onnx_rewrites import constants_as_initializers
+
+    three = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.float32(3.0)))
+    model = _model(
+        [three, helper.make_node("Add", ["x", "k"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [],
+    )
+    x = np.array([1.0, -2.5], np.float32)
+    before = _run(model, {"x": x})[0]
+    assert constants_as_initializers(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Add"]
+    assert [i.name for i in model.graph.initializer] == ["k"]
+    np.testing.assert_array_equal(_run(model, {"x": x})[0], before)
+
+
+def test_dequantized_constant_weights_fold_to_the_same_floats() -> None:
+    from exporters.onnx_rewrites import constant_dequantization_folded
+
+    rng = np.random.default_rng(0)
+    model = _model(
+        [
+            helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["w"], axis=0),
+            helper.make_node("DequantizeLinear", ["x", "scale1", "zero1"], ["xf"]),  # an input's: kept
+            helper.make_node("MatMul", ["xf", "w"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.INT8, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [
+            numpy_helper.from_array(rng.integers(-127, 128, (4, 3)).astype(np.int8), "q"),
+            numpy_helper.from_array(rng.uniform(0.001, 0.02, 4).astype(np.float32), "scale"),
+            numpy_helper.from_array(np.array([0, 3, -2, 1], np.int8), "zero"),
+            numpy_helper.from_array(np.float32(0.05), "scale1"),
+            numpy_helper.from_array(np.int8(0), "zero1"),
+        ],
+    )
+    x = rng.integers(-127, 128, (2, 4)).astype(np.int8)
+    before = _run(model, {"x": x})[0]
+    assert constant_dequantization_folded(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "MatMul"]
+    np.testing.assert_array_equal(_run(model, {"x": x})[0], before)

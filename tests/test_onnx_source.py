@@ -195,6 +195,28 @@ def test_integer_ranges_include_high_and_values_fill_the_input() -> None:
     assert inputs["pixels"].min() >= 2 and inputs["pixels"].max() <= 3  # a range under its new name
 
 
+def test_the_interface_carries_the_specs_ranges_for_the_converters() -> None:
+    """onnx2tf's result is checked on data in the spec's ranges: a layer norm over one-hot bytes
+    is ill-conditioned on 0/1 ids that real bytes (0..256) never are."""
+    from shipyard.prepare import apply_spec
+    from shipyard.signature import Signature, TensorSpec
+    from shipyard.spec import parse_spec
+
+    signature = Signature(
+        inputs=[
+            TensorSpec(name="bytes", dtype="int32", shape=[4]),
+            TensorSpec(name="sr", dtype="int64", shape=[]),
+            TensorSpec(name="other", dtype="float32", shape=[2]),
+        ],
+        outputs=[],
+    )
+    spec = parse_spec({"inputs": {"bytes": {"low": 0, "high": 256}, "sr": {"value": 16000}}})
+    inputs = {t.name: t for t in apply_spec(signature, spec).inputs}
+    assert (inputs["bytes"].low, inputs["bytes"].high, inputs["bytes"].value) == (0, 256, None)
+    assert (inputs["sr"].low, inputs["sr"].high, inputs["sr"].value) == (None, None, 16000)
+    assert (inputs["other"].low, inputs["other"].high) == (None, None)
+
+
 def test_paddle_counter_dims_are_unnamed_too(tmp_path: Path) -> None:
     """Paddle2ONNX numbers its unknown dims (`p2o.DynamicDimension.0`); they name nothing, and a
     spec refers to them as `batch` and `<input>_dim<axis>` like every placeholder."""
@@ -308,6 +330,47 @@ def test_only_an_add_of_a_rank_1_constant_becomes_a_bias() -> None:
     graph_def = bias_adds_of_constants(dense.get_concrete_function().graph.as_graph_def())
     ops = {node.name: node.op for node in graph_def.node}
     assert ops["biased"] == "BiasAdd" and ops["residual"] in ("Add", "AddV2")
+
+
+def test_a_grouped_conv_with_one_channel_per_group_becomes_a_depthwise_conv() -> None:
+    """onnx2tf writes some depthwise convs as grouped Conv2D (filter depth 1), which TF.js cannot
+    run ("depth of input (32) must match input depth for filter 1"); a single-channel conv stays."""
+    import tensorflow as tf
+
+    from exporters.savedmodel2tfjs import grouped_convs_as_depthwise
+
+    rng = np.random.default_rng(0)
+    grouped_kernel = tf.constant(rng.standard_normal((3, 3, 1, 8)).astype(np.float32))  # 4 groups, 2 each
+    gray_kernel = tf.constant(rng.standard_normal((3, 3, 1, 5)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 6, 4]), tf.TensorSpec([1, 6, 6, 1])])
+    def convs(x: tf.Tensor, gray: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        grouped = tf.nn.conv2d(x, grouped_kernel, strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]])
+        return tf.identity(grouped, name="grouped"), tf.identity(
+            tf.nn.conv2d(gray, gray_kernel, strides=1, padding="SAME"), name="single"
+        )
+
+    graph_def = convs.get_concrete_function().graph.as_graph_def()
+    ops_before = {node.name: node.op for node in graph_def.node}
+    x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
+    gray = rng.standard_normal((1, 6, 6, 1)).astype(np.float32)
+
+    def run(graph: object) -> list[np.ndarray]:
+        fn = tf.compat.v1.wrap_function(
+            lambda a, b: tf.graph_util.import_graph_def(
+                graph, {"x:0": a, "gray:0": b}, ["grouped:0", "single:0"], name=""
+            ),
+            [tf.TensorSpec([1, 6, 6, 4]), tf.TensorSpec([1, 6, 6, 1])],
+        )
+        return [t.numpy() for t in fn(tf.constant(x), tf.constant(gray))]
+
+    before = run(graph_def)
+    rewritten = grouped_convs_as_depthwise(graph_def)
+    convs_after = sorted(n.op for n in rewritten.node if "Conv" in n.op)
+    assert sorted(op for op in ops_before.values() if "Conv" in op) == ["Conv2D", "Conv2D"]
+    assert convs_after == ["Conv2D", "DepthwiseConv2dNative"]
+    for got, want in zip(run(rewritten), before, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def _rate_switch_model(path: Path) -> Path:
