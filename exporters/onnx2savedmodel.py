@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.errors import one_line
-from shipyard.saved_model import SIGNATURE_KEY, signature_name
+from shipyard.saved_model import SIGNATURE_KEY, signature_names
 
 __all__ = ["SavedModelOptions", "ValueRange", "convert_to_saved_model"]
 
@@ -56,19 +56,20 @@ def _write_saved_model(
     import tf_keras
 
     model, takes, layouts, _ = converted
+    stored_outputs = signature_names(output_names)
 
     def serve(*inputs: Any) -> dict[str, Any]:
         outputs = model([x if p is None else tf.transpose(x, p) for x, p in zip(inputs, takes, strict=True)])
         listed = outputs if isinstance(outputs, list | tuple) else [outputs]
         back = [o if p is None else tf.transpose(o, p) for o, p in zip(listed, layouts, strict=True)]
-        return {signature_name(name): o for name, o in zip(output_names, back, strict=True)}
+        return dict(zip(stored_outputs, back, strict=True))
 
     specs = []
-    for tensor, name, perm in zip(model.inputs, input_names, takes, strict=True):
+    for tensor, name, perm in zip(model.inputs, signature_names(input_names), takes, strict=True):
         shape = list(tensor.shape)
         if perm is not None:  # the source's layout: axis j of the source is axis perm.index(j) here
             shape = [shape[perm.index(j)] for j in range(len(shape))]
-        specs.append(tf.TensorSpec(shape, tensor.dtype, signature_name(name)))
+        specs.append(tf.TensorSpec(shape, tensor.dtype, name))
     archive = tf_keras.export.ExportArchive()
     archive.add_endpoint(name=SIGNATURE_KEY, fn=serve, input_signature=specs)
     with contextlib.redirect_stdout(io.StringIO()):  # a long listing of captured tensors

@@ -520,6 +520,16 @@ def lstm_initial_states_explicit(model: Any) -> int:
 _TO_THE_END = 2**30
 
 
+def _unused_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`, ... : the first no tensor has; then taken."""
+    found, n = name, 1
+    while found in taken:
+        n += 1
+        found = f"{name}_{n}"
+    taken.add(found)
+    return found
+
+
 def _normalized_slice(
     starts: list[int], ends: list[int], axes: list[int], shape: list[int] | None
 ) -> list[tuple[int, int, int]] | None:
@@ -556,6 +566,7 @@ def slices_normalized(model: Any) -> int:
         return 0
     constants = _constant_arrays(model.graph)
     shapes = _static_shapes(model)
+    taken = _names_read(model.graph) | set(constants) | {o for n in model.graph.node for o in n.output}
     changed = 0
     for position, node in enumerate(model.graph.node):
         if node.op_type != "Slice" or node.domain or len(node.input) < 3:
@@ -583,7 +594,7 @@ def slices_normalized(model: Any) -> int:
         cut_axes, cut_starts, cut_ends = zip(*cuts, strict=True)
         names = []
         for suffix, values in (("starts", cut_starts), ("ends", cut_ends), ("axes", cut_axes)):
-            names.append(f"{base}__{suffix}")
+            names.append(_unused_name(f"{base}__{suffix}", taken))
             model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), names[-1]))
         node.input[:] = [node.input[0], *names]
         changed += 1
@@ -631,7 +642,11 @@ def constant_dequantization_folded(model: Any) -> int:
             kept.append(node)
             continue
         feeds = {i: constants[i] for i in node.input if i}
-        [array] = ReferenceEvaluator(node).run(None, feeds)
+        try:
+            [array] = ReferenceEvaluator(node).run(None, feeds)
+        except Exception:  # a type the reference evaluator lacks (int4, fp4): the node stays
+            kept.append(node)
+            continue
         model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), node.output[0]))
     folded = len(model.graph.node) - len(kept)
     if folded:

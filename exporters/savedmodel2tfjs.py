@@ -110,27 +110,31 @@ def grouped_convs_as_depthwise(graph_def: Any) -> Any:
         n
         for n in graph_def.node
         if n.op == "Conv2D"
-        and n.attr["data_format"].s in (b"", b"NHWC")
+        and ("data_format" not in n.attr or n.attr["data_format"].s == b"NHWC")
         and (weights := filter_of(n)) is not None
         and [d.size for d in weights.attr["value"].tensor.tensor_shape.dim][2:3] == [1]
     ]
     if not convs:
         return graph_def
     channels = _static_input_channels(graph_def, [n.name for n in convs])
+    made: dict[tuple[str, int], str] = {}  # (filter, depth) -> its depthwise filter (shared filters)
     for node in convs:
         weights = filter_of(node)
         kernel = tensor_util.MakeNdarray(weights.attr["value"].tensor)
         depth = channels[node.name]
         if depth is None or depth <= 1 or kernel.shape[3] % depth:
             continue
-        depthwise = graph_def.node.add()
-        depthwise.CopyFrom(weights)
-        depthwise.name = f"{weights.name}/as_depthwise"
-        reshaped = kernel.reshape(*kernel.shape[:2], depth, kernel.shape[3] // depth)
-        depthwise.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(reshaped))
-        node.input[1] = depthwise.name
+        if (weights.name, depth) not in made:
+            depthwise = graph_def.node.add()
+            depthwise.CopyFrom(weights)
+            depthwise.name = f"{weights.name}/as_depthwise_{depth}"
+            reshaped = kernel.reshape(*kernel.shape[:2], depth, kernel.shape[3] // depth)
+            depthwise.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(reshaped))
+            made[weights.name, depth] = depthwise.name
+        node.input[1] = made[weights.name, depth]
         node.op = "DepthwiseConv2dNative"
-        del node.attr["use_cudnn_on_gpu"]
+        if "use_cudnn_on_gpu" in node.attr:  # a Conv2D attribute DepthwiseConv2dNative lacks
+            del node.attr["use_cudnn_on_gpu"]
     return graph_def
 
 

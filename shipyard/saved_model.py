@@ -37,6 +37,7 @@ __all__ = [
     "run_saved_model",
     "saved_model_signature",
     "signature_name",
+    "signature_names",
     "unpack_saved_model",
 ]
 
@@ -44,11 +45,21 @@ SIGNATURE_KEY = "serving_default"
 
 
 def signature_name(tensor_name: str) -> str:
-    """The name a SavedModel signature stores for a tensor: TensorFlow keeps letters, digits and
-    `_` (tf2onnx's `input:0` becomes `input_0`, torch's `input.1` becomes `input_1`), and an
+    """The name a SavedModel signature stores for a tensor: TensorFlow keeps ASCII letters, digits
+    and `_` (tf2onnx's `input:0` becomes `input_0`, torch's `input.1` becomes `input_1`), and an
     argument starts with a letter."""
-    name = re.sub(r"\W", "_", tensor_name)
-    return name if name[:1].isalpha() else f"arg_{name}"
+    name = re.sub(r"[^A-Za-z0-9_]", "_", tensor_name)
+    return name if re.match(r"[A-Za-z]", name) else f"arg_{name}"
+
+
+def signature_names(tensor_names: list[str]) -> list[str]:
+    """signature_name of each; ValueError when two become one (`a:0` and `a_0`), which a
+    signature cannot tell apart."""
+    stored = [signature_name(n) for n in tensor_names]
+    if len(set(stored)) < len(stored):
+        clash = sorted({n for n, s in zip(tensor_names, stored, strict=True) if stored.count(s) > 1})
+        raise ValueError(f"tensor names {clash} are one name in a TensorFlow signature; rename them")
+    return stored
 
 
 def pack_folder(folder: Path, dest: Path) -> Path:

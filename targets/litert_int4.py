@@ -83,7 +83,7 @@ def _keys(found: list[str], names: list[str]) -> list[str]:
     if set(found) == set(names):
         return names
     stored = [signature_name(n) for n in names]  # a .tflite from a SavedModel: TensorFlow's names
-    if set(found) == set(stored) and len(stored) == len(names):
+    if set(found) == set(stored) and len(set(stored)) == len(names):
         return stored
     numbered = {k: k.rsplit("_", 1)[-1] for k in found}
     if len(found) != len(names) or not all(n.isdigit() for n in numbered.values()):

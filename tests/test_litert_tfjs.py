@@ -141,19 +141,25 @@ def test_signature_keys_match_by_name_by_position_or_not_at_all() -> None:
 
 def test_model_json_inputs_get_back_the_names_a_savedmodel_cannot_store(tmp_path: Path) -> None:
     """A SavedModel signature stores `input:0` as `input_0`; model.json is keyed by the model's
-    own names again, as the web runners feed them."""
+    own names again, as the web runners feed them; two names that would become one are refused."""
     import json
 
     from exporters.savedmodel2tfjs import rewrite_model_json
-    from shipyard.saved_model import signature_name
+    from shipyard.saved_model import signature_name, signature_names
 
-    assert signature_name("serving_default_input_2:0") == "serving_default_input_2_0"
     assert signature_name("input.1") == "input_1" and signature_name("0") == "arg_0"
+    assert signature_name("é:0") == "arg___0"  # TensorFlow's names are ASCII
+    with pytest.raises(ValueError, match="one name in a TensorFlow signature"):
+        signature_names(["a:0", "a_0"])
     model_json = tmp_path / "model.json"
     spec = {"name": "x", "dtype": "DT_FLOAT"}
-    model_json.write_text(
-        json.dumps({"signature": {"inputs": {"audio_0:0": spec, "ids": spec}, "outputs": {"output_0": spec}}})
-    )
-    rewrite_model_json(model_json, ["audio:0", "ids"], ["probs"])
+    inputs = {"audio_0:0": spec, "ids": spec}
+    outputs = {"probs_0": {**spec, "name": "Identity_1:0"}, "boxes": {**spec, "name": "Identity:0"}}
+    model_json.write_text(json.dumps({"signature": {"inputs": inputs, "outputs": outputs}}))
+    rewrite_model_json(model_json, ["audio:0", "ids"], ["probs:0", "boxes"])
     signature = json.loads(model_json.read_text())["signature"]
-    assert sorted(signature["inputs"]) == ["audio:0", "ids"] and list(signature["outputs"]) == ["probs"]
+    assert sorted(signature["inputs"]) == ["audio:0", "ids"]
+    assert {k: v["name"] for k, v in signature["outputs"].items()} == {
+        "probs:0": "Identity_1:0",
+        "boxes": "Identity:0",
+    }

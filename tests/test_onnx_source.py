@@ -345,8 +345,10 @@ def test_a_grouped_conv_with_one_channel_per_group_becomes_a_depthwise_conv() ->
 
     @tf.function(input_signature=[tf.TensorSpec([1, 6, 6, 4]), tf.TensorSpec([1, 6, 6, 1])])
     def convs(x: tf.Tensor, gray: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        grouped = tf.nn.conv2d(x, grouped_kernel, strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]])
-        return tf.identity(grouped, name="grouped"), tf.identity(
+        pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
+        grouped = tf.nn.conv2d(x, grouped_kernel, strides=2, padding=pads)
+        again = tf.nn.conv2d(x * 2.0, grouped_kernel, strides=2, padding=pads)  # the same filter
+        return tf.identity(grouped + again, name="grouped"), tf.identity(
             tf.nn.conv2d(gray, gray_kernel, strides=1, padding="SAME"), name="single"
         )
 
@@ -367,8 +369,8 @@ def test_a_grouped_conv_with_one_channel_per_group_becomes_a_depthwise_conv() ->
     before = run(graph_def)
     rewritten = grouped_convs_as_depthwise(graph_def)
     convs_after = sorted(n.op for n in rewritten.node if "Conv" in n.op)
-    assert sorted(op for op in ops_before.values() if "Conv" in op) == ["Conv2D", "Conv2D"]
-    assert convs_after == ["Conv2D", "DepthwiseConv2dNative"]
+    assert sorted(op for op in ops_before.values() if "Conv" in op) == ["Conv2D"] * 3
+    assert convs_after == ["Conv2D", "DepthwiseConv2dNative", "DepthwiseConv2dNative"]
     for got, want in zip(run(rewritten), before, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
