@@ -81,14 +81,12 @@ def _run_onnx2tf(
     keep_layout_inputs: list[str],
     pseudo_ops: list[str],
     work_dir: Path,
-    keep_shapes: bool = False,
+    kept_shapes: list[str] | None = None,
 ) -> Any:
-    """onnx2tf's Keras model of the file; its console goes to the step's log. `keep_shapes`:
-    every input keeps its shape inside the graph too, not only at the signature (a 2-D audio
+    """onnx2tf's Keras model of the file; its console goes to the step's log. `kept_shapes`:
+    inputs that keep their shape inside the graph too, not only at the signature (a 2-D audio
     frame as much as a 3-D state: onnx2tf also moves axes of tensors made from a 2-D input)."""
     import onnx2tf
-
-    kept_shapes = _input_names(onnx_path) if keep_shapes else None
 
     console = io.StringIO()
     try:
@@ -96,7 +94,7 @@ def _run_onnx2tf(
             return onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(work_dir / "onnx2tf"),
-                keep_ncw_or_nchw_or_ncdhw_input_names=None if keep_shapes else keep_layout_inputs or None,
+                keep_ncw_or_nchw_or_ncdhw_input_names=None if kept_shapes else keep_layout_inputs or None,
                 keep_shape_absolutely_input_names=kept_shapes,
                 replace_to_pseudo_operators=pseudo_ops or None,
                 output_signaturedefs=True,  # names valid in a SavedModel signature
@@ -112,19 +110,10 @@ def _run_onnx2tf(
         sys.stdout.write(console.getvalue())
 
 
-def _input_names(onnx_path: Path) -> list[str]:
+def _graph_inputs(graph: Any) -> list[Any]:
     """The graph's inputs in order (some exporters list initializers as inputs too)."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    return [v.name for v in graph.input if v.name not in initializers]
-
-
-def _output_names(onnx_path: Path) -> list[str]:
-    import onnx
-
-    return [v.name for v in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+    return [v for v in graph.input if v.name not in initializers]
 
 
 def _baked_dims(
@@ -138,18 +127,6 @@ def _baked_dims(
             if isinstance(want, str) and got is not None:
                 baked.append(f"{name}[{axis}]={got}")
     return baked
-
-
-def _seeded(rng: Any, dtype: Any, shape: list[int], value_range: ValueRange) -> Any:
-    """Seeded data in the input's range: the spec's low/high where given; else 0/1 for integer and
-    bool inputs (valid ids, masks and indices alike) and standard-normal floats."""
-    low, high = value_range.low, value_range.high
-    if dtype.kind in "iub":
-        lo, hi = (0 if low is None else math.ceil(low)), (1 if high is None else math.floor(high))
-        return rng.integers(lo, max(lo, hi), size=shape, endpoint=True).astype(dtype)
-    if low is not None and high is not None:
-        return rng.uniform(low, high, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
 
 
 def _layouts_to_try(have: tuple[int, ...], want: tuple[int, ...]) -> list[list[int] | None]:
@@ -194,6 +171,7 @@ def _input_layouts(keras_model: Any, shapes: list[list[int]]) -> list[list[int] 
 def _output_layouts(
     keras_model: Any,
     onnx_path: Path,
+    inputs: list[Any],
     shapes: dict[str, list[int]],
     ranges: dict[str, ValueRange],
     takes: list[list[int] | None],
@@ -213,14 +191,16 @@ def _output_layouts(
     import onnx
     import onnxruntime as ort
 
+    from shipyard.variants import seeded_values
+
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {}
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    for value in (v for v in graph.input if v.name not in initializers):
+    for value in inputs:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        feeds[value.name] = _seeded(rng, dtype, shapes[value.name], ranges.get(value.name, ValueRange()))
+        low, high = ranges.get(value.name, ValueRange())
+        # 0/1 for integer inputs the spec gives no range: valid ids, masks and indices alike
+        feeds[value.name] = seeded_values(rng, dtype, shapes[value.name], low, high, integer_high=1)
     expected = session.run(None, feeds)
     try:
         fed = [feeds[v.name] for v in session.get_inputs()]
@@ -273,16 +253,19 @@ def _convert_checked(
     3-D to 5-D inputs are first made channels-last inside the graph (what convolutions want);
     when that conversion is wrong, again with their shapes kept (what a recurrent state or an
     audio frame wants: an LSTM's initial state made channels-last no longer fits its cell)."""
+    import onnx
     import tf_keras
 
+    inputs = _graph_inputs(onnx.load(str(onnx_path), load_external_data=False).graph)
+    names = [v.name for v in inputs]
     modes = [False, True] if options["keep_layout_inputs"] else [False]  # only those are made channels-last
     failures = []
     for keep_shapes in modes:
         tf_keras.backend.clear_session()  # drop the failed attempt's graph
         try:
-            keras_model = _run_onnx2tf(onnx_path, keep_shapes=keep_shapes, **options)
-            takes = _input_layouts(keras_model, [shapes[name] for name in _input_names(onnx_path)])
-            layouts = _output_layouts(keras_model, onnx_path, shapes, ranges, takes)
+            keras_model = _run_onnx2tf(onnx_path, kept_shapes=names if keep_shapes else None, **options)
+            takes = _input_layouts(keras_model, [shapes[name] for name in names])
+            layouts = _output_layouts(keras_model, onnx_path, inputs, shapes, ranges, takes)
             if baked := _baked_dims(keras_model, outputs, layouts):
                 raise RuntimeError(f"onnx2tf fixed dynamic output dims: {', '.join(baked)}")
         except RuntimeError as exc:
@@ -401,7 +384,7 @@ def convert_to_saved_model(
         changed += count
     if fixed or changed:
         onnx.save(model, str(onnx_path))
-    input_names = _input_names(onnx_path)
+    input_names = [v.name for v in _graph_inputs(model.graph)]
     ranges = value_ranges or {}
     options = {"keep_layout_inputs": keep_layout_inputs, "pseudo_ops": pseudo_ops, "work_dir": work_dir}
     # onnx2tf renames what an If's branch reads from outside without renaming it there: an If left
@@ -422,7 +405,7 @@ def convert_to_saved_model(
             onnx_path, sizes, dynamic_failure or "", ranges, **options
         )
         notes.append(f"inputs fixed at {size}: with dynamic dims, {why}{rewrites}")
-    _write_saved_model(converted, input_names, _output_names(onnx_path), out_dir)
+    _write_saved_model(converted, input_names, [v.name for v in model.graph.output], out_dir)
     if converted.shapes_kept:
         notes.append("the inputs keep their shape inside the graph (channels-last was wrong)")
     if transposed := sum(p is not None for p in converted.output_layouts):

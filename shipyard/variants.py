@@ -102,22 +102,35 @@ class Variant(BaseModel):
     dims: dict[str, int]
 
 
-def _random(
-    rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], data: TensorOverride
+def seeded_values(
+    rng: np.random.Generator,
+    dtype: np.dtype,
+    shape: tuple[int, ...] | list[int],
+    low: float | None = None,
+    high: float | None = None,
+    integer_high: int = 9,
 ) -> np.ndarray:
-    dtype = np.dtype(spec.dtype)
-    low, high = data.low, data.high
-    if data.value is not None:
-        return np.full(shape, data.value, dtype=dtype)
+    """Seeded random data of `dtype` in [low, high] (integers: high included, a vocabulary of 256
+    is 0..255; `integer_high` where the spec gives none); floats without both bounds are
+    standard normal, bools 0/1."""
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if np.issubdtype(dtype, np.integer):  # the spec's high is included (a vocabulary of 256: 0..255)
+    if np.issubdtype(dtype, np.integer):
         lo = 0 if low is None else math.ceil(low)
-        hi = 9 if high is None else math.floor(high)
+        hi = integer_high if high is None else math.floor(high)
         return rng.integers(lo, max(lo, hi), size=shape, dtype=dtype, endpoint=True)
     if low is not None and high is not None:
         return rng.uniform(low, high, size=shape).astype(dtype)
     return rng.standard_normal(size=shape).astype(dtype)
+
+
+def _random(
+    rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], data: TensorOverride
+) -> np.ndarray:
+    dtype = np.dtype(spec.dtype)
+    if data.value is not None:
+        return np.full(shape, data.value, dtype=dtype)
+    return seeded_values(rng, dtype, shape, data.low, data.high)
 
 
 def _shape_variants(signature: Signature) -> list[Variant]:
