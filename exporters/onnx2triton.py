@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from google.protobuf import text_format
 from pydantic import Field
 
 from exporters.torch2onnx import OnnxOptions
+from shipyard.onnx_external import copy_onnx
 from shipyard.signature import Signature, TensorSpec
 
 __all__ = ["TritonOptions", "batching", "build_config", "triton_dtype", "write_repository"]
@@ -86,8 +86,7 @@ def write_repository(
     """Lay out the model repository and return the files written."""
     version_dir = repo / name / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    model_path = version_dir / "model.onnx"
-    shutil.copyfile(onnx_path, model_path)
+    model_files = copy_onnx(onnx_path, version_dir / "model.onnx")  # external data beside it
     config_path = repo / name / "config.pbtxt"
     config_path.write_text(text_format.MessageToString(build_config(name, signature, options)))
-    return [config_path, model_path]
+    return [config_path, *model_files]

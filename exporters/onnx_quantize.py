@@ -44,12 +44,27 @@ def quantize_int8(
         quantize_static,
     )
 
+    from shipyard.onnx_external import data_locations
+
     work.mkdir(parents=True, exist_ok=True)
+    external = bool(data_locations(onnx_path))  # weights kept outside stay outside (past 2 GB)
     if options.scheme == "dynamic":
-        quantize_dynamic(onnx_path, out_path, weight_type=QuantType.QInt8, per_channel=options.per_channel)
+        quantize_dynamic(
+            onnx_path,
+            out_path,
+            weight_type=QuantType.QInt8,
+            per_channel=options.per_channel,
+            use_external_data_format=external,
+        )
         return out_path
     prepared = work / "preprocessed.onnx"
-    quant_pre_process(str(onnx_path), str(prepared))
+    quant_pre_process(
+        str(onnx_path),
+        str(prepared),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        external_data_location=f"{prepared.name}.data",
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -66,15 +81,23 @@ def quantize_int8(
         per_channel=options.per_channel,
         weight_type=QuantType.QInt8,
         activation_type=QuantType.QUInt8,
+        use_external_data_format=external,
     )
     return out_path
 
 
 def to_fp16(onnx_path: Path, out_path: Path) -> Path:
-    """Every float32 weight and op in fp16; the graph's inputs and outputs stay float32."""
+    """Every float32 weight and op in fp16; the graph's inputs and outputs stay float32 (weights
+    kept in external data files stay outside, in `<out>.data`)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
+    from shipyard.onnx_external import data_locations
+
+    external = bool(data_locations(onnx_path))
     model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    onnx.save(model, str(out_path))
+    # it appends the input casts after the nodes that read them: onnx.checker wants them first
+    OnnxModel(model).topological_sort(is_deterministic=True)
+    onnx.save(model, str(out_path), save_as_external_data=external, location=f"{out_path.name}.data")
     return out_path

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shipyard.errors import SourceError
+from shipyard.onnx_external import external_data_files, external_tensors, unpack_onnx_archive
 from shipyard.signature import DynamicDim, Signature, TensorSpec, unranged_dim
 
-__all__ = ["OnnxSource", "load_onnx", "onnx_signature", "run_onnx"]
+__all__ = ["OnnxSource", "load_onnx", "load_onnx_archive", "onnx_signature", "run_onnx"]
 
 
 class OnnxSource:
     """A checked ONNX model and its ONNX Runtime session."""
 
-    def __init__(self, model: Any, session: Any) -> None:
-        self.model = model
+    def __init__(self, model: Any, session: Any, unpacked: Any = None) -> None:
+        self.model = model  # the graph; weights kept in external files are not loaded
         self.session = session
+        self.unpacked = unpacked  # the temporary folder an archive was unpacked into, removed with it
 
     label = "an ONNX"
     keeps_own_names = True
@@ -31,53 +34,52 @@ class OnnxSource:
         return run_onnx(self, signature, inputs)
 
 
-def _all_tensors(graph: Any) -> list[Any]:
-    """Every tensor a graph holds: initializers, sparse ones, node attributes, and subgraphs'."""
-    tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
-    tensors += [s.indices for s in graph.sparse_initializer]
-    for node in graph.node:
-        for attr in node.attribute:
-            tensors += [attr.t] if attr.HasField("t") else []
-            tensors += list(attr.tensors)
-            for sub in [attr.g] if attr.HasField("g") else []:
-                tensors += _all_tensors(sub)
-            for sub in attr.graphs:
-                tensors += _all_tensors(sub)
-    return tensors
-
-
-def _check(path: Path) -> Any:
+def _check(path: Path, external_data: bool) -> Any:
     import onnx
 
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # an untrusted file: any failure to parse is bad input
         raise SourceError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
-    external = [t.name for t in _all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:  # a path in the file would be read from wherever it points
+    external = external_tensors(model)
+    if external and not external_data:  # a location would be read from wherever it points
         raise SourceError(
-            f"{path}: {len(external)} tensor(s) (e.g. {external[0][:60]!r}) keep their data in "
-            "external files; upload a single-file model (onnx.save(model, f, save_as_external_data=False))"
+            f"{path}: {len(external)} tensor(s) (e.g. {external[0].name[:60]!r}) keep their data in "
+            "external files; upload the model's folder as a .zip or .tar (the .onnx and its data "
+            "files beside it), or a single-file model (onnx.save(model, f, save_as_external_data=False))"
         )
-    try:
-        onnx.checker.check_model(model, full_check=True)
+    external_data_files(model, path)  # every location checked before the checker reads one
+    try:  # by path when the weights are outside: the checker then reads them beside it
+        onnx.checker.check_model(str(path) if external else model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SourceError(f"{path} is not a valid ONNX model: {first}") from None
     return model
 
 
-def load_onnx(path: Path) -> OnnxSource:
-    """The model after onnx.checker, with an ONNX Runtime session; a one-line SourceError if bad."""
+def load_onnx(path: Path, external_data: bool = False, unpacked: Any = None) -> OnnxSource:
+    """The model after onnx.checker, with an ONNX Runtime session; a one-line SourceError if bad.
+
+    `external_data`: the model may read data files beside it (it was unpacked from an archive
+    into a folder of its own, `unpacked`, kept as long as the source); the model keeps only its
+    graph in memory, ONNX Runtime reads the weights from the files (past 2 GB too)."""
     import onnxruntime as ort
 
-    model = _check(path)
+    model = _check(path, external_data)
     try:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        loaded = str(path) if external_tensors(model) else model.SerializeToString()
+        session = ort.InferenceSession(loaded, providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SourceError(f"{path}: ONNX Runtime cannot load it: {first}") from None
-    return OnnxSource(model, session)
+    return OnnxSource(model, session, unpacked)
+
+
+def load_onnx_archive(source: Path) -> OnnxSource:
+    """An ONNX model packed with its external data files: unpacked into a temporary folder (every
+    entry and every data location checked), then loaded from there."""
+    unpacked = tempfile.TemporaryDirectory(prefix="shipyard-onnx-")
+    return load_onnx(unpack_onnx_archive(source, Path(unpacked.name)), True, unpacked)
 
 
 def _dtype_name(elem_type: int) -> str:

@@ -143,6 +143,10 @@ def load_source(source: Path) -> SourceModel:
         from shipyard.onnx_model import load_onnx
 
         return load_onnx(source)
+    if kind is SourceKind.ONNX_ARCHIVE:
+        from shipyard.onnx_model import load_onnx_archive
+
+        return load_onnx_archive(source)
     if kind is SourceKind.KERAS:
         from shipyard.keras_model import load_keras
 

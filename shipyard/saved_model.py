@@ -12,22 +12,15 @@ from __future__ import annotations
 import re
 import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shipyard.archive import unpack_archive
 from shipyard.errors import SourceError, one_line
 from shipyard.saved_model_ops import check_ops
 from shipyard.signature import DynamicDim, Signature, TensorSpec, declared_shape
-from shipyard.source import (
-    MAX_ARCHIVE_ENTRIES,
-    MAX_UNPACKED_BYTES,
-    holds_saved_model,
-    tar_members,
-    unsafe_entry_name,
-)
 
 __all__ = [
     "SIGNATURE_KEY",
@@ -81,54 +74,9 @@ def pack_folder(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def _checked_names(names: list[str], sizes: list[int], source: Path) -> None:
-    if len(names) > MAX_ARCHIVE_ENTRIES:
-        raise SourceError(f"{source}: {len(names):,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}")
-    unsafe = next((n for n in names if unsafe_entry_name(n)), None)
-    if unsafe is not None:
-        raise SourceError(f"{source}: archive entry {unsafe[:80]!r} points outside the archive")
-    if sum(sizes) > MAX_UNPACKED_BYTES:
-        raise SourceError(
-            f"{source}: unpacks to {sum(sizes):,} bytes, more than {MAX_UNPACKED_BYTES:,} "
-            "(SHIPYARD_MAX_UNPACKED_BYTES)"
-        )
-    if not holds_saved_model(names):
-        raise SourceError(f"{source}: the archive holds no saved_model.pb")
-
-
-def _unpack_tar(source: Path, dest: Path) -> None:
-    try:
-        with tarfile.open(source) as tar:
-            members = tar_members(tar, source)
-            links = [m.name for m in members if not (m.isfile() or m.isdir())]
-            if links:
-                raise SourceError(f"{source}: archive entry {links[0][:80]!r} is a link or device; refused")
-            _checked_names([m.name for m in members], [m.size for m in members], source)
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise SourceError(f"{source} is a damaged tar archive ({exc})") from None
-
-
-def _unpack_zip(source: Path, dest: Path) -> None:
-    try:
-        with zipfile.ZipFile(source) as zf:
-            infos = zf.infolist()
-            links = [i.filename for i in infos if (i.external_attr >> 16) & 0o170000 == 0o120000]
-            if links:
-                raise SourceError(f"{source}: archive entry {links[0][:80]!r} is a link; refused")
-            _checked_names([i.filename for i in infos], [i.file_size for i in infos], source)
-            zf.extractall(dest)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise SourceError(f"{source} is a damaged zip archive ({exc})") from None
-
-
 def unpack_saved_model(source: Path, dest: Path) -> Path:
     """Unpack the archive into `dest` after checking every entry; returns the SavedModel folder."""
-    dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(source):
-        _unpack_zip(source, dest)
-    else:
-        _unpack_tar(source, dest)
+    unpack_archive(source, dest)
     found = sorted(p.parent for p in dest.rglob("saved_model.pb"))
     if len(found) != 1:
         raise SourceError(f"{source}: expected one saved_model.pb, found {len(found)}")

@@ -11,19 +11,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
+from shipyard import archive
+from shipyard.archive import check_listing, tar_members, unsafe_entry_name
 from shipyard.errors import SourceError
 
 __all__ = [
     "SourceKind",
     "detect_kind",
     "holds_saved_model",
+    "onnx_entries",
     "onnx_header_ir_version",
-    "tar_members",
-    "unsafe_entry_name",
 ]
-
-MAX_ARCHIVE_ENTRIES = 100_000
-MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_UNPACKED_BYTES", 8 * 2**30))
 
 
 class SourceKind(StrEnum):
@@ -33,6 +31,7 @@ class SourceKind(StrEnum):
     SAVED_MODEL = "saved-model"  # TensorFlow SavedModel folder (packed into a tar when checked)
     SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
     ONNX = "onnx"
+    ONNX_ARCHIVE = "onnx-archive"  # an ONNX model and its external data files in a .zip, .tar or .tar.gz
 
 
 def _zip_kind(names: list[str]) -> SourceKind:
@@ -50,31 +49,13 @@ def _zip_kind(names: list[str]) -> SourceKind:
         return SourceKind.TORCH_EXPORT
     if {"config.json", "metadata.json"} <= set(names):
         return SourceKind.KERAS
-    if holds_saved_model(names):
-        return SourceKind.SAVED_MODEL_ARCHIVE
-    raise SourceError("zip archive is not a torch.export, AOTInductor, Keras or SavedModel model")
-
-
-def tar_members(tar: tarfile.TarFile, path: Path) -> list[tarfile.TarInfo]:
-    """The archive's entries, read one header at a time and refused past the limits, so that a
-    listing of millions of entries, or a .tar.gz that inflates without end, costs neither all
-    the memory nor all the time."""
-    members: list[tarfile.TarInfo] = []
-    unpacked = 0
-    for member in tar:
-        members.append(member)
-        unpacked += member.size
-        if len(members) > MAX_ARCHIVE_ENTRIES:
-            raise SourceError(f"{path}: more than {MAX_ARCHIVE_ENTRIES:,} archive entries")
-        if unpacked > MAX_UNPACKED_BYTES:
-            raise SourceError(
-                f"{path}: unpacks to more than {MAX_UNPACKED_BYTES:,} bytes (SHIPYARD_MAX_UNPACKED_BYTES)"
-            )
-    return members
+    return _folder_kind(
+        names, "zip archive is not a torch.export, AOTInductor, Keras, SavedModel or ONNX model"
+    )
 
 
 def _tar_kind(path: Path) -> SourceKind:
-    """A tar (or .tar.gz) holding a SavedModel; reads only the listing."""
+    """A tar (or .tar.gz) holding a SavedModel or an ONNX model; reads only the listing."""
     try:
         with tarfile.open(path) as tar:
             names = [m.name for m in tar_members(tar, path)]
@@ -83,21 +64,35 @@ def _tar_kind(path: Path) -> SourceKind:
     unsafe = next((n for n in names if unsafe_entry_name(n)), None)
     if unsafe is not None:
         raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
+    return _folder_kind(names, f"{path} is a tar archive without a saved_model.pb or an .onnx file")
+
+
+def _folder_kind(names: list[str], otherwise: str) -> SourceKind:
+    """The kind of a model folder packed in an archive: a SavedModel, or one ONNX model (whose
+    external data files are beside it)."""
     if holds_saved_model(names):
         return SourceKind.SAVED_MODEL_ARCHIVE
-    raise SourceError(f"{path} is a tar archive without a saved_model.pb")
+    models = onnx_entries(names)
+    if len(models) > 1:
+        shown = ", ".join(repr(n[:60]) for n in models[:3])
+        raise SourceError(f"the archive holds {len(models)} .onnx files ({shown}); pack one model's folder")
+    if models:
+        return SourceKind.ONNX_ARCHIVE
+    raise SourceError(otherwise)
+
+
+def onnx_entries(names: list[str]) -> list[str]:
+    """The entries of an archive that are ONNX models (`.onnx`), macOS's resource forks aside."""
+    return sorted(
+        n
+        for n in names
+        if n.lower().endswith(".onnx") and not n.startswith("__MACOSX/") and "/._" not in f"/{n}"
+    )
 
 
 def holds_saved_model(names: list[str]) -> bool:
     """Does an archive with these entry names hold a SavedModel?"""
     return any(n == "saved_model.pb" or n.endswith("/saved_model.pb") for n in names)
-
-
-def unsafe_entry_name(name: str) -> bool:
-    """An absolute path, a drive, a `..` step or a NUL: a name that could leave the archive."""
-    parts = name.replace("\\", "/").split("/")
-    drive = parts[0][1:2] == ":"  # C:... on Windows
-    return name.startswith("/") or drive or ".." in parts or "\0" in name
 
 
 def _declared_zip_entries(path: Path) -> int:
@@ -127,25 +122,13 @@ def _checked_entries(path: Path, checksums: bool = True) -> list[str]:
     (with `checksums`) matches its checksum. Declared sizes bound the checksum pass: zipfile reads
     no more than them."""
     declared = _declared_zip_entries(path)
-    if declared > MAX_ARCHIVE_ENTRIES:
-        raise SourceError(f"{path}: {declared:,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}")
+    if declared > archive.MAX_ARCHIVE_ENTRIES:
+        raise SourceError(f"{path}: {declared:,} archive entries, more than {archive.MAX_ARCHIVE_ENTRIES:,}")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             names = [i.filename for i in infos]
-            unsafe = next((n for n in names if unsafe_entry_name(n)), None)
-            if unsafe is not None:
-                raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
-            if len(infos) > MAX_ARCHIVE_ENTRIES:
-                raise SourceError(
-                    f"{path}: {len(infos):,} archive entries, more than {MAX_ARCHIVE_ENTRIES:,}"
-                )
-            unpacked = sum(i.file_size for i in infos)
-            if unpacked > MAX_UNPACKED_BYTES:
-                raise SourceError(
-                    f"{path}: unpacks to {unpacked:,} bytes, more than {MAX_UNPACKED_BYTES:,} "
-                    "(SHIPYARD_MAX_UNPACKED_BYTES)"
-                )
+            check_listing(names, [i.file_size for i in infos], path)
             damaged = zf.testzip() if checksums else None  # reads every entry once: its CRC-32
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         raise SourceError(f"{path} is a damaged zip archive ({exc})") from None

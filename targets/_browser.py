@@ -11,7 +11,7 @@ import shutil
 from typing import Any
 
 from targets._jobs import Check, RuntimeJob, RuntimeResult
-from targets._node import run_js_harness
+from targets._node import HarnessModel, run_js_harness
 
 __all__ = ["chromium_binary", "run_in_chromium", "with_browser"]
 
@@ -24,9 +24,9 @@ def chromium_binary() -> str | None:
 
 
 def run_in_chromium(
-    job: RuntimeJob, kind: str, file: str, backends: list[str], extra: dict[str, Any] | None = None
+    job: RuntimeJob, kind: str, model: HarnessModel, backends: list[str], extra: dict[str, Any] | None = None
 ) -> RuntimeResult | None:
-    """`file` run on each backend in a Chromium page; None without Chromium or backends. A page
+    """`model` run on each backend in a Chromium page; None without Chromium or backends. A page
     that fails comes back as a failed `chromium` check with its reason (the target fails)."""
     chromium = chromium_binary()
     if chromium is None or not backends:
@@ -40,9 +40,8 @@ def run_in_chromium(
         "output_names": job.signature.output_names(),
         **(extra or {}),
     }
-    models = [{"file": file, "path": str(job.artifact(file))}]
     try:
-        return run_js_harness("browser_run.mjs", job, models, extra=browser, folder="browser")
+        return run_js_harness("browser_run.mjs", job, [model], extra=browser, folder="browser")
     except RuntimeError as exc:
         return RuntimeResult(runs=[], checks=[Check(name="chromium", passed=False, detail=str(exc))])
 

@@ -14,6 +14,7 @@ import numpy as np
 from exporters.keras2savedmodel import KerasSavedModelOptions
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxOptions
+from shipyard.onnx_external import copy_onnx
 from shipyard.signature import Signature
 from targets._formats import Conversion, Family, Format, register_conversion
 from targets._jobs import ExportJob, ExportResult
@@ -52,8 +53,7 @@ def to_saved_model(job: ExportJob) -> ExportResult:
     # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
     keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
     # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
-    onnx_copy = job.work_path / "model.onnx"
-    shutil.copyfile(job.input(Format.ONNX), onnx_copy)
+    onnx_copy = copy_onnx(job.input(Format.ONNX), job.work_path / "model.onnx")[0]
     notes = convert_to_saved_model(
         onnx_copy,
         job.out_path,
@@ -104,6 +104,23 @@ def unpack_saved_model(job: ExportJob) -> ExportResult:
     shutil.copytree(folder, job.out_path, dirs_exist_ok=True)
     files = _files_in(job.out_path)
     return ExportResult(files=files, product=".")
+
+
+def unpack_onnx(job: ExportJob) -> ExportResult:
+    """The archive's ONNX model as model.onnx, its external data files beside it, after every
+    entry and every data location was checked."""
+    import onnx
+
+    from shipyard.onnx_external import external_data_files, onnx_bytes, unpack_onnx_archive
+
+    model_file = unpack_onnx_archive(job.input(Format.ONNX_ARCHIVE), job.work_path / "unpacked")
+    data = external_data_files(onnx.load_model(str(model_file), load_external_data=False), model_file)
+    written = copy_onnx(model_file, job.out_path / "model.onnx")
+    files = [p.relative_to(job.out_path).as_posix() for p in written]
+    notes = [
+        f"weights in {len(data)} external data file(s) beside model.onnx, {onnx_bytes(written[0]):,} bytes"
+    ]
+    return ExportResult(files=files, product=files[0], notes=notes if data else [])
 
 
 def saved_model_to_onnx(job: ExportJob) -> ExportResult:
@@ -197,6 +214,16 @@ register_conversion(
         cost_s=1,
         family=Family.TF,
         warm=("tensorflow", "shipyard.saved_model"),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.ONNX_ARCHIVE,
+        produces=Format.ONNX,
+        converter="targets._conversions:unpack_onnx",
+        toolchain=("onnx",),
+        cost_s=1,
+        warm=("onnx", "shipyard.onnx_external"),
     )
 )
 register_conversion(

@@ -36,11 +36,12 @@ class Family(StrEnum):
 
 class Format(StrEnum):
     TORCH_EXPORT = "torch-export"  # a torch.export archive (.pt2)
-    ONNX = "onnx"  # one self-contained .onnx file
+    ONNX = "onnx"  # an .onnx file (the external data files it reads, if any, beside it)
     SAVED_MODEL = "saved-model"  # a TensorFlow SavedModel folder with a serving signature
     TFLITE_FP32 = "tflite-fp32"  # a float32 .tflite
     KERAS = "keras"  # a Keras 3 .keras file
     SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
+    ONNX_ARCHIVE = "onnx-archive"  # an .onnx and its external data files in a .zip, .tar or .tar.gz
 
 
 _SOURCE_FORMATS = {
@@ -48,6 +49,7 @@ _SOURCE_FORMATS = {
     SourceKind.ONNX: Format.ONNX,
     SourceKind.KERAS: Format.KERAS,
     SourceKind.SAVED_MODEL_ARCHIVE: Format.SAVED_MODEL_ARCHIVE,
+    SourceKind.ONNX_ARCHIVE: Format.ONNX_ARCHIVE,
 }
 
 

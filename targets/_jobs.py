@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from shipyard.gates import Gates
-from shipyard.precision import CalibrationSet
+from shipyard.precision import CalibrationSet, Precision
 from shipyard.signature import Envelope, Signature
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -37,6 +37,7 @@ class ExportJob(BaseModel):
     step: str
     model_name: str
     signature: Signature | None = None  # None for a step planned not to wait for it (see Target)
+    precision: Precision = Precision.FP32  # the rung a target's export builds (conversions: float32)
     options: dict[str, Any] = {}
     inputs: dict[str, str]  # format name -> the upstream product (a file or a folder)
     out_dir: str  # everything written here is the step's output
@@ -116,6 +117,7 @@ class RuntimeJob(BaseModel):
     files: list[str]
     baseline: str | None = None  # the product the target's baseline runs (e.g. the fp32 .tflite)
     signature: Signature
+    precision: Precision = Precision.FP32  # the rung the artifact was built at
     options: dict[str, Any] = {}
     variants: list[VariantInputs]
     out_dir: str  # where the harness writes outputs

@@ -11,18 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from shipyard.variants import load_arrays, save_arrays
 from targets._harness import timed_variant
 from targets._jobs import ArtifactRun, Check, RuntimeJob, RuntimeResult
 
-__all__ = ["JS_DIR", "harness_failure", "node_binary", "run_js_harness"]
+__all__ = ["JS_DIR", "HarnessModel", "harness_failure", "node_binary", "run_js_harness"]
 
 JS_DIR = Path(__file__).parent / "js"
 
 
 # TF.js in Node prints an advertisement for tfjs-node, framed by lines of '=', before any error.
 _BANNER = re.compile(r"=+\s*\n[^=]*Hi, looks like you are running TensorFlow\.js in Node\.js[^=]*\n=+\s*\n?")
+
+
+class HarnessModel(BaseModel):
+    """One model file a JS harness loads, and the external data files it reads (beside it)."""
+
+    file: str  # relative to the artifact folder: how results name it
+    path: str
+    external_data: list[str] = []
 
 
 HARNESS_ERROR = "harness error: "  # how our JS harnesses mark the exception that stopped them
@@ -87,7 +96,7 @@ def _npz_outputs(job: RuntimeJob, outputs: dict[str, list[dict[str, Any]]], labe
 def run_js_harness(
     script: str,
     job: RuntimeJob,
-    models: list[dict[str, str]],
+    models: list[HarnessModel],
     extra: dict[str, Any] | None = None,
     folder: str = "js",
 ) -> RuntimeResult:
@@ -96,7 +105,7 @@ def run_js_harness(
     folder_path = Path(job.work_dir) / folder
     folder_path.mkdir(parents=True, exist_ok=True)
     js_job = {
-        "models": models,
+        "models": [m.model_dump() for m in models],
         "variants": _raw_inputs(job, folder_path),
         "timed_variant": timed_variant(job),
         "repeats": job.repeats,

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from exporters.onnx_quantize import Int8Options
 from shipyard.gates import FP16_GATES, INT8_GATES
+from shipyard.onnx_external import onnx_bytes
 from shipyard.precision import Precision
 from shipyard.signature import Envelope, fixed_envelope
 from targets._catalog import Target
@@ -41,12 +42,14 @@ def onnx_input_sizes(path: Path) -> dict[str, list[int | None]]:
     }
 
 
-def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
-    """The job's float32 ONNX input at `precision` (written to the job's scratch folder)."""
+def ladder_onnx(job: ExportJob) -> LadderOnnx:
+    """The job's float32 ONNX input at the job's precision (written to its scratch folder)."""
     from exporters.onnx_quantize import quantize_int8, to_fp16
 
+    precision = job.precision
     source = job.input(Format.ONNX)
-    made = job.work_path / f"model-{precision.value}.onnx"
+    made = job.work_path / precision.value / "model.onnx"  # its data file, if any, model.onnx.data
+    made.parent.mkdir(parents=True, exist_ok=True)
     envelope = fixed_envelope(onnx_input_sizes(source), job.interface)
     if precision is Precision.FP32:
         return LadderOnnx(path=source, notes=[], metrics={}, envelope=envelope)
@@ -71,19 +74,20 @@ def ladder_onnx(job: ExportJob, precision: Precision) -> LadderOnnx:
         ]
     else:
         raise ValueError(f"no {precision.value} rung for ONNX targets")
-    ratio = round(made.stat().st_size / source.stat().st_size, 4)
+    fp32_bytes = onnx_bytes(source)
+    ratio = round(onnx_bytes(made) / fp32_bytes, 4)
     notes.append(f".onnx is {ratio:.2f}x the float32 .onnx")
-    metrics: dict[str, float | int | str] = {"fp32_onnx_bytes": source.stat().st_size, "size_vs_fp32": ratio}
+    metrics: dict[str, float | int | str] = {"fp32_onnx_bytes": fp32_bytes, "size_vs_fp32": ratio}
     return LadderOnnx(path=made, notes=notes, metrics=metrics, envelope=envelope)
 
 
-def onnx_rungs(base: Target, module: str, int8_options: type[BaseModel]) -> list[Target]:
-    """The int8 and fp16 rungs of a target built on ONNX; `module` has export_int8/export_fp16."""
+def onnx_rungs(base: Target, int8_options: type[BaseModel]) -> list[Target]:
+    """The int8 and fp16 rungs of a target built on ONNX (its exporter builds each at the job's
+    precision)."""
     toolchain = tuple(dict.fromkeys((*base.toolchain, "onnxruntime")))
     int8 = base.rung(
         Precision.INT8,
         summary=f"{base.name} with an int8 ONNX model (onnxruntime: static QDQ, calibrated; or dynamic)",
-        exporter=f"{module}:export_int8",
         gates=INT8_GATES,
         options=int8_options,
         toolchain=toolchain,
@@ -93,7 +97,6 @@ def onnx_rungs(base: Target, module: str, int8_options: type[BaseModel]) -> list
     fp16 = base.rung(
         Precision.FP16,
         summary=f"{base.name} with an fp16 ONNX model (float32 inputs and outputs)",
-        exporter=f"{module}:export_fp16",
         gates=FP16_GATES,
         toolchain=toolchain,
         warm=(*base.warm, "onnxruntime.transformers.float16", "exporters.onnx_quantize"),

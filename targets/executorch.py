@@ -13,7 +13,7 @@ from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
-__all__ = ["export", "export_int8", "run_artifact"]
+__all__ = ["export", "run_artifact"]
 
 
 def _export(job: ExportJob, precision: Precision) -> ExportResult:
@@ -82,11 +82,7 @@ def _largest_accepted(job: ExportJob, dim: str, high: int) -> int:
 
 
 def export(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.FP32)
-
-
-def export_int8(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.INT8)
+    return _export(job, job.precision)
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
@@ -131,7 +127,6 @@ register_target(
     EXECUTORCH.rung(
         Precision.INT8,
         summary="executorch with int8 weights (PT2E XNNPACK quantizer: static, calibrated; or dynamic)",
-        exporter="targets.executorch:export_int8",
         gates=INT8_GATES,
         options=Int8Options,
         toolchain=(*EXECUTORCH.toolchain, "torchao"),

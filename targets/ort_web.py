@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
-
 from pydantic import Field
 
 from exporters.onnx_quantize import Int8Options
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
-from shipyard.precision import Precision
+from shipyard.onnx_external import copy_onnx
 from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
-from targets._node import run_js_harness
+from targets._node import HarnessModel, run_js_harness
 from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
-__all__ = ["OrtWebInt8Options", "OrtWebOptions", "export", "export_fp16", "export_int8", "run_artifact"]
+__all__ = ["OrtWebInt8Options", "OrtWebOptions", "export", "run_artifact"]
 
 MAX_IR_VERSION = 13  # what onnxruntime-web 1.30 (targets/js/package-lock.json) loads
 
@@ -34,38 +32,38 @@ class OrtWebInt8Options(OrtWebOptions, Int8Options):
     pass
 
 
-def _export(job: ExportJob, precision: Precision) -> ExportResult:
+def export(job: ExportJob) -> ExportResult:
+    """model.onnx at the job's precision (fp32, int8, fp16), its IR fitted to onnxruntime-web."""
     from exporters.onnx2ort import convert_to_ort
     from exporters.onnx_ir import fit_ir_version
 
     options = job.options_as(OrtWebOptions)
-    made = ladder_onnx(job, precision)
-    onnx_path = job.out_path / "model.onnx"
-    shutil.copyfile(made.path, onnx_path)
+    made = ladder_onnx(job)
+    written = copy_onnx(made.path, job.out_path / "model.onnx")  # external data files beside it
+    onnx_path = written[0]
     lowered = fit_ir_version(onnx_path, MAX_IR_VERSION, "onnxruntime-web 1.30")
-    files = [onnx_path.name]
-    if options.ort_format:
-        files.append(convert_to_ort(onnx_path, job.out_path / "model.ort").name)
+    files = [p.relative_to(job.out_path).as_posix() for p in written]
     notes = [*made.notes, *([lowered] if lowered else [])]
+    if options.ort_format:  # holds every weight (external data inlined): under 2 GB only
+        files.append(convert_to_ort(onnx_path, job.out_path / "model.ort").name)
     return ExportResult(files=files, notes=notes, metrics=made.metrics, envelope=made.envelope)
 
 
-def export(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.FP32)
-
-
-def export_int8(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.INT8)
-
-
-def export_fp16(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.FP16)
-
-
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
-    models = [{"file": f, "path": str(job.artifact(f))} for f in job.files]
+    models = [
+        HarnessModel(file=f, path=str(job.artifact(f)), external_data=_external_data(job, f))
+        for f in job.files
+        if f.endswith((".onnx", ".ort"))
+    ]
     node = run_js_harness("ort_web_run.mjs", job, models)
-    return with_browser(node, run_in_chromium(job, "ort", job.files[0], ["wasm"]))  # model.onnx
+    return with_browser(node, run_in_chromium(job, "ort", models[0], ["wasm"]))  # model.onnx
+
+
+def _external_data(job: RuntimeJob, file: str) -> list[str]:
+    """The data files (beside it) an .onnx reads: onnxruntime-web is handed them by name."""
+    from shipyard.onnx_external import data_locations
+
+    return data_locations(job.artifact(file)) if file.endswith(".onnx") else []
 
 
 ORT_WEB = register_target(
@@ -83,5 +81,5 @@ ORT_WEB = register_target(
         warm=("onnxruntime", "exporters.onnx2ort", "exporters.onnx_ir"),
     )
 )
-for rung in onnx_rungs(ORT_WEB, "targets.ort_web", OrtWebInt8Options):
+for rung in onnx_rungs(ORT_WEB, OrtWebInt8Options):
     register_target(rung)

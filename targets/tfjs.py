@@ -20,12 +20,12 @@ from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Family, Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
-from targets._node import run_js_harness
+from targets._node import HarnessModel, run_js_harness
 
 if TYPE_CHECKING:
     from exporters.savedmodel2tfjs import WeightStorage
 
-__all__ = ["TfjsOptions", "export", "export_fp16", "export_uint8", "run_artifact"]
+__all__ = ["TfjsOptions", "export", "run_artifact"]
 
 Backend = Literal["cpu", "wasm", "webgl"]
 
@@ -70,27 +70,27 @@ def _export(job: ExportJob, weights: WeightStorage | None) -> ExportResult:
     )
 
 
+# the weight shards' dtype at each rung (None: float32, as TensorFlow has them)
+_SHARD_DTYPES: dict[Precision, WeightStorage | None] = {
+    Precision.FP32: None,
+    Precision.FP16: "float16",
+    Precision.UINT8: "uint8",
+}
+
+
 def export(job: ExportJob) -> ExportResult:
-    return _export(job, None)
-
-
-def export_fp16(job: ExportJob) -> ExportResult:
-    return _export(job, "float16")
-
-
-def export_uint8(job: ExportJob) -> ExportResult:
-    return _export(job, "uint8")
+    return _export(job, _SHARD_DTYPES[job.precision])
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
     options = TfjsOptions.model_validate(job.options)
-    models = [{"file": "model.json", "path": str(job.artifact("model.json"))}]
+    models = [HarnessModel(file="model.json", path=str(job.artifact("model.json")))]
     extra = {"output_names": job.signature.output_names(), "backends": options.backends}
     node = run_js_harness("tfjs_run.mjs", job, models, extra=extra)
     if not all(c.passed for c in node.checks):
         return node  # not portable: the gate says why; a browser would only fail later
     in_browser: list[str] = [b for b in ("webgl", "wasm") if b in options.backends]
-    return with_browser(node, run_in_chromium(job, "tfjs", "model.json", in_browser))
+    return with_browser(node, run_in_chromium(job, "tfjs", models[0], in_browser))
 
 
 TFJS = register_target(
@@ -120,7 +120,6 @@ register_target(
     TFJS.rung(
         Precision.FP16,
         summary="tfjs with float16 weight shards (dequantized to float32 at load)",
-        exporter="targets.tfjs:export_fp16",
         gates=FP16_GATES,
     )
 )
@@ -128,7 +127,6 @@ register_target(
     TFJS.rung(
         Precision.UINT8,
         summary="tfjs with uint8 weight shards (affine per tensor, dequantized to float32 at load)",
-        exporter="targets.tfjs:export_uint8",
         gates=INT8_GATES,
     )
 )

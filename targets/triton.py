@@ -9,7 +9,6 @@ from exporters.onnx2triton import TritonOptions, batching, triton_dtype
 from exporters.onnx_quantize import Int8Options
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
-from shipyard.precision import Precision
 from shipyard.signature import DimRange, pinned
 from targets._catalog import Target, register_target
 from targets._formats import Format
@@ -17,7 +16,7 @@ from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
-__all__ = ["TritonInt8Options", "check_config", "export", "export_fp16", "export_int8", "run_artifact"]
+__all__ = ["TritonInt8Options", "check_config", "export", "run_artifact"]
 
 # ONNX TensorProto element type -> numpy dtype name
 ONNX_DTYPES = {
@@ -41,11 +40,12 @@ class TritonInt8Options(TritonOptions, Int8Options):
     pass
 
 
-def _export(job: ExportJob, precision: Precision) -> ExportResult:
+def export(job: ExportJob) -> ExportResult:
+    """The model repository, its model.onnx at the job's precision (fp32, int8, fp16)."""
     from exporters.onnx2triton import write_repository
 
     options = job.options_as(TritonOptions)
-    made = ladder_onnx(job, precision)
+    made = ladder_onnx(job)
     interface = pinned(job.interface, made.envelope)  # the config declares what the .onnx declares
     written = write_repository(made.path, job.out_path, job.model_name, interface, options)
     max_batch, batch_dim = batching(interface)
@@ -63,18 +63,6 @@ def _export(job: ExportJob, precision: Precision) -> ExportResult:
         notes=notes,
         metrics=made.metrics,
     )
-
-
-def export(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.FP32)
-
-
-def export_int8(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.INT8)
-
-
-def export_fp16(job: ExportJob) -> ExportResult:
-    return _export(job, Precision.FP16)
 
 
 def _graph_io(model: Any) -> dict[str, tuple[str, list[int | str]]]:
@@ -161,5 +149,5 @@ TRITON = register_target(
         runtime_warm=("onnxruntime", "tritonclient.grpc.model_config_pb2"),
     )
 )
-for rung in onnx_rungs(TRITON, "targets.triton", TritonInt8Options):
+for rung in onnx_rungs(TRITON, TritonInt8Options):
     register_target(rung)

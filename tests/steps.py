@@ -153,8 +153,10 @@ def snoops(job: ExportJob) -> ExportResult:
 def hangs_in_chromium(job: RuntimeJob) -> RuntimeResult:
     """ort-web's browser run, timing the model a billion times: the step is killed mid-run."""
     from targets._browser import run_in_chromium
+    from targets._node import HarnessModel
 
-    result = run_in_chromium(job, "ort", job.files[0], ["wasm"], extra={"repeats": 10**9})
+    model = HarnessModel(file=job.files[0], path=str(job.artifact(job.files[0])))
+    result = run_in_chromium(job, "ort", model, ["wasm"], extra={"repeats": 10**9})
     raise RuntimeError(f"the browser run ended: {result}")
 
 

@@ -57,3 +57,14 @@ def test_realworld_smoke(tmp_path: Path) -> None:
         for target, cell in cells.items():
             assert cell.startswith("passed"), f"{model} {target}: {detail['targets'][target]['error']}"
             assert detail["targets"][target]["metrics"]["cosine"] > 0.9999, (model, target)
+
+
+def test_large_onnx_smoke(tmp_path: Path) -> None:
+    """An ONNX folder zipped with its external data, packaged for ort-web and triton."""
+    result = _smoke("large_onnx.py", tmp_path, 600)
+    assert set(result["targets"]) == {"ort-web", "triton"}
+    for target in result["targets"].values():
+        assert target["status"] == "passed", target
+        assert (
+            sum(b for f, b in target["files"].items() if f.endswith("weights.bin")) == result["weights_bytes"]
+        )

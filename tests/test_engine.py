@@ -14,7 +14,7 @@ import pytest
 from shipyard.report import Status, StepStatus
 from targets import _catalog, get_target
 from targets.engine.cache import CacheEntry, StepCache, tree_digest
-from targets.pipeline import Engine
+from targets.pipeline import Engine, PipelineResult
 from tests.conftest import parse_json, run_cli, run_targets
 from tests.steps import sleepers
 
@@ -70,6 +70,25 @@ def test_different_opsets_get_their_own_conversion(
         "convert:onnx[opset=17]",
     }
     assert all(r.status is Status.PASSED for r in result.reports.values())
+
+
+def test_two_rungs_of_one_exporter_never_share_a_cache_entry(
+    engine: Engine, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """tfjs and tfjs-fp16 run the same exporter with the same options and input; the rung is
+    part of the export's cache key, so each run gets its own shards from the shared cache,
+    whichever rung was cached first (with one key, both would get the same bytes)."""
+    assert get_target("tfjs").exporter == get_target("tfjs-fp16").exporter
+    fp16 = run_targets(engine, models["convnet"], ["tfjs-fp16"], tmp_path / "fp16")
+    fp32 = run_targets(engine, models["convnet"], ["tfjs"], tmp_path / "fp32")
+    assert next(s for s in fp32.steps if s.step == "convert:saved-model").reused  # shared upstream
+
+    def shard_bytes(result: PipelineResult, name: str) -> int:
+        report = result.reports[name]
+        assert report.status is Status.PASSED, report.error
+        return sum(f.bytes for f in report.files if f.path.endswith(".bin"))
+
+    assert shard_bytes(fp32, "tfjs") == pytest.approx(2 * shard_bytes(fp16, "tfjs-fp16"), rel=0.01)
 
 
 def _fake_distribution(folder: Path, name: str, version: str) -> Path:

@@ -179,10 +179,11 @@ def _tar_gz(path: Path, entries: dict[str, bytes]) -> Path:
 def test_an_archive_listing_past_the_entry_limit_is_refused_while_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shipyard.archive
     import shipyard.source
     from shipyard.errors import SourceError
 
-    monkeypatch.setattr(shipyard.source, "MAX_ARCHIVE_ENTRIES", 10)
+    monkeypatch.setattr(shipyard.archive, "MAX_ARCHIVE_ENTRIES", 10)
     many = _tar_gz(tmp_path / "many.tar.gz", {"m/saved_model.pb": b"x", **{f"m/{i}": b"" for i in range(40)}})
     read: list[str] = []
     original = tarfile.TarFile.next
@@ -210,6 +211,7 @@ def test_a_tar_gz_that_inflates_past_the_limit_is_refused(home: Path, tmp_path: 
 def test_zip_sources_past_the_limits_are_refused_before_they_are_read(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shipyard.archive
     import shipyard.source
     from shipyard.errors import SourceError
 
@@ -217,7 +219,7 @@ def test_zip_sources_past_the_limits_are_refused_before_they_are_read(
     with zipfile.ZipFile(many, "w") as zf:
         for i in range(40):
             zf.writestr(f"m/{i}", b"")
-    monkeypatch.setattr(shipyard.source, "MAX_ARCHIVE_ENTRIES", 10)
+    monkeypatch.setattr(shipyard.archive, "MAX_ARCHIVE_ENTRIES", 10)
     monkeypatch.setattr(zipfile.ZipFile, "__init__", None)  # the end record alone must refuse it
     with pytest.raises(SourceError, match="40 archive entries, more than 10"):
         shipyard.source.detect_kind(many)

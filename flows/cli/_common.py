@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 SOURCE_HELP = (
-    "the model: a torch.export archive (.pt2), an ONNX file (.onnx), a Keras 3 model (.keras), "
-    "or a TensorFlow SavedModel (a folder, or a .zip/.tar.gz of one)"
+    "the model: a torch.export archive (.pt2), an ONNX file (.onnx; with external data: a "
+    ".zip/.tar.gz of its folder), a Keras 3 model (.keras), or a TensorFlow SavedModel (a folder, "
+    "or a .zip/.tar.gz of one)"
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

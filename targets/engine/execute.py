@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shipyard.digests import sha256_file
+from shipyard.precision import Precision
 from shipyard.report import StepStatus
 from shipyard.spec import Spec
 from shipyard.variants import Variant, max_variant_elements
@@ -139,10 +140,12 @@ class StepExecutor:
             made = _result(upstream, ExportResult)
             assert upstream.out_dir is not None and made.product is not None
             product, product_digest = upstream.out_dir / made.product, upstream.digest
+        precision = step.target.precision if step.target else Precision.FP32
         material = {
             "input": {step.consumes.value: product_digest},
             "signature": signature.model_dump(mode="json") if signature else None,
             "model_name": self.context.model_name,
+            "precision": precision.value,  # one exporter builds every rung: the rung is its input
             "options": step.options,
         }
         calibration = None
@@ -167,6 +170,7 @@ class StepExecutor:
                 step=step.id,
                 model_name=self.context.model_name,
                 signature=signature,
+                precision=precision,
                 options=step.options,
                 inputs={step.consumes.value: str(product)} if step.consumes else {},
                 out_dir=str(out_dir),
@@ -228,6 +232,8 @@ class StepExecutor:
             "options": step.options,
         }
 
+        target = step.target
+
         def job(out_dir: Path, work_dir: Path) -> BaseModel:
             assert export.out_dir is not None
             return RuntimeJob(
@@ -237,6 +243,7 @@ class StepExecutor:
                 files=exported.files,
                 baseline=str(baseline_path) if baseline_path else None,
                 signature=prepared.signature,
+                precision=target.precision,
                 options=step.options,
                 variants=[
                     VariantInputs(name=v.name, dims=v.dims, inputs=v.inputs) for v in variants.values()

@@ -41,6 +41,7 @@ SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program",
 # What runs the source model, for its reference outputs: distributions and warm family
 _SOURCE_TOOLCHAINS = {
     SourceKind.ONNX: ("onnx", "onnxruntime"),
+    SourceKind.ONNX_ARCHIVE: ("onnx", "onnxruntime"),
     SourceKind.KERAS: ("keras", "tensorflow"),
     SourceKind.SAVED_MODEL_ARCHIVE: ("tensorflow",),
 }

@@ -102,8 +102,10 @@
     ort.env.wasm.wasmPaths = '/js/';
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     const modelBytes = await bytes(job.model);
+    // URLs: onnxruntime-web fetches them itself, streaming a file past 1 GB into one buffer
+    const externalData = job.external_data.map((d) => ({ path: d.path, data: d.url }));
     const t0 = performance.now();
-    const session = await ort.InferenceSession.create(modelBytes, { executionProviders: [backend] });
+    const session = await ort.InferenceSession.create(modelBytes, { executionProviders: [backend], externalData });
     const loadMs = performance.now() - t0;
     const outputs = {};
     const makeFeeds = async (variant) => {

@@ -1,6 +1,6 @@
 // Run ONNX / ORT-format models in onnxruntime-web's wasm backend, as a browser would.
 // Usage: node ort_web_run.mjs JOB.json  (written by targets/ort_web.py)
-// JOB: {models: [{file, path}], variants: [{name, inputs: [{name, dtype, shape, path}]}],
+// JOB: {models: [{file, path, external_data: [location]}], variants: [{name, inputs: [{name, dtype, shape, path}]}],
 //       timed_variant, repeats, out_dir, result_path}
 // Writes raw little-endian output tensors to out_dir and the result JSON (raw timings) to result_path.
 import fs from 'node:fs';
@@ -31,8 +31,12 @@ async function main() {
   const runs = [];
   for (const model of job.models) {
     const bytes = fs.readFileSync(model.path);
+    // weights kept outside the .onnx, by the name the model gives them; given as paths, which
+    // onnxruntime-web streams when they are past Node's 2 GiB readFile limit
+    const externalData = (model.external_data ?? []).map((location) => (
+      { path: location, data: path.join(path.dirname(model.path), location) }));
     const t0 = performance.now();
-    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], externalData });
     const loadMs = performance.now() - t0;
     const outputs = {};
     for (const variant of job.variants) {
