@@ -30,7 +30,9 @@ from _shipyard import (  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-TARGETS = ["litert-int4", "executorch", "tfjs", "aoti", "ort-web", "triton"]
+from targets import all_targets  # noqa: E402  (after the project root is importable)
+
+TARGETS = [t.name for t in all_targets() if t.in_default_set]  # the catalog's default set
 
 
 def _save(name: str, path: Path) -> Path:

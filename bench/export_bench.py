@@ -16,7 +16,9 @@ For each bench model, measured side by side in one run on this machine:
 - fixed cost: from `shipyard package` starting to its first step starting.
 
 Usage: python bench/export_bench.py [--models convnet,mlp,encoder,multi_io] [--out DIR]
-Writes a table on stdout and DIR/export_bench.json (default bench/results/).
+       python bench/export_bench.py --smoke   (mlp only, one rerun, no no-fork run: checks the bench)
+Writes a table on stdout and DIR/export_bench.json (default bench/results/; --smoke:
+export_bench-smoke.json).
 """
 
 from __future__ import annotations
@@ -63,16 +65,16 @@ def _package(source: Path, home: Path, extra_env: dict[str, str] | None = None) 
 def _bare(model: str, source: Path) -> dict[str, Any]:
     """Run in a child process: import everything, then time each converter call once."""
     import exporters.torch2aoti as aoti
+    from shipyard.precision import CalibrationSet, CalibrationSource, Precision
     from shipyard.prepare import read_signature
     from shipyard.spec import Spec
-    from targets import get_target
-    from targets._formats import Format, get_conversion
-    from targets._jobs import ExportJob, ExportResult
+    from shipyard.variants import generated_calibration, save_arrays
+    from targets import ExportJob, ExportResult, Family, Format, Target, all_targets, conversion_path
     from targets.engine.child import load_function
-    from targets.engine.forkserver import PRELOAD
+    from targets.engine.forkserver import preload
 
-    for family in PRELOAD.values():
-        for name in family:
+    for family in Family:
+        for name in preload(family.value):
             module, _, function = name.partition(":")
             loaded = __import__(module, fromlist=["_"])
             if function:
@@ -80,17 +82,27 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
     signature, _ = read_signature(source, Spec())
     aoti.warm_up()
     work = Path(tempfile.mkdtemp(prefix="bare-"))
+    batches = []  # what a quantizer calibrates on, as the prepare step generates it
+    for i, arrays in enumerate(generated_calibration(signature, Spec())):
+        save_arrays(work / f"calibration-{i}.npz", arrays)
+        batches.append(str(work / f"calibration-{i}.npz"))
+    calibration = CalibrationSet(source=CalibrationSource.GENERATED, batches=batches)
 
-    def call(function: str, inputs: dict[str, Path], options: dict[str, Any]) -> tuple[float, Path | None]:
+    def call(
+        function: str, inputs: dict[str, Path], target: Target | None = None
+    ) -> tuple[float, Path | None]:
         out = Path(tempfile.mkdtemp(dir=work))
+        calibrated = target is not None and target.calibrated
         job = ExportJob(
             step="bare",
             model_name=model,
             signature=signature,
-            options=options,
+            precision=target.precision if target else Precision.FP32,
             inputs={k: str(v) for k, v in inputs.items()},
             out_dir=str(out),
             work_dir=str(Path(tempfile.mkdtemp(dir=work))),
+            calibration=calibration if calibrated else None,
+            gates=target.gates if target and calibrated else None,
         )
         start = time.perf_counter()
         try:
@@ -105,20 +117,22 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
 
     def produce(fmt: Format) -> tuple[float, Path | None]:
         if fmt not in shared:
-            conversion = get_conversion(fmt)
+            conversion = (conversion_path(Format.TORCH_EXPORT, fmt) or [])[-1]
             before, path = produce(conversion.consumes)
             seconds, made = (
-                call(conversion.converter, {conversion.consumes.value: path}, {}) if path else (0, None)
+                call(conversion.converter, {conversion.consumes.value: path}) if path else (0, None)
             )
             shared[fmt] = (before + seconds, made)
             timings[conversion.name] = round(seconds, 3) if made else None
         return shared[fmt]
 
     per_target: dict[str, float | None] = {}
-    for target_name in ("ort-web", "triton", "tfjs", "litert-int4", "executorch", "aoti"):
-        target = get_target(target_name)
+    for target in (t for t in all_targets() if t.in_default_set):
+        target_name = target.name
         chain_s, product = produce(target.consumes)
-        seconds, made = call(target.exporter, {target.consumes.value: product}, {}) if product else (0, None)
+        seconds, made = (
+            call(target.exporter, {target.consumes.value: product}, target) if product else (0, None)
+        )
         timings[f"export:{target_name}"] = round(seconds, 3) if made else None
         per_target[target_name] = round(chain_s + seconds, 3) if made else None
     ok = [t for t in per_target.values() if t is not None]
@@ -170,7 +184,8 @@ def _shared_saving(report: dict[str, Any]) -> float:
     )
 
 
-def bench_model(model: str, folder: Path) -> dict[str, Any]:
+def bench_model(model: str, folder: Path, smoke: bool = False) -> dict[str, Any]:
+    """`smoke`: one rerun and no no-fork run (the bench itself is checked, not the figures)."""
     from targets.engine.servers import stop_servers
     from tests import models as test_models
 
@@ -178,9 +193,9 @@ def bench_model(model: str, folder: Path) -> dict[str, Any]:
     stop_servers()  # the first run starts them
     first = _package(source, folder / "home-first")
     cold = _package(source, folder / "home-cold")
-    reruns = [_package(source, folder / "home-cold") for _ in range(3)]
-    rerun = sorted(reruns, key=lambda r: r["wall_s"])[1]
-    nofork = _package(source, folder / "home-nofork", {"SHIPYARD_WARM_WORKERS": "0"})
+    reruns = [_package(source, folder / "home-cold") for _ in range(1 if smoke else 3)]
+    rerun = sorted(reruns, key=lambda r: r["wall_s"])[len(reruns) // 2]
+    nofork = cold if smoke else _package(source, folder / "home-nofork", {"SHIPYARD_WARM_WORKERS": "0"})
     bare = _bare_in_child(model, source)
     cold_steps, nofork_steps = _steps(cold["report"]), _steps(nofork["report"])
     return {
@@ -194,19 +209,21 @@ def bench_model(model: str, folder: Path) -> dict[str, Any]:
         "rerun_vs_first": _ratio(rerun["wall_s"], first["wall_s"]),
         "rerun_walls_s": [r["wall_s"] for r in reruns],
         "rerun_reused_all": all(s["reused"] for r in reruns for s in r["report"]["steps"]),
-        "nofork_wall_s": nofork["wall_s"],
+        "nofork_wall_s": None if smoke else nofork["wall_s"],
         "to_first_step_s": first["to_first_step_s"],
         "bare_per_target_s": bare["sum_per_target_s"],
         "bare_shared_s": bare["sum_shared_s"],
         "cold_vs_bare_per_target": _ratio(cold["wall_s"], bare["sum_per_target_s"]),
         "cold_vs_bare_shared": _ratio(cold["wall_s"], bare["sum_shared_s"]),
         "shared_steps_saved_s": _shared_saving(cold["report"]),
-        "fork_server_saved_s": round(sum(nofork_steps.values()) - sum(cold_steps.values()), 2),
+        "fork_server_saved_s": None
+        if smoke
+        else round(sum(nofork_steps.values()) - sum(cold_steps.values()), 2),
         "steps": [
             {
                 "step": step,
                 "warm_s": seconds,
-                "cold_process_s": nofork_steps.get(step),
+                "cold_process_s": None if smoke else nofork_steps.get(step),
                 "bare_s": bare["steps"].get(step),
             }
             for step, seconds in cold_steps.items()
@@ -249,8 +266,11 @@ def main() -> None:
     )
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--smoke", action="store_true", help="mlp, one rerun, no no-fork run: the bench runs")
     parser.add_argument("--bare", nargs=2, metavar=("MODEL", "SOURCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.models = "mlp"
     if args.bare:
         print(json.dumps(_bare(args.bare[0], Path(args.bare[1]))))
         return
@@ -264,11 +284,11 @@ def main() -> None:
             for model in args.models.split(","):
                 folder = Path(tmp) / model
                 folder.mkdir()
-                results.append(bench_model(model, folder))
+                results.append(bench_model(model, folder, args.smoke))
         finally:
             stop_servers()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export_bench.json").write_text(
+    (args.out / ("export_bench-smoke.json" if args.smoke else "export_bench.json")).write_text(
         json.dumps({"machine": _machine(), "results": results}, indent=2)
     )
     print(json.dumps(_machine()))

@@ -37,8 +37,9 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from shipyard.digests import sha256_file  # noqa: E402  (after the project root is importable)
+from targets import all_targets  # noqa: E402
 
-TARGETS = ["litert-int4", "executorch", "tfjs", "aoti", "ort-web", "triton"]
+TARGETS = [t.name for t in all_targets() if t.in_default_set]  # the catalog's default set
 IMAGENET = {"low": -2.12, "high": 2.64}  # (x/255 - mean) / std over ImageNet's mean and std
 SIGNED = {"low": -1.0, "high": 1.0}  # (x/255 - 0.5) / 0.5, or audio samples
 

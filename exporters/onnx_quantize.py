@@ -10,25 +10,12 @@ fp16 halves the download, and GPU/WebGPU providers compute in half precision.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Int8Options", "quantize_int8", "to_fp16"]
+from shipyard.precision import Int8Options
 
-
-class Int8Options(BaseModel):
-    """How an ONNX model is quantized to int8 (the -int8 rungs of targets built on ONNX)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scheme: Literal["static", "dynamic"] = Field(
-        default="static",
-        description="static: int8 weights and activations (QDQ), calibrated; dynamic: int8 weights, "
-        "activations quantized at run time (no calibration; slow for convolutions)",
-    )
-    per_channel: bool = Field(default=True, description="one weight scale per output channel")
+__all__ = ["quantize_int8", "to_fp16"]
 
 
 def quantize_int8(
@@ -44,11 +31,13 @@ def quantize_int8(
         quantize_static,
     )
 
-    from shipyard.onnx_external import data_locations
+    from shipyard.onnx_external import copy_onnx, data_locations
 
     work.mkdir(parents=True, exist_ok=True)
     external = bool(data_locations(onnx_path))  # weights kept outside stay outside (past 2 GB)
     if options.scheme == "dynamic":
+        # it writes `<input>-inferred.onnx` beside its input: give it a copy in the scratch folder
+        onnx_path = copy_onnx(onnx_path, work / "input.onnx")[0]
         quantize_dynamic(
             onnx_path,
             out_path,

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from exporters.torch2onnx import OnnxExport
 from shipyard.signature import Signature
 
 __all__ = ["export_onnx_from_keras", "export_onnx_from_saved_model"]
 
 
-def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset: int) -> Path:
+def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset: int) -> OnnxExport:
     import tensorflow as tf
     import tf2onnx
 
@@ -32,7 +33,9 @@ def export_onnx_from_keras(source: Path, signature: Signature, path: Path, opset
     return _finish(converted, signature, path)
 
 
-def export_onnx_from_saved_model(saved_model: Path, signature: Signature, path: Path, opset: int) -> Path:
+def export_onnx_from_saved_model(
+    saved_model: Path, signature: Signature, path: Path, opset: int
+) -> OnnxExport:
     """From the `serving_default` signature, frozen as `python -m tf2onnx.convert --saved-model`
     freezes it, inputs and outputs named by the signature's keys.
 
@@ -57,7 +60,7 @@ def export_onnx_from_saved_model(saved_model: Path, signature: Signature, path: 
     return _finish(converted, signature, path)
 
 
-def _finish(converted: Any, signature: Signature, path: Path) -> Path:
+def _finish(converted: Any, signature: Signature, path: Path) -> OnnxExport:
     """Rewrite what tf2onnx leaves unmapped, name the outputs, save and check the file."""
     import onnx
 
@@ -76,4 +79,4 @@ def _finish(converted: Any, signature: Signature, path: Path) -> Path:
             value.name = spec.name
     onnx.save_model(converted, str(path))
     onnx.checker.check_model(str(path), full_check=True)
-    return path
+    return OnnxExport(path=path)

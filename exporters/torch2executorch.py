@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.precision import Int8Options
 from shipyard.signature import Signature
 
-__all__ = ["Int8Options", "export_pte", "quantized_program"]
-
-
-class Int8Options(BaseModel):
-    """How the executorch-int8 rung quantizes (PT2E with the XNNPACK quantizer)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scheme: Literal["static", "dynamic"] = Field(
-        default="static",
-        description="static: int8 weights and activations of conv and linear layers, calibrated; "
-        "dynamic: int8 weights of linear layers, activations quantized at run time",
-    )
+__all__ = ["export_pte", "quantized_program"]
 
 
 def quantized_program(
     source: Path, signature: Signature, options: Int8Options, batches: list[dict[str, np.ndarray]]
 ) -> Any:
-    """The program with int8 weights (PT2E + XNNPACKQuantizer, per channel), re-exported with
+    """The program with int8 weights (PT2E + XNNPACKQuantizer), re-exported with
     the signature's dynamic dims so the lowered .pte keeps them."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -39,7 +27,9 @@ def quantized_program(
 
     from shipyard.torch_program import load_program
 
-    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=options.scheme == "dynamic")
+    config = get_symmetric_quantization_config(
+        is_per_channel=options.per_channel, is_dynamic=options.scheme == "dynamic"
+    )
     prepared = prepare_pt2e(load_program(source).module(), XNNPACKQuantizer().set_global(config))
     names = signature.input_names()
     for batch in batches:  # a dynamic scheme observes nothing, but must be run once to convert

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shipyard.gates import Gates
 from shipyard.spec import SpecFields
-from targets import all_targets
-from targets._catalog import Target, precision_ladder
+from targets import Target, all_targets, precision_ladder
 
 __all__ = ["SpecForm", "TargetName", "spec_dict", "target_names"]
 

@@ -29,6 +29,8 @@ import socket
 import sys
 from typing import Any, NoReturn
 
+from shipyard.json_lines import JsonLines, send_json_line
+
 __all__ = ["FORKED_ENV", "SERVER_ENV", "launcher_command", "main", "process_origin"]
 
 SERVER_ENV = "SHIPYARD_FLOW_SERVER"  # the socket of the worker's warm server
@@ -53,18 +55,6 @@ def _cold() -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "prefect.engine"])
 
 
-def _read_line(conn: socket.socket, buffer: bytearray) -> dict[str, Any] | None:
-    while b"\n" not in buffer:
-        chunk = conn.recv(4096)
-        if not chunk:
-            return None
-        buffer += chunk
-    line, _, rest = bytes(buffer).partition(b"\n")
-    buffer[:] = rest
-    message: dict[str, Any] = json.loads(line)
-    return message
-
-
 def run() -> int:
     """Ask the warm server for a forked flow run process; wait for it and return its exit code."""
     path = os.environ.get(SERVER_ENV)
@@ -75,8 +65,8 @@ def run() -> int:
         conn.connect(path)
         request = json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}).encode() + b"\n"
         socket.send_fds(conn, [request], [0, 1, 2])
-        buffer = bytearray()
-        started = _read_line(conn, buffer)
+        lines = JsonLines(conn)
+        started = lines.next()
     except OSError:
         started = None
     if not started or "pid" not in started:
@@ -90,7 +80,7 @@ def run() -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
-    ended = _read_line(conn, buffer)  # recv() resumes by itself after a forwarded signal (PEP 475)
+    ended = lines.next()  # recv() resumes by itself after a forwarded signal (PEP 475)
     return 70 if ended is None else int(ended["exit"])  # None: the server died, its runs with it
 
 
@@ -195,7 +185,7 @@ def serve(path: str) -> None:
                             conn.close()
                             continue
                         try:
-                            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                            send_json_line(conn, {"pid": pid})
                         except OSError:  # its launcher is gone already
                             _kill_group(pid)
                             conn.close()
@@ -241,7 +231,7 @@ def _reap(clients: dict[int, socket.socket], selector: Any) -> None:
         if conn.fileno() in selector.get_map():
             selector.unregister(conn)
         with contextlib.suppress(OSError):  # its launcher is gone
-            conn.sendall(json.dumps({"exit": code if code >= 0 else 128 - code}).encode() + b"\n")
+            send_json_line(conn, {"exit": code if code >= 0 else 128 - code})
         conn.close()
 
 

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from registry import VersionManifest
+from shipyard.drift import DriftRow
 from shipyard.report import BatchTiming, RuntimeTiming, Status, TargetReport
 
 __all__ = ["render_drift_report", "render_version_report"]
@@ -273,7 +274,7 @@ def _toolchain_changes(changes: dict[str, list[str | None]]) -> str:
 
 
 def render_drift_report(
-    title: str, models: list[dict[str, Any]], drift: list[dict[str, str]], failures: list[dict[str, str]]
+    title: str, models: list[dict[str, Any]], drift: list[DriftRow], failures: list[dict[str, str]]
 ) -> str:
     """The nightly re-export as one page: per model the versions and toolchain changes, per
     target what changed (regressions first), and the models whose re-export failed."""
@@ -284,15 +285,15 @@ def render_drift_report(
         for m in models
     )
     columns = ["model", "target", "status", "cosine", "max_abs_err", "artifact_bytes", "error"]
-    ordered = sorted(drift, key=lambda r: (r["regressed"] != "True", r["model"], r["target"]))
+    ordered = sorted(drift, key=lambda r: (not r.regressed, r.model, r.target))
     rows = "".join(
-        f"<tr class='{'drift regressed' if r['regressed'] == 'True' else 'drift'}' "
-        f"data-target='{escape(r['target'])}'>" + _cells(r, columns) + "</tr>"
+        f"<tr class='{'drift regressed' if r.regressed else 'drift'}' "
+        f"data-target='{escape(r.target)}'>" + _cells(r.model_dump(), columns) + "</tr>"
         for r in ordered
     )
     head = "".join(f"<th>{c}</th>" for c in columns)
     failed = "".join(f"<li>{escape(f['model'])}: {escape(f['error'])}</li>" for f in failures)
-    regressed = sum(r["regressed"] == "True" for r in drift)
+    regressed = sum(r.regressed for r in drift)
     counts = f"{len(models)} model(s) re-exported, {regressed} target(s) regressed, {len(failures)} failed."
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Shipyard nightly {escape(title)}</title>

@@ -14,7 +14,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 from flows._parameters import TargetName
 from flows.package import package_model
 from registry import Registry, VersionManifest, open_registry
-from shipyard.drift import drift_rows, toolchain_changes
+from shipyard.drift import DriftRow, drift_rows, toolchain_changes
 from shipyard.errors import InputError, NotFound, one_line
 from shipyard.report import Status
 from shipyard.spec import parse_spec
@@ -128,7 +128,7 @@ def _in_process(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | s
     return results
 
 
-def _summary(old: VersionManifest, new: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+def _summary(old: VersionManifest, new: dict[str, Any]) -> tuple[list[DriftRow], dict[str, Any]]:
     """One re-exported version's drift rows and its summary."""
     before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
     changes = toolchain_changes(old.toolchain, new["toolchain"])
@@ -177,7 +177,7 @@ def nightly_reexport(
     refused = {model: problem for model, p in runs.items() if (problem := _spec_refused_today(p["spec"]))}
     runs = {model: p for model, p in runs.items() if model not in refused}
     results = {**refused, **(_on_workers(runs, reg) if prefect_deployment.id else _in_process(runs))}
-    rows: list[dict[str, str]] = []
+    rows: list[DriftRow] = []
     summary: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for model, result in results.items():
@@ -189,16 +189,20 @@ def nightly_reexport(
         rows += model_rows
         summary.append(model_summary)
     if rows:
-        create_table_artifact(table=rows, key="nightly-drift", description="Per-target drift after re-export")
+        table = [r.model_dump(mode="json") for r in rows]
+        create_table_artifact(
+            table=table, key="nightly-drift", description="Per-target drift after re-export"
+        )
     report = _drift_page(reg, summary, rows, failures)
     create_markdown_artifact(
         markdown=f"Nightly drift report: [{report}]({report})", key="nightly-drift-report"
     )
-    return {"models": summary, "drift": rows, "failures": failures, "report": report}
+    drift = [r.model_dump(mode="json") for r in rows]
+    return {"models": summary, "drift": drift, "failures": failures, "report": report}
 
 
 def _drift_page(
-    reg: Registry, summary: list[dict[str, Any]], rows: list[dict[str, str]], failures: list[dict[str, str]]
+    reg: Registry, summary: list[dict[str, Any]], rows: list[DriftRow], failures: list[dict[str, str]]
 ) -> str | None:
     """The night's drift as an HTML page in the registry (named by the flow run); where it is,
     or None (logged) when it could not be stored: the re-exports themselves stand."""

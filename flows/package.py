@@ -100,7 +100,8 @@ def package_model(
     """Package a model for every requested target, prove each artifact in its runtime, publish what passed.
 
     Args:
-        source: The model (.pt2, .onnx, .keras, or a SavedModel .zip/.tar.gz): a path
+        source: The model (.pt2, .onnx, .keras, or a .zip/.tar.gz of a SavedModel or of an ONNX
+            model's folder with its external data): a path
             on the worker, file:///abs/path, s3://bucket/key, or what the webhook stored
             (s3://.../incoming/<sha256>).
         targets: The targets to package for; none selected means every target.

@@ -97,7 +97,9 @@ def _unpack_zip(source: Path, dest: Path) -> None:
 def unpack_archive(source: Path, dest: Path) -> Path:
     """Unpack a .zip, .tar or .tar.gz into `dest` after checking every entry; returns `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(source):
+    with source.open("rb") as fh:
+        zipped = fh.read(2) == b"PK"  # as shipyard.source tells a zip from a tar
+    if zipped:
         _unpack_zip(source, dest)
     else:
         _unpack_tar(source, dest)

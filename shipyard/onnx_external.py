@@ -30,24 +30,24 @@ __all__ = [
 ]
 
 
-def _all_tensors(graph: Any) -> Iterator[Any]:
-    """Every tensor a graph holds: initializers, sparse ones, node attributes, and subgraphs'."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        for attr in node.attribute:
-            yield from [attr.t] if attr.HasField("t") else []
-            yield from attr.tensors
-            for sub in [*([attr.g] if attr.HasField("g") else []), *attr.graphs]:
-                yield from _all_tensors(sub)
+def _all_tensors(message: Any) -> Iterator[Any]:
+    """Every TensorProto anywhere in a protobuf message: initializers, sparse tensors' parts,
+    node attributes, subgraphs, model-local functions, training info; found by walking every
+    set message field, so a place added to ONNX later is walked too."""
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        for item in value if field.is_repeated else [value]:
+            if item.DESCRIPTOR.full_name == "onnx.TensorProto":
+                yield item
+            yield from _all_tensors(item)
 
 
 def external_tensors(model: Any) -> list[Any]:
     """The tensors of `model` (loaded without its external data) that keep their data outside."""
     import onnx
 
-    return [t for t in _all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    return [t for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
 
 
 def _external_data(tensor: Any) -> dict[str, str]:
@@ -60,11 +60,14 @@ def _checked_location(tensor: Any, folder: Path, model_file: Path) -> tuple[str,
     entries = _external_data(tensor)
     location = entries.get("location", "")
     shown = f"tensor {tensor.name[:60]!r}: external data location {location[:80]!r}"
-    if not location or unsafe_entry_name(location) or "\\" in location or location.startswith("~"):
+    if not location or unsafe_entry_name(location) or any(c in location for c in "\\~*"):
+        # `*/_ORT_MEM_ADDR_/*` would make ONNX Runtime read the offset as a memory address
         raise SourceError(f"{shown} is not a plain relative file name inside the model's folder")
     path = folder / location
     if path.resolve() == model_file.resolve():
         raise SourceError(f"{shown} is the model file itself")
+    if location.lower().endswith((".onnx", ".ort")):  # artifacts ship model.onnx / model.ort beside it
+        raise SourceError(f"{shown} is named like a model file")
     if path.is_symlink() or not path.is_file() or folder.resolve() not in path.resolve().parents:
         raise SourceError(f"{shown} is not a file in the archive")
     try:

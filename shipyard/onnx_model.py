@@ -13,7 +13,7 @@ from shipyard.errors import SourceError
 from shipyard.onnx_external import external_data_files, external_tensors, unpack_onnx_archive
 from shipyard.signature import DynamicDim, Signature, TensorSpec, unranged_dim
 
-__all__ = ["OnnxSource", "load_onnx", "load_onnx_archive", "onnx_signature", "run_onnx"]
+__all__ = ["OnnxSource", "load_onnx", "load_onnx_archive", "onnx_dtype_name", "onnx_signature", "run_onnx"]
 
 
 class OnnxSource:
@@ -34,44 +34,51 @@ class OnnxSource:
         return run_onnx(self, signature, inputs)
 
 
-def _check(path: Path, external_data: bool) -> Any:
+def _check(path: Path, external_data: bool, shown: str) -> Any:
     import onnx
 
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # an untrusted file: any failure to parse is bad input
-        raise SourceError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from None
+        raise SourceError(f"{shown} is not a loadable ONNX model ({type(exc).__name__})") from None
     external = external_tensors(model)
     if external and not external_data:  # a location would be read from wherever it points
         raise SourceError(
-            f"{path}: {len(external)} tensor(s) (e.g. {external[0].name[:60]!r}) keep their data in "
+            f"{shown}: {len(external)} tensor(s) (e.g. {external[0].name[:60]!r}) keep their data in "
             "external files; upload the model's folder as a .zip or .tar (the .onnx and its data "
             "files beside it), or a single-file model (onnx.save(model, f, save_as_external_data=False))"
         )
-    external_data_files(model, path)  # every location checked before the checker reads one
+    try:
+        external_data_files(model, path)  # every location checked before the checker reads one
+    except SourceError as exc:
+        raise SourceError(f"{shown}: {exc}") from None
     try:  # by path when the weights are outside: the checker then reads them beside it
         onnx.checker.check_model(str(path) if external else model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise SourceError(f"{path} is not a valid ONNX model: {first}") from None
+        raise SourceError(f"{shown} is not a valid ONNX model: {first}") from None
     return model
 
 
-def load_onnx(path: Path, external_data: bool = False, unpacked: Any = None) -> OnnxSource:
+def load_onnx(
+    path: Path, external_data: bool = False, unpacked: Any = None, shown: str | None = None
+) -> OnnxSource:
     """The model after onnx.checker, with an ONNX Runtime session; a one-line SourceError if bad.
 
     `external_data`: the model may read data files beside it (it was unpacked from an archive
     into a folder of its own, `unpacked`, kept as long as the source); the model keeps only its
-    graph in memory, ONNX Runtime reads the weights from the files (past 2 GB too)."""
+    graph in memory, ONNX Runtime reads the weights from the files (past 2 GB too). `shown`:
+    how messages name the source (the archive, not the folder it was unpacked into)."""
     import onnxruntime as ort
 
-    model = _check(path, external_data)
+    shown = shown or str(path)
+    model = _check(path, external_data, shown)
     try:
         loaded = str(path) if external_tensors(model) else model.SerializeToString()
         session = ort.InferenceSession(loaded, providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise SourceError(f"{path}: ONNX Runtime cannot load it: {first}") from None
+        raise SourceError(f"{shown}: ONNX Runtime cannot load it: {first}") from None
     return OnnxSource(model, session, unpacked)
 
 
@@ -79,10 +86,11 @@ def load_onnx_archive(source: Path) -> OnnxSource:
     """An ONNX model packed with its external data files: unpacked into a temporary folder (every
     entry and every data location checked), then loaded from there."""
     unpacked = tempfile.TemporaryDirectory(prefix="shipyard-onnx-")
-    return load_onnx(unpack_onnx_archive(source, Path(unpacked.name)), True, unpacked)
+    return load_onnx(unpack_onnx_archive(source, Path(unpacked.name)), True, unpacked, str(source))
 
 
-def _dtype_name(elem_type: int) -> str:
+def onnx_dtype_name(elem_type: int) -> str:
+    """numpy's name for an ONNX element type (`1` -> `float32`); KeyError for one numpy lacks."""
     import onnx
 
     return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
@@ -128,7 +136,7 @@ def onnx_signature(source: OnnxSource) -> Signature:
             role = "input" if is_input else "output"
             raise SourceError(f"{role} {value.name} is not a tensor of known rank")
         shape = [dim_of(d, value.name, i, is_input) for i, d in enumerate(tensor.shape.dim)]
-        return TensorSpec(name=value.name, dtype=_dtype_name(tensor.elem_type), shape=shape)
+        return TensorSpec(name=value.name, dtype=onnx_dtype_name(tensor.elem_type), shape=shape)
 
     inputs = [spec(v, True) for v in graph.input if v.name not in initializers]
     outputs = [spec(v, False) for v in graph.output]

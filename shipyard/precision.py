@@ -9,10 +9,11 @@ pulls exactly the one they want.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CalibrationSet", "CalibrationSource", "Precision"]
+__all__ = ["CalibrationSet", "CalibrationSource", "Int8Options", "Precision"]
 
 
 class Precision(StrEnum):
@@ -21,6 +22,28 @@ class Precision(StrEnum):
     INT8 = "int8"  # 8-bit integer weights (and activations where the scheme quantizes them)
     UINT8 = "uint8"  # 8-bit affine weight storage, dequantized to float32 at load (TF.js)
     INT4 = "int4"  # 4-bit integer weights
+
+
+class Int8Options(BaseModel):
+    """How an -int8 rung quantizes (executorch: PT2E with the XNNPACK quantizer; ort-web and
+    triton: onnxruntime's quantization tools)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["static", "dynamic"] = Field(
+        default="static",
+        description="static: int8 weights and activations, calibrated; dynamic: int8 weights, "
+        "activations quantized at run time (no calibration; executorch: linear layers only; "
+        "ONNX: slow for convolutions)",
+    )
+    per_channel: bool = Field(default=True, description="one weight scale per output channel")
+
+    def describe(self, static_ops: str) -> str:
+        """What the rung's report says was done; `static_ops`: what the static scheme quantizes."""
+        scales = "per-channel" if self.per_channel else "per-tensor"
+        if self.scheme == "static":
+            return f"static int8 weights and activations ({static_ops}), {scales} weight scales"
+        return f"dynamic int8: {scales} int8 weights, activations quantized at run time"
 
 
 class CalibrationSource(StrEnum):

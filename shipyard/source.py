@@ -58,13 +58,15 @@ def _tar_kind(path: Path) -> SourceKind:
     """A tar (or .tar.gz) holding a SavedModel or an ONNX model; reads only the listing."""
     try:
         with tarfile.open(path) as tar:
-            names = [m.name for m in tar_members(tar, path)]
+            members = tar_members(tar, path)
+        names = [m.name for m in members]
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise SourceError(f"{path} is a damaged tar archive ({exc})") from None
     unsafe = next((n for n in names if unsafe_entry_name(n)), None)
     if unsafe is not None:
         raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
-    return _folder_kind(names, f"{path} is a tar archive without a saved_model.pb or an .onnx file")
+    files = [m.name for m in members if not m.isdir()]  # a folder named x.onnx is no model
+    return _folder_kind(files, f"{path} is a tar archive without a saved_model.pb or an .onnx file")
 
 
 def _folder_kind(names: list[str], otherwise: str) -> SourceKind:

@@ -12,18 +12,36 @@ from targets import (
     tfjs,
     triton,
 )
-from targets._catalog import Target, all_targets, get_target, register_target, resolve_targets
-from targets._formats import Format
+from targets._catalog import (
+    Target,
+    all_targets,
+    get_target,
+    precision_ladder,
+    register_target,
+    resolve_targets,
+)
+from targets._formats import Conversion, Format, all_conversions, conversion_path
+from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets.engine.family import Family
 
 __all__ = [
+    "Conversion",
+    "ExportJob",
+    "ExportResult",
+    "Family",
     "Format",
+    "RuntimeJob",
+    "RuntimeResult",
     "Target",
+    "all_conversions",
     "all_targets",
     "aoti",
+    "conversion_path",
     "executorch",
     "get_target",
     "litert_int4",
     "ort_web",
+    "precision_ladder",
     "register_target",
     "resolve_targets",
     "tfjs",

@@ -16,7 +16,8 @@ from shipyard.gates import Gates
 from shipyard.precision import Precision
 from shipyard.source import SourceKind
 from shipyard.spec import TargetSettings, first_error
-from targets._formats import Family, Format, NoOptions, conversion_path, source_format
+from targets._formats import Format, NoOptions, conversion_path, source_format
+from targets.engine.family import Family
 from targets.engine.limits import max_step_memory_mb, max_step_timeout_s
 
 __all__ = [

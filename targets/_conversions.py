@@ -7,19 +7,23 @@ function here and a `register_conversion` below it.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from exporters.keras2savedmodel import KerasSavedModelOptions
 from exporters.onnx2savedmodel import SavedModelOptions
-from exporters.torch2onnx import OnnxOptions
-from shipyard.onnx_external import copy_onnx
+from exporters.torch2onnx import OnnxExport, OnnxOptions
+from shipyard.onnx_external import copy_onnx, onnx_bytes
 from shipyard.signature import Signature
-from targets._formats import Conversion, Family, Format, register_conversion
+from targets._formats import Conversion, Format, register_conversion
 from targets._jobs import ExportJob, ExportResult
+from targets.engine.family import Family
 
 __all__: list[str] = []
+
+PROTOBUF_LIMIT = 2**31  # bytes: one protobuf message, so one single-file ONNX model
 
 
 def _files_in(folder: Path) -> list[str]:
@@ -27,14 +31,17 @@ def _files_in(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+def _onnx_from(job: ExportJob, fmt: Format, export: Callable[..., OnnxExport]) -> ExportResult:
+    """model.onnx made from the job's `fmt` input by `export(source, interface, path, opset)`."""
+    opset = job.options_as(OnnxOptions).opset
+    made = export(job.input(fmt), job.interface, job.out_path / "model.onnx", opset)
+    return ExportResult(files=[made.path.name], product=made.path.name, notes=made.notes)
+
+
 def to_onnx(job: ExportJob) -> ExportResult:
     from exporters.torch2onnx import export_onnx
 
-    options = OnnxOptions.model_validate(job.options)
-    made = export_onnx(
-        job.input(Format.TORCH_EXPORT), job.interface, job.out_path / "model.onnx", options.opset
-    )
-    return ExportResult(files=[made.path.name], product=made.path.name, notes=made.notes)
+    return _onnx_from(job, Format.TORCH_EXPORT, export_onnx)
 
 
 def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
@@ -49,10 +56,16 @@ def _fixed_size_candidates(signature: Signature) -> list[dict[str, int]]:
 def to_saved_model(job: ExportJob) -> ExportResult:
     from exporters.onnx2savedmodel import ValueRange, convert_to_saved_model
 
-    options = SavedModelOptions.model_validate(job.options)
+    options = job.options_as(SavedModelOptions)
     # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
     keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
     # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
+    size = onnx_bytes(job.input(Format.ONNX))
+    if size >= PROTOBUF_LIMIT:  # onnxsim and onnx2tf hold the model in one protobuf
+        raise ValueError(
+            f"the ONNX model holds {size:,} bytes: onnx2tf converts models under 2 GiB (and a "
+            "TF.js or TFLite model that large would not load on a phone or in a browser either)"
+        )
     onnx_copy = copy_onnx(job.input(Format.ONNX), job.work_path / "model.onnx")[0]
     notes = convert_to_saved_model(
         onnx_copy,
@@ -76,7 +89,7 @@ def to_saved_model(job: ExportJob) -> ExportResult:
 def keras_to_saved_model(job: ExportJob) -> ExportResult:
     from exporters.keras2savedmodel import export_saved_model
 
-    options = KerasSavedModelOptions.model_validate(job.options)
+    options = job.options_as(KerasSavedModelOptions)
     export_saved_model(job.input(Format.KERAS), job.out_path, options.erfc_as_erf)
     files = _files_in(job.out_path)
     notes = ["input layout as in the Keras model (channels-last)"]
@@ -87,11 +100,7 @@ def keras_to_saved_model(job: ExportJob) -> ExportResult:
 def keras_to_onnx(job: ExportJob) -> ExportResult:
     from exporters.tensorflow2onnx import export_onnx_from_keras
 
-    options = OnnxOptions.model_validate(job.options)
-    path = export_onnx_from_keras(
-        job.input(Format.KERAS), job.interface, job.out_path / "model.onnx", options.opset
-    )
-    return ExportResult(files=[path.name], product=path.name)
+    return _onnx_from(job, Format.KERAS, export_onnx_from_keras)
 
 
 def unpack_saved_model(job: ExportJob) -> ExportResult:
@@ -111,7 +120,7 @@ def unpack_onnx(job: ExportJob) -> ExportResult:
     entry and every data location was checked."""
     import onnx
 
-    from shipyard.onnx_external import external_data_files, onnx_bytes, unpack_onnx_archive
+    from shipyard.onnx_external import external_data_files, unpack_onnx_archive
 
     model_file = unpack_onnx_archive(job.input(Format.ONNX_ARCHIVE), job.work_path / "unpacked")
     data = external_data_files(onnx.load_model(str(model_file), load_external_data=False), model_file)
@@ -126,11 +135,7 @@ def unpack_onnx(job: ExportJob) -> ExportResult:
 def saved_model_to_onnx(job: ExportJob) -> ExportResult:
     from exporters.tensorflow2onnx import export_onnx_from_saved_model
 
-    options = OnnxOptions.model_validate(job.options)
-    path = export_onnx_from_saved_model(
-        job.input(Format.SAVED_MODEL), job.interface, job.out_path / "model.onnx", options.opset
-    )
-    return ExportResult(files=[path.name], product=path.name)
+    return _onnx_from(job, Format.SAVED_MODEL, export_onnx_from_saved_model)
 
 
 def saved_model_to_tflite(job: ExportJob) -> ExportResult:

@@ -15,23 +15,18 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from shipyard.source import SourceKind
+from targets._jobs import options_as
+from targets.engine.family import Family
 
 __all__ = [
     "Conversion",
-    "Family",
     "Format",
     "NoOptions",
+    "all_conversions",
     "conversion_path",
     "register_conversion",
     "source_format",
 ]
-
-
-class Family(StrEnum):
-    """The warm process family a step runs in: which toolchain its server has imported."""
-
-    TORCH = "torch"  # torch, ONNX, ONNX Runtime, ExecuTorch, AOTInductor
-    TF = "tf"  # TensorFlow, onnx2tf, tensorflowjs, LiteRT (and torch for litert-torch)
 
 
 class Format(StrEnum):
@@ -84,8 +79,7 @@ class Conversion:
 
     def options_from(self, target_options: BaseModel) -> BaseModel:
         """This conversion's options, read from the target options' fields of the same names."""
-        shared = target_options.model_dump(include=set(self.options.model_fields))
-        return self.options.model_validate(shared)
+        return options_as(target_options.model_dump(), self.options)
 
 
 # A format may have several producers (a .tflite from litert-torch or from a SavedModel); a
@@ -98,6 +92,10 @@ def register_conversion(conversion: Conversion) -> Conversion:
         raise ValueError(f"two conversions from {conversion.consumes.value} to {conversion.produces.value}")
     _CONVERSIONS.append(conversion)
     return conversion
+
+
+def all_conversions() -> list[Conversion]:
+    return list(_CONVERSIONS)
 
 
 def conversion_path(start: Format, wanted: Format) -> list[Conversion] | None:

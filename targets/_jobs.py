@@ -28,7 +28,14 @@ __all__ = [
     "RuntimeJob",
     "RuntimeResult",
     "VariantInputs",
+    "options_as",
 ]
+
+
+def options_as(options: dict[str, Any], model: type[OptionsT]) -> OptionsT:
+    """`options` read as `model`: the fields it has. A step's options are its target's (checked
+    whole when the run was planned); each exporter, runtime or conversion reads its own part."""
+    return model.model_validate({k: v for k, v in options.items() if k in model.model_fields})
 
 
 class ExportJob(BaseModel):
@@ -48,8 +55,7 @@ class ExportJob(BaseModel):
     gates: Gates | None = None
 
     def options_as(self, model: type[OptionsT]) -> OptionsT:
-        """The options read as `model`: the fields it has (a target's options may hold more)."""
-        return model.model_validate({k: v for k, v in self.options.items() if k in model.model_fields})
+        return options_as(self.options, model)
 
     def calibration_batches(self, generated: bool = False) -> list[dict[str, Any]]:
         """The calibration inputs, one dict of arrays per batch (ValueError if none were planned);
@@ -64,6 +70,10 @@ class ExportJob(BaseModel):
             else self.calibration.batches
         )
         return [load_arrays(Path(p)) for p in paths]
+
+    def calibration_note(self) -> str:
+        """`; calibrated on ...` for a report note ('' when nothing was calibrated)."""
+        return f"; {self.calibration.describe()}" if self.calibration else ""
 
     @property
     def target_gates(self) -> Gates:
@@ -127,6 +137,9 @@ class RuntimeJob(BaseModel):
 
     def artifact(self, rel: str) -> Path:
         return Path(self.artifact_dir) / rel
+
+    def options_as(self, model: type[OptionsT]) -> OptionsT:
+        return options_as(self.options, model)
 
 
 class Check(BaseModel):

@@ -6,10 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from exporters.onnx_quantize import Int8Options
 from shipyard.gates import FP16_GATES, INT8_GATES
 from shipyard.onnx_external import onnx_bytes
-from shipyard.precision import Precision
+from shipyard.precision import Int8Options, Precision
 from shipyard.signature import Envelope, fixed_envelope
 from targets._catalog import Target
 from targets._formats import Format
@@ -60,18 +59,11 @@ def ladder_onnx(job: ExportJob) -> LadderOnnx:
             "in float32 behind inserted casts (GPU/WebGPU providers in fp16)"
         ]
     elif precision is Precision.INT8:
-        options = Int8Options.model_validate(
-            {k: v for k, v in job.options.items() if k in Int8Options.model_fields}
-        )
+        options = job.options_as(Int8Options)
         static = options.scheme == "static"
         batches = job.calibration_batches() if static else []
         quantize_int8(source, made, options, batches, job.work_path / "quantize")
-        how = "static int8 weights and activations (QDQ)" if static else "dynamic int8 (int8 weights, "
-        how += "" if static else "activations quantized at run time)"
-        calibration = f"; {job.calibration.describe()}" if static and job.calibration else ""
-        notes = [
-            f"{how}, {'per-channel' if options.per_channel else 'per-tensor'} weight scales{calibration}"
-        ]
+        notes = [options.describe("QDQ") + (job.calibration_note() if static else "")]
     else:
         raise ValueError(f"no {precision.value} rung for ONNX targets")
     fp32_bytes = onnx_bytes(source)

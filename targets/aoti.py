@@ -19,14 +19,14 @@ __all__ = ["export", "run_artifact"]
 def export(job: ExportJob) -> ExportResult:
     from exporters.torch2aoti import export_aoti_package
 
-    options = AotiOptions.model_validate(job.options)
+    options = job.options_as(AotiOptions)
     export_aoti_package(job.input(Format.TORCH_EXPORT), job.out_path / "model.pt2", options.isa)
     return ExportResult(files=["model.pt2"], notes=[f"compiled for {options.isa} with the host's gcc"])
 
 
 def _isa_check(job: RuntimeJob) -> tuple[Check | None, dict[str, float | int | str]]:
     """What the package's code needs from the CPU; a check when the spec fixed an ISA level."""
-    isa = AotiOptions.model_validate(job.options).isa
+    isa = job.options_as(AotiOptions).isa
     audit = audit_package(job.artifact("model.pt2"))
     vector = sorted(f for f in audit.features if f.startswith(("AVX", "AMX", "FMA", "SSE4", "F16C")))
     facts: dict[str, float | int | str] = {"isa": isa, "isa_features": ",".join(vector) or "none"}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporters.torch2executorch import Int8Options
 from shipyard.gates import FP32_GATES, INT8_GATES
-from shipyard.precision import Precision
+from shipyard.precision import Int8Options, Precision
 from shipyard.signature import DimRange
 from targets._catalog import Target, register_target
 from targets._formats import Format
@@ -17,7 +16,7 @@ __all__ = ["export", "run_artifact"]
 
 
 def _export(job: ExportJob, precision: Precision) -> ExportResult:
-    from exporters.torch2executorch import Int8Options, export_pte, quantized_program
+    from exporters.torch2executorch import export_pte, quantized_program
 
     source = job.input(Format.TORCH_EXPORT)
     notes: list[str] = []
@@ -26,13 +25,8 @@ def _export(job: ExportJob, precision: Precision) -> ExportResult:
         options = job.options_as(Int8Options)
         static = options.scheme == "static"
         program = quantized_program(source, job.interface, options, job.calibration_batches())
-        how = (
-            "static int8 weights and activations (conv, linear), per-channel weight scales"
-            if static
-            else "dynamic int8: int8 linear weights, activations quantized at run time"
-        )
-        calibration = f"; {job.calibration.describe()}" if static and job.calibration else ""
-        notes.append(f"PT2E with the XNNPACK quantizer: {how}{calibration}")
+        how = options.describe("conv, linear") + (job.calibration_note() if static else "")
+        notes.append(f"PT2E with the XNNPACK quantizer: {how}")
     counts, ranges = export_pte(source, job.interface, job.out_path / "model.pte", program)
     notes += [
         f"XNNPACK took {counts['delegated_nodes']} node(s) in {counts['delegated_subgraphs']} "

@@ -18,9 +18,10 @@ from shipyard.precision import Precision
 from shipyard.saved_model import signature_name
 from shipyard.signature import DimRange, Signature
 from targets._catalog import Target, register_target
-from targets._formats import Family, Format
+from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ArtifactRole, ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets.engine.family import Family
 
 if TYPE_CHECKING:
     from exporters.int4_search import Measured
@@ -259,7 +260,7 @@ def _searched_recipe(float_path: Path, job: ExportJob, options: LiteRtInt4Option
 def export(job: ExportJob) -> ExportResult:
     from exporters.tflite2int4 import weight_stats
 
-    options = LiteRtInt4Options.model_validate(job.options)
+    options = job.options_as(LiteRtInt4Options)
     float_path = job.input(Format.TFLITE_FP32)
     quantize = _fixed_recipe if options.recipe else _searched_recipe
     quantized = quantize(float_path, job, options)

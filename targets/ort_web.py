@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from exporters.onnx_quantize import Int8Options
 from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
 from shipyard.onnx_external import copy_onnx
+from shipyard.precision import Int8Options
 from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
 from targets._formats import Format

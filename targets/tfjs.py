@@ -18,9 +18,10 @@ from shipyard.precision import Precision
 from shipyard.signature import fixed_envelope
 from targets._browser import run_in_chromium, with_browser
 from targets._catalog import Target, register_target
-from targets._formats import Family, Format
+from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import HarnessModel, run_js_harness
+from targets.engine.family import Family
 
 if TYPE_CHECKING:
     from exporters.savedmodel2tfjs import WeightStorage
@@ -83,7 +84,7 @@ def export(job: ExportJob) -> ExportResult:
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
-    options = TfjsOptions.model_validate(job.options)
+    options = job.options_as(TfjsOptions)
     models = [HarnessModel(file="model.json", path=str(job.artifact("model.json")))]
     extra = {"output_names": job.signature.output_names(), "backends": options.backends}
     node = run_js_harness("tfjs_run.mjs", job, models, extra=extra)

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from exporters.onnx2triton import TritonOptions, batching, triton_dtype
-from exporters.onnx_quantize import Int8Options
 from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
+from shipyard.precision import Int8Options
 from shipyard.signature import DimRange, pinned
 from targets._catalog import Target, register_target
 from targets._formats import Format
@@ -17,23 +17,6 @@ from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._onnx_ladder import ladder_onnx, onnx_rungs
 
 __all__ = ["TritonInt8Options", "check_config", "export", "run_artifact"]
-
-# ONNX TensorProto element type -> numpy dtype name
-ONNX_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    4: "uint16",
-    5: "int16",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-    12: "uint32",
-    13: "uint64",
-    16: "bfloat16",
-}
 
 
 class TritonInt8Options(TritonOptions, Int8Options):
@@ -65,18 +48,27 @@ def export(job: ExportJob) -> ExportResult:
     )
 
 
-def _graph_io(model: Any) -> dict[str, tuple[str, list[int | str]]]:
+def _graph_io(model_file: Path) -> dict[str, tuple[str, list[int | str]]]:
+    """Each graph input's and output's dtype and declared dims (a name where dynamic)."""
+    import onnx
+
+    from shipyard.onnx_model import onnx_dtype_name
+
     io = {}
-    for value in [*model.graph.input, *model.graph.output]:
+    graph = onnx.load_model(str(model_file), load_external_data=False).graph
+    for value in [*graph.input, *graph.output]:
         t = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
-        io[value.name] = (ONNX_DTYPES.get(t.elem_type, f"onnx-type-{t.elem_type}"), shape)
+        try:
+            dtype = onnx_dtype_name(t.elem_type)
+        except KeyError:
+            dtype = f"onnx-type-{t.elem_type}"
+        io[value.name] = (dtype, shape)
     return io
 
 
 def check_config(model_dir: Path) -> Any:
     """Parse config.pbtxt and check it against the ONNX graph; return the ModelConfig."""
-    import onnx
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -89,7 +81,7 @@ def check_config(model_dir: Path) -> Any:
     model_file = model_dir / "1" / (config.default_model_filename or "model.onnx")
     if not model_file.is_file():
         raise ValidationMismatch(f"{model_file.relative_to(model_dir.parent)} is missing")
-    graph = _graph_io(onnx.load_model(str(model_file), load_external_data=False))
+    graph = _graph_io(model_file)
     batched = config.max_batch_size > 0
     declared = list(config.input) + list(config.output)
     if {t.name for t in declared} != set(graph):

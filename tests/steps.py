@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 
 HANG_SLEEP_S = "6071"  # a grandchild the hanging step leaves behind, found by this argument
 
@@ -128,7 +128,7 @@ def hogs(job: ExportJob) -> ExportResult:
 
 def scribbles(job: ExportJob) -> ExportResult:
     """The real Triton export, which then writes to the ONNX file it was given."""
-    from targets._formats import Format
+    from targets import Format
     from targets.triton import export
 
     result = export(job)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from targets import all_targets
 from tests.conftest import ROOT
 
 
@@ -61,10 +62,20 @@ def test_realworld_smoke(tmp_path: Path) -> None:
 
 def test_large_onnx_smoke(tmp_path: Path) -> None:
     """An ONNX folder zipped with its external data, packaged for ort-web and triton."""
-    result = _smoke("large_onnx.py", tmp_path, 600)
-    assert set(result["targets"]) == {"ort-web", "triton"}
-    for target in result["targets"].values():
+    (run,) = _smoke("large_onnx.py", tmp_path, 600)["runs"]
+    assert set(run["targets"]) == {"ort-web", "triton"}
+    for target in run["targets"].values():
         assert target["status"] == "passed", target
-        assert (
-            sum(b for f, b in target["files"].items() if f.endswith("weights.bin")) == result["weights_bytes"]
-        )
+        weights = [b for f, b in target["files"].items() if f.endswith("weights.bin")]
+        assert weights == [run["weights_bytes"]]
+
+
+def test_export_bench_smoke(tmp_path: Path) -> None:
+    """The run against the bare converter calls: every target's chain runs bare too (the bare
+    half calls the catalog's converters by name, so a renamed one fails here, not in a bench)."""
+    result = _smoke("export_bench.py", tmp_path, 900)
+    (row,) = result["results"]
+    assert row["targets_passed"] == sorted(t.name for t in all_targets() if t.in_default_set)
+    assert row["rerun_reused_all"]
+    bare = {s["step"]: s["bare_s"] for s in row["steps"] if s["step"].startswith(("export:", "convert:"))}
+    assert bare and all(seconds is not None for seconds in bare.values()), bare

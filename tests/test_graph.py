@@ -6,7 +6,7 @@ import pytest
 
 from shipyard.source import SourceKind
 from shipyard.spec import parse_spec
-from targets import get_target
+from targets import all_targets, get_target
 from targets.engine.graph import plan_steps
 
 
@@ -15,8 +15,8 @@ def _plan(targets: list[str], spec: dict | None = None):  # type: ignore[no-unty
 
 
 def test_all_six_targets_share_their_conversions() -> None:
-    steps = _plan(["ort-web", "triton", "tfjs", "litert-int4", "executorch", "aoti"]).steps
-    assert [s for s in steps if s.startswith("convert:")] == [
+    steps = _plan([t.name for t in all_targets() if t.in_default_set]).steps
+    assert sorted(s for s in steps if s.startswith("convert:")) == [
         "convert:onnx",
         "convert:saved-model",
         "convert:tflite-fp32",
@@ -64,3 +64,29 @@ def test_steps_after_a_failed_step_are_skipped_not_run() -> None:
     assert outcomes["reference:aoti"].status is StepStatus.SKIPPED
     assert outcomes["validate:aoti"].status is StepStatus.SKIPPED
     assert "export:aoti failed: it broke" in (outcomes["validate:aoti"].error or "")
+
+
+def test_a_targets_warm_modules_reach_its_familys_server_from_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new target declares what its export and validation import; the warm servers preload it
+    without an edit to the engine, each in its own family's server."""
+    import dataclasses
+
+    from targets import _catalog
+    from targets.engine.family import Family
+    from targets.engine.forkserver import preload
+
+    new = dataclasses.replace(
+        get_target("ort-web"),
+        name="ort-web-new",
+        family=Family.TF,
+        warm=("json.decoder",),
+        runtime_family=Family.TORCH,
+        runtime_warm=("csv",),
+    )
+    assert "json.decoder" not in preload("tf")
+    monkeypatch.setitem(_catalog._TARGETS, new.name, new)
+    assert "json.decoder" in preload("tf") and "json.decoder" not in preload("torch")
+    assert "csv" in preload("torch") and "csv" not in preload("tf")
+    assert preload("torch")[:3] == ["numpy", "pydantic", "targets"]

@@ -45,7 +45,7 @@ def test_nightly_reexport_same_toolchain_keeps_the_version(
     assert summary["toolchain_changes"] == {}
     assert summary["steps_run"] == [] and summary["steps_reused"] > 0  # nearly free: all from the cache
     assert [(r["target"], r["status"], r["regressed"]) for r in result["drift"]] == [
-        ("triton", "passed -> passed", "False")
+        ("triton", "passed -> passed", False)
     ]
     page = Path(result["report"].removeprefix("file://")).read_text()  # the night's HTML drift page
     assert (
@@ -87,8 +87,8 @@ def test_drift_rows_flag_regressions() -> None:
     old = {"targets": {"tfjs": {"status": "passed", "metrics": {"max_abs_err": 1e-7, "artifact_bytes": 10}}}}
     new = {"targets": {"tfjs": {"status": "failed", "metrics": {}, "error": "export failed: Erf"}}}
     (row,) = drift_rows("m", old, new)
-    assert row["status"] == "passed -> failed" and row["regressed"] == "True"
-    assert row["error"] == "export failed: Erf"
+    assert row.status == "passed -> failed" and row.regressed is True
+    assert row.error == "export failed: Erf"
     assert toolchain_changes(
         {"onnx": "1.23.2", "torch": "2.13.0"}, {"onnx": "1.24.0", "torch": "2.13.0"}
     ) == {"onnx": ["1.23.2", "1.24.0"]}

@@ -136,14 +136,51 @@ def _broken_archive(tmp_path: Path, **external: str) -> Path:
         ({"location": "model.onnx"}, "the model file itself"),
         ({"length": "1000000"}, "lie outside the file"),
         ({"offset": "-4"}, "lie outside the file"),
+        ({"location": "*/_ORT_MEM_ADDR_/*"}, "not a plain relative file name"),  # an address to ORT
+        ({"location": "weights.ort"}, "named like a model file"),
     ],
 )
 def test_a_data_location_outside_the_archive_or_the_file_is_refused(
     tmp_path: Path, external: dict[str, str], message: str
 ) -> None:
     archive = _broken_archive(tmp_path, **external)
-    with pytest.raises(SourceError, match=message):
+    with pytest.raises(SourceError, match=message) as refused:
         load_source(archive)
+    assert str(refused.value).startswith(f"{archive}: ")  # the upload, not where it was unpacked
+
+
+def test_external_data_in_a_model_local_function_is_found_too(tmp_path: Path) -> None:
+    """Tensors hide in more places than the graph (functions, sparse attributes, training info):
+    every TensorProto in the file counts, so a bare .onnx pointing anywhere is refused."""
+    from shipyard.onnx_model import load_onnx
+
+    value = numpy_helper.from_array(np.zeros(2, dtype=np.float32), "c")
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value="app.env")
+    function = helper.make_function(
+        "local",
+        "add_c",
+        ["a"],
+        ["b"],
+        [helper.make_node("Constant", [], ["c"], value=value), helper.make_node("Add", ["a", "c"], ["b"])],
+        [helper.make_opsetid("", 18)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("add_c", ["x"], ["y"], domain="local")],
+        "uses_function",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(
+        graph,
+        functions=[function],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+    )
+    path = tmp_path / "function.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(SourceError, match="keep their data in external files"):
+        load_onnx(path)
 
 
 def test_the_cli_refuses_such_an_archive_in_one_line_and_writes_nothing(home: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from targets._formats import Family
+from targets.engine.family import Family
 from targets.engine.servers import ping, running_servers, stop_servers
 from targets.engine.workers import ExitKind, StepCall, StepProcesses, _OwnedServer
 from tests.steps import sleepers
@@ -225,7 +225,7 @@ def test_the_server_cap_retires_idle_servers_but_never_a_busy_one(
 KILLED_RUN = """
 import sys
 from pathlib import Path
-from targets._formats import Family
+from targets.engine.family import Family
 from targets.engine.workers import StepCall, StepProcesses
 
 folder = Path(sys.argv[1])

@@ -25,9 +25,9 @@ from shipyard.precision import Precision
 from shipyard.report import StepStatus
 from shipyard.spec import Spec
 from shipyard.variants import Variant, max_variant_elements
-from targets._formats import Family
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult, VariantInputs
 from targets.engine.cache import CacheEntry, StepCache, cache_key, tree_digest
+from targets.engine.family import Family
 from targets.engine.fingerprint import code_digest, host_class, toolchain_versions
 from targets.engine.graph import PREPARE, Step, StepKind, export_id, reference_id
 from targets.engine.judge import LocatedVariant, edge_dims, in_envelope
@@ -109,7 +109,7 @@ class StepExecutor:
         spec = self.context.spec
         samples = _file_digest(Path(spec.samples)) if spec.samples else None
         budget = max_variant_elements()
-        calibrate = bool(step.options.get("calibrate"))
+        calibrate = step.calibrate
         material = {
             "source": self.context.source_sha256,
             "spec": spec.model_dump(mode="json", include={"inputs", "outputs", "dims", "seed"}),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import selectors
 import signal
@@ -40,60 +39,23 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "main"]
+from shipyard.json_lines import JsonLines, send_json_line
 
-# What each family's server imports while it is idle, in the order steps usually need them
-# ("module:function" also calls a warm-up function that runs no model). A request names what its
-# step needs (its `warm` list): the server loads that first, then forks.
+__all__ = ["main", "preload"]
+
+# Imported first by every server, before the catalog says what its family's steps need
 _COMMON = ("numpy", "pydantic", "targets")
-PRELOAD = {
-    # preparation, ONNX, ONNX Runtime, ExecuTorch, AOTInductor
-    "torch": (
-        *_COMMON,
-        "torch",
-        "torch.export",
-        "torch.export.pt2_archive._package",
-        "shipyard.torch_program",
-        "targets.engine.steps",
-        "onnx",
-        "onnxscript",
-        "torch.onnx",
-        "torch.onnx._internal.exporter._core",
-        "onnxscript.optimizer",
-        "onnx.reference",
-        "onnxruntime",
-        "exporters.torch2onnx",
-        "exporters.onnx2ort",
-        "exporters.onnx2triton",
-        "torch._inductor",
-        "torch._inductor.codecache",
-        "exporters.torch2aoti:warm_up",
-        "executorch.exir",
-        "executorch.exir.program",
-        "executorch.backends.xnnpack.partition.xnnpack_partitioner",
-        "executorch.devtools.backend_debug",
-        "executorch.runtime",
-        "exporters.torch2executorch",
-    ),
-    # TensorFlow: onnx2tf, tensorflowjs, LiteRT (litert-torch also needs torch)
-    "tf": (
-        *_COMMON,
-        "tensorflow",
-        "tf_keras",
-        "onnx",
-        "onnx2tf",
-        "exporters.onnx2savedmodel",
-        "exporters.savedmodel2tfjs",
-        "tensorflowjs.converters.tf_saved_model_conversion_v2",
-        "torch",
-        "torch.export.pt2_archive._package",
-        "litert_torch",
-        "ai_edge_quantizer.quantizer",
-        "ai_edge_litert.interpreter",
-        "exporters.torch2tflite",
-        "exporters.tflite2int4",
-    ),
-}
+
+
+def preload(family: str) -> list[str]:
+    """What a family's server imports while it is idle: `_COMMON`, then every module its steps
+    declare they need in the catalog (targets.engine.graph.warm_modules; "module:function" also
+    calls a warm-up function that runs no model). A request names what its step needs (its `warm`
+    list): the server loads that first, then forks."""
+    from targets.engine.family import Family
+    from targets.engine.graph import warm_modules
+
+    return [*_COMMON, *warm_modules(Family(family))]
 
 
 def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
@@ -116,13 +78,9 @@ def _run_in_child(request: dict[str, Any], server_pid: int) -> int:
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:
     conn.settimeout(10)
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ConnectionError("client closed before sending a request")
-        data += chunk
-    request: dict[str, Any] = json.loads(data)
+    request = JsonLines(conn).next()
+    if request is None:
+        raise ConnectionError("client closed before sending a request")
     return request
 
 
@@ -165,7 +123,7 @@ class _Server:
         if idle_exit_s is None:
             self.selector.register(sys.stdin, selectors.EVENT_READ, "parent")
         self.children: dict[int, socket.socket] = {}  # step pid -> its client's connection
-        self.pending = list(PRELOAD[family]) if not os.environ.get("SHIPYARD_NO_PRELOAD") else []
+        self.pending = preload(family) if not os.environ.get("SHIPYARD_NO_PRELOAD") else []
         self.loaded: set[str] = set()
         self.last_active = time.monotonic()
         self.stopping = False
@@ -192,7 +150,7 @@ class _Server:
                     sys.stderr.flush()
                 os._exit(code)
         self.children[pid] = conn
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        send_json_line(conn, {"pid": pid})
         conn.setblocking(False)
         self.selector.register(conn, selectors.EVENT_READ, pid)  # EOF: the client went away
 
@@ -206,7 +164,7 @@ class _Server:
                     self.selector.unregister(conn)
                 with contextlib.suppress(OSError):
                     conn.setblocking(True)
-                    conn.sendall(json.dumps({"status": status}).encode() + b"\n")
+                    send_json_line(conn, {"status": status})
                 conn.close()
             self.last_active = time.monotonic()
 
@@ -240,7 +198,7 @@ class _Server:
             try:
                 request = _read_request(conn)
                 if request.get("ping") or request.get("retire"):  # no activity: idle time goes on
-                    conn.sendall(json.dumps(self._answer_status(request)).encode() + b"\n")
+                    send_json_line(conn, self._answer_status(request))
                     conn.close()
                     return
                 self.last_active = time.monotonic()

@@ -29,11 +29,21 @@ from shipyard.errors import UnknownTarget
 from shipyard.gates import Gates
 from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings
-from targets._catalog import Target
-from targets._formats import Conversion, Family, Format, conversion_path, source_format
+from targets._catalog import Target, all_targets
+from targets._formats import Conversion, Format, all_conversions, conversion_path, source_format
+from targets.engine.family import Family
 from targets.engine.limits import default_step_memory_mb
 
-__all__ = ["Plan", "Step", "StepKind", "export_id", "plan_steps", "reference_id", "validate_id"]
+__all__ = [
+    "Plan",
+    "Step",
+    "StepKind",
+    "export_id",
+    "plan_steps",
+    "reference_id",
+    "validate_id",
+    "warm_modules",
+]
 
 DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
@@ -56,6 +66,18 @@ def source_toolchain(kind: SourceKind) -> tuple[str, ...]:
 def source_family(kind: SourceKind) -> Family:
     """The warm server family that runs the source model."""
     return _SOURCE_FAMILIES.get(kind, Family.TORCH)
+
+
+def warm_modules(family: Family) -> list[str]:
+    """Every module a step of `family` declares it needs, in the order a run needs them (the
+    source's program, conversions, exports, runtimes): what the family's warm server imports
+    while it is idle, so a target added to the catalog warms up without touching the engine."""
+    first = family is source_family(SourceKind.TORCH_EXPORT)  # where most runs start: prepare
+    modules = list(SOURCE_PROGRAM) if first else []
+    modules += [m for c in all_conversions() if c.family is family for m in c.warm]
+    modules += [m for t in all_targets() if t.family is family for m in t.warm]
+    modules += [m for t in all_targets() if t.runtime_family is family for m in t.runtime_warm]
+    return list(dict.fromkeys([*modules, *SOURCE_PROGRAM]))
 
 
 def export_id(target: str) -> str:
@@ -97,6 +119,7 @@ class Step:
     target: Target | None = None  # export/reference/validate: whose
     baseline_step: str | None = None  # validate: the step producing the target's baseline
     gates: Gates | None = None  # export of a calibrated target: the gates its artifact must meet
+    calibrate: bool = False  # prepare: also write calibration inputs (a calibrated target needs them)
 
     def serve(self, target: str, settings: TargetSettings) -> None:
         """Record that one more target needs this (shared) step; its limits are the most generous
@@ -244,5 +267,5 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             chain[-1].needs.append(made[target.baseline])
         steps.update({s.id: s for s in chain})
         if target.calibrated:
-            steps[PREPARE].options["calibrate"] = True
+            steps[PREPARE].calibrate = True
     return Plan(steps=steps)

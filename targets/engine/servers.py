@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.json_lines import JsonLines, send_json_line
 from shipyard.runtime_dir import runtime_dir
-from targets._formats import Family
+from targets.engine.family import Family
 from targets.engine.fingerprint import code_digest, installed_versions
 from targets.engine.limits import total_memory_mb
 
@@ -96,14 +97,10 @@ def server_status(path: Path, timeout: float = 5.0, retire: bool = False) -> Ser
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(path))
-            conn.sendall(json.dumps({"retire": True} if retire else {"ping": True}).encode() + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return None
-                answer += chunk
-        said = json.loads(answer)
+            send_json_line(conn, {"retire": True} if retire else {"ping": True})
+            said = JsonLines(conn).next()
+        if said is None:
+            return None
         # a server of an older version says only its pid: taken as busy, never retired
         return ServerStatus(
             int(said["pong"]),

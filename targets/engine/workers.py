@@ -10,9 +10,7 @@ the server cannot start) pay those imports per step, as `reproduce.sh` does.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -25,9 +23,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from targets._formats import Family
+from shipyard.json_lines import JsonLines, send_json_line
 from targets.engine import servers
 from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
+from targets.engine.family import Family
 
 __all__ = [
     "STEP_SETTINGS",
@@ -204,33 +203,6 @@ def _timed_out(call: StepCall, seconds: float) -> ProcessOutcome:
     return ProcessOutcome(ExitKind.TIMED_OUT, reason, seconds)
 
 
-class _Lines:
-    """Newline-delimited messages from a socket, each awaited with its own timeout."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.buffer = b""
-        self.closed = False
-
-    def next(self, timeout: float) -> bytes | None:
-        """The next line, or None on timeout or when the peer closed (then `closed` is set)."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.closed:
-                return None
-            ready, _, _ = select.select([self.conn], [], [], remaining)
-            if not ready:
-                return None
-            chunk = self.conn.recv(65536)
-            if not chunk:
-                self.closed = True
-                return None
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line
-
-
 class _OwnedServer:
     """A warm server of one run: stopped with the run (and when the run's process goes away)."""
 
@@ -385,12 +357,12 @@ class StepProcesses:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(START_TIMEOUT_S)  # the server accepts between two imports
             conn.connect(str(server.socket))
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            lines = _Lines(conn)
-            line = lines.next(START_TIMEOUT_S)
-            if not line:
+            send_json_line(conn, request)
+            lines = JsonLines(conn)
+            started = lines.next(START_TIMEOUT_S)
+            if not started:
                 raise ConnectionError(f"the {server.family} server did not start {call.name}")
-            pid = json.loads(line)["pid"]
+            pid = started["pid"]
             start = time.perf_counter()
             self._running.add(pid)
             try:
@@ -399,18 +371,18 @@ class StepProcesses:
                 self._running.discard(pid)
                 _kill_group(pid)  # grandchildren a step left behind
 
-    def _await_exit(self, call: StepCall, lines: _Lines, pid: int, start: float) -> ProcessOutcome:
-        line = lines.next(call.timeout_s)
-        timed_out = line is None and not lines.closed
+    def _await_exit(self, call: StepCall, lines: JsonLines, pid: int, start: float) -> ProcessOutcome:
+        ended = lines.next(call.timeout_s)
+        timed_out = ended is None and not lines.closed
         if timed_out:
             _kill_group(pid)
-            line = lines.next(30)  # the server reports the kill once it has reaped the process
+            ended = lines.next(30)  # the server reports the kill once it has reaped the process
         seconds = time.perf_counter() - start
         if timed_out:
             return _timed_out(call, seconds)
-        if not line:
+        if not ended:
             return ProcessOutcome(ExitKind.CRASHED, f"{call.name}: the warm worker server died", seconds)
-        status = json.loads(line)["status"]
+        status = ended["status"]
         return _outcome(call, os.waitstatus_to_exitcode(status), seconds)
 
     def _run_cold(self, call: StepCall) -> ProcessOutcome:

@@ -142,7 +142,8 @@ async function main() {
       kind: job.kind,
       model: `/artifact/${job.models[0].file}`,
       file: job.models[0].file,  // the file the page loads (model.json / model.onnx)
-      external_data: job.models[0].external_data.map((location) => ({ path: location, url: `/artifact/${location}` })),
+      external_data: job.models[0].external_data.map((location) => (
+        { path: location, url: `/artifact/${location.split('/').map(encodeURIComponent).join('/')}` })),
       backends: job.backends,
       output_names: job.output_names,
       variants: job.variants.map((v) => ({
