@@ -397,14 +397,20 @@ def convert_to_saved_model(
         try:
             converted = _convert_checked(onnx_path, sizes[0], outputs, ranges, **options)
         except RuntimeError as exc:
-            if not any(_has_dynamic_dim(model, name) for name in input_names):
-                raise
             why = dynamic_failure = str(exc)
     if ifs_left or dynamic_failure:
+        # a graph whose sizes are all fixed already goes the same way: onnxsim folds its shape
+        # arithmetic (a position bias built from arange and Expand) that onnx2tf turns into
+        # numpy values where a Keras layer's output is due
         converted, size, rewrites = _first_fixed_size(
             onnx_path, sizes, dynamic_failure or "", ranges, **options
         )
-        notes.append(f"inputs fixed at {size}: with dynamic dims, {why}{rewrites}")
+        if any(_has_dynamic_dim(model, name) for name in input_names):
+            notes.append(f"inputs fixed at {size}: with dynamic dims, {why}{rewrites}")
+        else:
+            notes.append(
+                f"shape arithmetic folded (onnxsim) at the graph's own sizes: as exported, {why}{rewrites}"
+            )
     _write_saved_model(converted, input_names, [v.name for v in model.graph.output], out_dir)
     if converted.shapes_kept:
         notes.append("the inputs keep their shape inside the graph (channels-last was wrong)")

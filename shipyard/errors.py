@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ANSI_CODES",
     "AlreadyExists",
     "Conflict",
     "InputError",
@@ -38,10 +39,14 @@ __all__ = [
 _NATIVE_LOCATION = re.compile(r"\S+\.(?:h|hpp|cc|cpp|c):\d+ (?:[\w:<>,*& ]+\([^)]*\) ?)?")
 
 
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colours torch.onnx and onnx2tf print into messages
+
+
 def one_line(message: object, limit: int = 300) -> str:
     """A multi-line message (a converter's, a loader's) as one line of at most `limit` characters,
-    without native source locations."""
-    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    without native source locations or terminal colour codes."""
+    text = ANSI_CODES.sub("", str(message))
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
     text = _NATIVE_LOCATION.sub("", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

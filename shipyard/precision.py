@@ -38,12 +38,14 @@ class Int8Options(BaseModel):
     )
     per_channel: bool = Field(default=True, description="one weight scale per output channel")
 
-    def describe(self, static_ops: str) -> str:
-        """What the rung's report says was done; `static_ops`: what the static scheme quantizes."""
+    def describe(self, static_ops: str, dynamic_ops: str = "") -> str:
+        """What the rung's report says was done; `static_ops`/`dynamic_ops`: what each scheme
+        quantizes, where the quantizer says."""
         scales = "per-channel" if self.per_channel else "per-tensor"
         if self.scheme == "static":
             return f"static int8 weights and activations ({static_ops}), {scales} weight scales"
-        return f"dynamic int8: {scales} int8 weights, activations quantized at run time"
+        which = f" ({dynamic_ops})" if dynamic_ops else ""
+        return f"dynamic int8: {scales} int8 weights{which}, activations quantized at run time"
 
 
 class CalibrationSource(StrEnum):

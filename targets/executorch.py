@@ -25,7 +25,7 @@ def _export(job: ExportJob, precision: Precision) -> ExportResult:
         options = job.options_as(Int8Options)
         static = options.scheme == "static"
         program = quantized_program(source, job.interface, options, job.calibration_batches())
-        how = options.describe("conv, linear") + (job.calibration_note() if static else "")
+        how = options.describe("conv, linear", "linear") + (job.calibration_note() if static else "")
         notes.append(f"PT2E with the XNNPACK quantizer: {how}")
     counts, ranges = export_pte(source, job.interface, job.out_path / "model.pte", program)
     notes += [

@@ -36,3 +36,11 @@ def test_a_harness_failure_starts_with_its_own_exception() -> None:
     assert text.startswith("FusedConv2D only supports rank-1 bias | "), text
     assert text.count("did not contain any nodes") == 1
     assert "Hi, looks like" not in text
+
+
+def test_a_note_quoting_a_converter_loses_its_colours_too() -> None:
+    """torch.onnx colours its step numbers; a report note quoting it (one_line) must not."""
+    from shipyard.errors import one_line
+
+    message = "Failed to decompose the FX graph. \x1b[96mThis is step 2/3\x1b[0m of exporting"
+    assert one_line(message) == "Failed to decompose the FX graph. This is step 2/3 of exporting"

@@ -177,3 +177,63 @@ def test_a_recurrent_state_input_keeps_its_shape_when_channels_last_breaks_the_l
     for name, tensor in got.items():
         assert tensor.shape == want[name].shape, name
         np.testing.assert_allclose(tensor.numpy(), want[name], rtol=1e-4, atol=1e-5)
+
+
+def _position_bias(path: Path) -> Path:
+    """A fixed-size graph as torch.onnx's TorchScript exporter writes T5's relative position
+    bias: positions from Range, broadcast by an Expand whose shape comes from Shape(x)."""
+
+    def ints(name: str, value: object) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(value, dtype=np.int64), name)
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "at0", "at1"], ["batch"]),
+        helper.make_node("Slice", ["s", "at1", "at2"], ["length"]),
+        helper.make_node("Concat", ["batch", "length", "length", "at1"], ["shape"], axis=0),
+        helper.make_node("Range", ["zero", "eleven", "step"], ["positions"]),
+        helper.make_node("Cast", ["positions"], ["positions_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["positions_f", "axes"], ["grid"]),
+        helper.make_node("Expand", ["grid", "shape"], ["bias"]),
+        helper.make_node("Squeeze", ["bias", "last"], ["bias3"]),
+        helper.make_node("MatMul", ["bias3", "x"], ["y"]),
+    ]
+    initializers = [
+        ints("at0", [0]),
+        ints("at1", [1]),
+        ints("at2", [2]),
+        ints("zero", 0),
+        ints("eleven", 11),
+        ints("step", 1),
+        ints("axes", [0, 1, 3]),
+        ints("last", [3]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "position_bias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 11, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 11, 4])],
+        initializers,
+    )
+    return _saved(graph, path)
+
+
+def test_a_fixed_size_graph_gets_its_shape_arithmetic_folded_when_onnx2tf_fails_on_it(
+    tmp_path: Path,
+) -> None:
+    """Every dim fixed already, yet as exported onnx2tf fails at the Expand ("must be the output
+    of a TensorFlow Layer. Found: [[[[0.] [1.] ..."): the fold that serves dynamic graphs at a
+    fixed size (onnxsim) runs for it too, and the result matches ONNX Runtime."""
+    import tensorflow as tf
+
+    source = _position_bias(tmp_path / "source.onnx")
+    given = tmp_path / "model.onnx"
+    given.write_bytes(source.read_bytes())
+    notes = convert_to_saved_model(
+        given, tmp_path / "saved", [], [], tmp_path, sizes=[{"x": [3, 11, 4]}], outputs={"y": [3, 11, 4]}
+    )
+    assert any(n.startswith("shape arithmetic folded (onnxsim) at the graph's own sizes") for n in notes)
+    x = np.random.default_rng(2).standard_normal((3, 11, 4)).astype(np.float32)
+    (want,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"](x=tf.constant(x))["y"]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
