@@ -162,18 +162,31 @@ def _get(url: str, path: str, signed: bool = True, legacy: bool = False) -> http
     return httpx.get(f"{url}{path}", headers=headers, timeout=30)
 
 
+def prefect_post(url: str, payload: dict) -> httpx.Response:
+    """A POST to the test's Prefect server, tried again on a 5xx: its SQLite database refuses a
+    write while another holds the lock ("database is locked"), as Prefect's own client retries."""
+    for attempt in range(5):
+        answer = httpx.post(url, json=payload, timeout=30)
+        if answer.status_code < 500:
+            return answer
+        time.sleep(0.5 * (attempt + 1))
+    answer.raise_for_status()
+    return answer
+
+
 def flow_run_of(
     prefect_api: str, run_id: str, timeout: float = 60, auth: tuple[str, str] | None = None
 ) -> str:
     """The Prefect flow run the webhook started for a submission (its idempotency key)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = httpx.post(
+        answer = httpx.post(
             f"{prefect_api}/flow_runs/filter",
             json={"flow_runs": {"idempotency_key": {"any_": [run_id]}}, "limit": 1},
             timeout=30,
             auth=auth,
-        ).json()
+        )
+        found = answer.json() if answer.status_code < 500 else []  # a locked SQLite: ask again
         if found:
             return str(found[0]["id"])
         time.sleep(0.5)
@@ -381,8 +394,8 @@ def test_the_ui_run_forms_are_typed_and_described(service: dict, prefect_api: st
 def test_a_form_error_names_the_field(service: dict, prefect_api: str, models: dict[str, Path]) -> None:
     deployment = httpx.get(f"{prefect_api}/deployments/name/package-model/package-model", timeout=30).json()
     bad = {"source": str(models["convnet"]), "targets": ["coreml"]}
-    created = httpx.post(
-        f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": bad}, timeout=30
+    created = prefect_post(
+        f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", {"parameters": bad}
     )
     assert created.status_code == 409 and "targets" in created.text, created.text
 
@@ -548,8 +561,8 @@ def test_chunked_upload_over_the_cap_is_413_and_leaves_nothing(service: dict) ->
 
 def test_status_is_only_for_runs_submitted_here(service: dict, prefect_api: str) -> None:
     """A flow run started another way (the UI, the API) is not the webhook's to describe."""
-    flow = httpx.post(f"{prefect_api}/flows/", json={"name": "not-from-the-webhook"}, timeout=30).json()
-    run = httpx.post(f"{prefect_api}/flow_runs/", json={"flow_id": flow["id"]}, timeout=30).json()
+    flow = prefect_post(f"{prefect_api}/flows/", {"name": "not-from-the-webhook"}).json()
+    run = prefect_post(f"{prefect_api}/flow_runs/", {"flow_id": flow["id"]}).json()
     answer = _get(service["url"], f"/v1/runs/{run['id']}")
     assert answer.status_code == 404 and "submitted here" in answer.json()["error"]
 
@@ -571,10 +584,9 @@ def test_a_redelivery_after_a_cancelled_run_starts_a_new_one(
     model = models["multi_io"].read_bytes()
     fields = {"targets": "triton", "spec": json.dumps({"seed": 7})}
     first = _post(service["url"], "retried", model, fields).json()["run_id"]
-    cancelled = httpx.post(
+    cancelled = prefect_post(
         f"{prefect_api}/flow_runs/{flow_run_of(prefect_api, first)}/set_state",
-        json={"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True},
-        timeout=30,
+        {"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True},
     )
     assert cancelled.status_code in (200, 201), cancelled.text
     second = _post(service["url"], "retried", model, fields).json()["run_id"]
