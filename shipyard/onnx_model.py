@@ -34,7 +34,8 @@ class OnnxSource:
         return run_onnx(self, signature, inputs)
 
 
-def _check(path: Path, external_data: bool, shown: str) -> Any:
+def _check(path: Path, external_data: bool, shown: str) -> tuple[Any, bool]:
+    """The model (graph only), and whether it keeps weights in external files."""
     import onnx
 
     try:
@@ -57,7 +58,7 @@ def _check(path: Path, external_data: bool, shown: str) -> Any:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SourceError(f"{shown} is not a valid ONNX model: {first}") from None
-    return model
+    return model, bool(external)
 
 
 def load_onnx(
@@ -72,9 +73,9 @@ def load_onnx(
     import onnxruntime as ort
 
     shown = shown or str(path)
-    model = _check(path, external_data, shown)
+    model, external = _check(path, external_data, shown)
     try:
-        loaded = str(path) if external_tensors(model) else model.SerializeToString()
+        loaded = str(path) if external else model.SerializeToString()
         session = ort.InferenceSession(loaded, providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]

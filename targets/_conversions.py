@@ -15,7 +15,7 @@ import numpy as np
 from exporters.keras2savedmodel import KerasSavedModelOptions
 from exporters.onnx2savedmodel import SavedModelOptions
 from exporters.torch2onnx import OnnxExport, OnnxOptions
-from shipyard.onnx_external import copy_onnx, onnx_bytes
+from shipyard.onnx_external import copy_onnx
 from shipyard.signature import Signature
 from targets._formats import Conversion, Format, register_conversion
 from targets._jobs import ExportJob, ExportResult
@@ -60,13 +60,14 @@ def to_saved_model(job: ExportJob) -> ExportResult:
     # 3-D to 5-D inputs keep PyTorch's channels-first layout (onnx2tf would make them NHWC).
     keep = [t.name for t in job.interface.inputs if 3 <= len(t.shape) <= 5]
     # onnx2tf rewrites the ONNX file it is given (onnxsim, in place): give it a copy, never the input.
-    size = onnx_bytes(job.input(Format.ONNX))
+    copied = copy_onnx(job.input(Format.ONNX), job.work_path / "model.onnx")
+    size = sum(p.stat().st_size for p in copied)
     if size >= PROTOBUF_LIMIT:  # onnxsim and onnx2tf hold the model in one protobuf
         raise ValueError(
             f"the ONNX model holds {size:,} bytes: onnx2tf converts models under 2 GiB (and a "
             "TF.js or TFLite model that large would not load on a phone or in a browser either)"
         )
-    onnx_copy = copy_onnx(job.input(Format.ONNX), job.work_path / "model.onnx")[0]
+    onnx_copy = copied[0]
     notes = convert_to_saved_model(
         onnx_copy,
         job.out_path,
@@ -126,9 +127,8 @@ def unpack_onnx(job: ExportJob) -> ExportResult:
     data = external_data_files(onnx.load_model(str(model_file), load_external_data=False), model_file)
     written = copy_onnx(model_file, job.out_path / "model.onnx")
     files = [p.relative_to(job.out_path).as_posix() for p in written]
-    notes = [
-        f"weights in {len(data)} external data file(s) beside model.onnx, {onnx_bytes(written[0]):,} bytes"
-    ]
+    size = sum(p.stat().st_size for p in written)
+    notes = [f"weights in {len(data)} external data file(s) beside model.onnx, {size:,} bytes"]
     return ExportResult(files=files, product=files[0], notes=notes if data else [])
 
 

@@ -15,13 +15,14 @@ from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 __all__ = ["export", "run_artifact"]
 
 
-def _export(job: ExportJob, precision: Precision) -> ExportResult:
+def export(job: ExportJob) -> ExportResult:
+    """model.pte at the job's precision (fp32, or int8 weights through PT2E)."""
     from exporters.torch2executorch import export_pte, quantized_program
 
     source = job.input(Format.TORCH_EXPORT)
     notes: list[str] = []
     program = None
-    if precision is Precision.INT8:
+    if job.precision is Precision.INT8:
         options = job.options_as(Int8Options)
         static = options.scheme == "static"
         program = quantized_program(source, job.interface, options, job.calibration_batches())
@@ -73,10 +74,6 @@ def _largest_accepted(job: ExportJob, dim: str, high: int) -> int:
         mid = (low + high) // 2
         low, high = (mid, high) if accepted(mid) else (low, mid)
     return low
-
-
-def export(job: ExportJob) -> ExportResult:
-    return _export(job, job.precision)
 
 
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
