@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the benches import the project
 
-__all__ = ["PackageFailed", "cell_text", "package_process", "write_readme_section"]
+__all__ = ["ROOT", "PackageFailed", "cell_text", "default_targets", "package_process", "write_readme_section"]
+
+
+def default_targets() -> list[str]:
+    """The catalog's default set (what a run builds when no target is named), in catalog order."""
+    from targets import all_targets
+
+    return [t.name for t in all_targets() if t.in_default_set]
 
 
 class PackageFailed(RuntimeError):

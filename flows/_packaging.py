@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -21,6 +20,7 @@ from shipyard import __version__
 from shipyard.digests import sha256_file
 from shipyard.errors import InputError
 from shipyard.report import RunReport, Status
+from shipyard.settings import settings
 from targets.pipeline import Engine, PackagingRequest, PipelineResult, StepHooks, shipyard_home
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "store_version_report",
 ]
 
-DEFAULT_KEEP_RUNS_DAYS = 14.0
 RUN_REPORT = "report.json"  # in a kept run folder
 
 # (result, registry URL, run info) -> the published version, or None when nothing passed
@@ -46,8 +45,7 @@ def runs_home() -> Path:
 
 def prune_run_folders() -> list[Path]:
     """Remove kept run folders (failed runs, --keep-workdir) older than $SHIPYARD_KEEP_RUNS_DAYS."""
-    days = float(os.environ.get("SHIPYARD_KEEP_RUNS_DAYS", DEFAULT_KEEP_RUNS_DAYS))
-    cutoff = time.time() - days * 86400
+    cutoff = time.time() - settings().keep_runs_days * 86400
     removed = []
     with contextlib.suppress(OSError):
         for folder in runs_home().iterdir():

@@ -17,7 +17,6 @@ the environment or the working folder, and infra/worker.py ignores a flow run's 
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any, cast
 
@@ -36,6 +35,7 @@ from prefect.workers.process import ProcessWorker
 
 from flows.nightly import nightly_reexport
 from flows.package import package_model
+from shipyard.settings import settings
 
 __all__ = ["HEARTBEAT_SECONDS", "WORK_POOL", "automations", "register"]
 
@@ -154,7 +154,7 @@ def register() -> None:
     nightly = nightly_reexport.to_deployment(
         name="nightly-reexport",
         tags=[TAG],
-        cron=os.environ.get("SHIPYARD_NIGHTLY_CRON", "0 3 * * *"),
+        cron=settings().nightly_cron,
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     deploy(

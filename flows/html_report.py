@@ -14,6 +14,7 @@ from typing import Any
 
 from registry import VersionManifest
 from shipyard.drift import DriftRow
+from shipyard.errors import UnknownTarget
 from shipyard.report import BatchTiming, RuntimeTiming, Status, TargetReport
 
 __all__ = ["render_drift_report", "render_version_report"]
@@ -28,7 +29,6 @@ th{background:#f3f5f8;font-weight:600}td.num{text-align:right;font-variant-numer
 .muted{color:#6b7280}.charts{display:flex;flex-wrap:wrap;gap:2em}code,pre{font-size:12px}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap}
 """
-QUANTIZATION_FACTS = ("size_vs_fp32", "int4_weight_share", "int8_weight_share", "kept_layers", "search_s")
 
 
 def _num(value: float | int | None, fmt: str) -> str:
@@ -43,9 +43,16 @@ def _envelope(report: TargetReport) -> str:
     )
 
 
-def _facts(report: TargetReport) -> str:
+def _facts(name: str, report: TargetReport) -> str:
+    """The metrics its target declares worth showing (a rung's size and quantization facts)."""
+    from targets import get_target
+
+    try:
+        declared = get_target(name).report_facts
+    except UnknownTarget:  # a version packaged for a target this release no longer has
+        return ""
     extra = report.metrics.model_dump(exclude_none=True)
-    return ", ".join(f"{k} {extra[k]}" for k in QUANTIZATION_FACTS if k in extra)
+    return ", ".join(f"{k} {extra[k]}" for k in declared if k in extra)
 
 
 def _row(name: str, report: TargetReport, before: TargetReport | None) -> str:
@@ -65,7 +72,7 @@ def _row(name: str, report: TargetReport, before: TargetReport | None) -> str:
         f"<td class=num>{_num(m.load_ms, '.1f')}</td>",
         f"<td class=num>{_num(m.latency_ms_p50, '.3f')}</td>",
         f"<td>{escape(_envelope(report))}</td>",
-        f"<td>{escape(_facts(report))}</td>",
+        f"<td>{escape(_facts(name, report))}</td>",
     ]
     return f"<tr data-target='{escape(name)}'>" + "".join(cells) + "</tr>"
 

@@ -16,7 +16,7 @@ from flows.package import package_model
 from registry import Registry, VersionManifest, open_registry
 from shipyard.drift import DriftRow, drift_rows, toolchain_changes
 from shipyard.errors import InputError, NotFound, one_line
-from shipyard.report import Status
+from shipyard.report import RunReport, Status
 from shipyard.spec import parse_spec
 from targets import resolve_targets
 from targets.pipeline import check_target_settings
@@ -78,7 +78,7 @@ def _spec_refused_today(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, dict[str, Any] | str]:
+def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, RunReport | str]:
     """One package-model flow run per model, for any worker of the pool; each one's report or error.
 
     Idempotency keys tie the runs to this nightly run, so a re-run of the nightly (after a crash)
@@ -99,7 +99,7 @@ def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, dic
         )
         for model, parameters in runs.items()
     }
-    results: dict[str, dict[str, Any] | str] = {}
+    results: dict[str, RunReport | str] = {}
     deadline = time.monotonic() + WAIT_FOR_RUNS_S
     with get_client(sync_client=True) as client:
         for model, run in started.items():
@@ -117,9 +117,9 @@ def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, dic
     return results
 
 
-def _in_process(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | str]:
+def _in_process(runs: dict[str, dict[str, Any]]) -> dict[str, RunReport | str]:
     """Each model packaged as a subflow of this run (no deployment to fan out to)."""
-    results: dict[str, dict[str, Any] | str] = {}
+    results: dict[str, RunReport | str] = {}
     for model, parameters in runs.items():
         try:
             results[model] = package_model(**parameters)
@@ -128,29 +128,28 @@ def _in_process(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | s
     return results
 
 
-def _summary(old: VersionManifest, new: dict[str, Any]) -> tuple[list[DriftRow], dict[str, Any]]:
+def _summary(old: VersionManifest, new: RunReport) -> tuple[list[DriftRow], dict[str, Any]]:
     """One re-exported version's drift rows and its summary."""
-    before = {"targets": {n: t.model_dump(mode="json") for n, t in old.targets.items()}}
-    changes = toolchain_changes(old.toolchain, new["toolchain"])
-    reran = [s["step"] for s in new["steps"] if not s["reused"]]
+    changes = toolchain_changes(old.toolchain, new.toolchain)
+    reran = [s.step for s in new.steps if not s.reused]
     get_run_logger().info(
         "%s: v%s -> v%s, toolchain changes %s, %d step(s) run again, %d reused",
         old.model,
         old.version,
-        new["version"],
+        new.version,
         changes or "none",
         len(reran),
-        len(new["steps"]) - len(reran),
+        len(new.steps) - len(reran),
     )
     summary = {
         "model": old.model,
         "old_version": old.version,
-        "new_version": new["version"],
+        "new_version": new.version,
         "toolchain_changes": changes,
         "steps_run": reran,
-        "steps_reused": len(new["steps"]) - len(reran),
+        "steps_reused": len(new.steps) - len(reran),
     }
-    return drift_rows(old.model, before, new), summary
+    return drift_rows(old.model, old.targets, new.targets), summary
 
 
 @flow(name="nightly-reexport", validate_parameters=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -66,7 +65,7 @@ def publish(result: PipelineResult, registry_url: str | None, run: RunInfo) -> i
 
 
 @task(name="record-report", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def record_report(registry_url: str | None, flow_run_id: str, report: dict[str, Any]) -> None:
+def record_report(registry_url: str | None, flow_run_id: str, report: RunReport) -> None:
     """Keep the report in the registry under runs/<flow run id> (what the webhook's status shows)."""
     open_registry(registry_url).save_run_report(flow_run_id, report)
 
@@ -96,7 +95,7 @@ def package_model(
     registry: str | None = None,
     keep_workdir: bool = False,
     samples: str | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """Package a model for every requested target, prove each artifact in its runtime, publish what passed.
 
     Args:
@@ -138,5 +137,5 @@ def package_model(
     get_run_logger().info("%s v%s: %s", report.model, report.version or "-", summary)
     _ui_artifacts(report)
     if flow_run_id:
-        record_report(registry, flow_run_id, report.to_json_dict())
-    return report.to_json_dict()
+        record_report(registry, flow_run_id, report)
+    return report

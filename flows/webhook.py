@@ -18,8 +18,8 @@ is removed on every exit, a client disconnect included. GET /v1/runs answers onl
 webhook was given, with server paths dropped from what it returns.
 
 Run: python -m flows.webhook (127.0.0.1:$SHIPYARD_WEBHOOK_PORT, default 8000). Settings come from
-the environment: SHIPYARD_WEBHOOK_SECRET (required, at least 16 characters), SHIPYARD_REGISTRY,
-SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR,
+the environment (shipyard/settings.py): SHIPYARD_WEBHOOK_SECRET (required, at least 16 characters),
+SHIPYARD_REGISTRY, SHIPYARD_WEBHOOK_MAX_MB, SHIPYARD_WEBHOOK_MAX_UPLOADS, SHIPYARD_WEBHOOK_SPOOL_DIR,
 SHIPYARD_WEBHOOK_READ_TIMEOUT_S, SHIPYARD_WEBHOOK_MIN_KBPS, SHIPYARD_WEBHOOK_BODY_SIGNATURES, PREFECT_API_URL.
 The handler checks the upload, stores it and the submission in the registry, and answers 202:
 from then on the submission is durable (a webhook or Prefect restart loses nothing accepted).
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -54,6 +53,7 @@ from flows._upload import Upload, UploadRefused, receive_upload
 from registry import Registry, read_submission, record_submission, run_id_for, submission_key
 from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError
+from shipyard.settings import settings as env_settings
 from shipyard.spec import MODEL_NAME_RE, parse_spec, parse_spec_text
 
 __all__ = ["WebhookSettings", "create_app"]
@@ -83,21 +83,21 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
-        secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET", "")
-        if len(secret) < 16:
+        env = env_settings()
+        if len(env.webhook_secret) < 16:
             raise SystemExit("SHIPYARD_WEBHOOK_SECRET must be set (at least 16 characters)")
-        port = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
+        public_url = env.webhook_public_url
         return cls(
-            secret=secret,
-            registry=os.environ.get("SHIPYARD_REGISTRY"),
-            max_bytes=int(float(os.environ.get("SHIPYARD_WEBHOOK_MAX_MB", "2048")) * 1024 * 1024),
-            public_url=os.environ.get("SHIPYARD_WEBHOOK_PUBLIC_URL", f"http://127.0.0.1:{port}"),
-            spool_dir=Path(os.environ.get("SHIPYARD_WEBHOOK_SPOOL_DIR", tempfile.gettempdir())),
-            max_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_UPLOADS", "4")),
-            max_small_uploads=int(os.environ.get("SHIPYARD_WEBHOOK_MAX_SMALL_UPLOADS", "64")),
-            body_signatures=os.environ.get("SHIPYARD_WEBHOOK_BODY_SIGNATURES", "1") != "0",
-            read_grace_s=float(os.environ.get("SHIPYARD_WEBHOOK_READ_TIMEOUT_S", "30")),
-            min_rate_bytes_s=float(os.environ.get("SHIPYARD_WEBHOOK_MIN_KBPS", "64")) * 1024,
+            secret=env.webhook_secret,
+            registry=env.registry,
+            max_bytes=int(env.webhook_max_mb * 1024 * 1024),
+            public_url=f"http://127.0.0.1:{env.webhook_port}" if public_url is None else public_url,
+            spool_dir=env.webhook_spool_dir,
+            max_uploads=env.webhook_max_uploads,
+            max_small_uploads=env.webhook_max_small_uploads,
+            body_signatures=env.webhook_body_signatures,
+            read_grace_s=env.webhook_read_timeout_s,
+            min_rate_bytes_s=env.webhook_min_kbps * 1024,
         )
 
 
@@ -340,8 +340,8 @@ async def run_status(request: Request) -> JSONResponse:
     if kind in FINAL_STATES:
         report = await run_in_threadpool(state.registry.run_report, str(flow_run.id))
         if report:
-            fields = ("model", "version", "source_sha256", "toolchain", "targets")
-            body.update(_without_server_paths({k: report[k] for k in fields}))
+            fields = {"model", "version", "source_sha256", "toolchain", "targets"}
+            body.update(_without_server_paths(report.model_dump(mode="json", include=fields)))
         elif kind != "COMPLETED":  # e.g. the prepare step found the upload damaged
             message = flow_run.state.message if flow_run.state else None
             said = _without_server_paths(message.strip().splitlines()[-1][:500]) if message else ""
@@ -404,9 +404,8 @@ def main() -> None:
     import uvicorn
 
     settings = WebhookSettings.from_env()
-    port = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
-    host = os.environ.get("SHIPYARD_WEBHOOK_HOST", "127.0.0.1")  # containers set 0.0.0.0
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    env = env_settings()  # containers set SHIPYARD_WEBHOOK_HOST=0.0.0.0
+    uvicorn.run(create_app(settings), host=env.webhook_host, port=env.webhook_port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,14 @@ from pathlib import Path
 
 from infra._pidfile import live_pid, write_pid
 from infra._secrets import stored_secret
+from shipyard.settings import env_name, settings
 
-STATE = Path(os.environ.get("SHIPYARD_SERVICE_DIR", ".shipyard/service")).resolve()
-PREFECT_PORT = int(os.environ.get("SHIPYARD_PREFECT_PORT", "4200"))
-WEBHOOK_PORT = int(os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000"))
-POSTGRES_PORT = int(os.environ.get("SHIPYARD_POSTGRES_PORT", "54320"))
-S3_PORT = int(os.environ.get("SHIPYARD_S3_PORT", "8333"))
+_SETTINGS = settings()  # read once: the service's folder and ports are fixed for its life
+STATE = _SETTINGS.service_dir.resolve()
+PREFECT_PORT = _SETTINGS.prefect_port
+WEBHOOK_PORT = _SETTINGS.webhook_port
+POSTGRES_PORT = _SETTINGS.postgres_port
+S3_PORT = _SETTINGS.s3_port
 BUCKET = "shipyard"
 
 
@@ -44,7 +46,7 @@ def _secret(name: str, given: str | None) -> str:
 
 
 def _own_s3() -> bool:
-    return not os.environ.get("SHIPYARD_REGISTRY")
+    return not settings().registry
 
 
 def prefect_auth_string(state: Path = STATE) -> str:
@@ -62,15 +64,15 @@ def _env() -> dict[str, str]:
         "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "SHIPYARD_HOME": os.environ.get("SHIPYARD_HOME", str(STATE / "home")),
-        "SHIPYARD_WEBHOOK_SECRET": _secret("webhook.secret", os.environ.get("SHIPYARD_WEBHOOK_SECRET")),
-        "SHIPYARD_WEBHOOK_PORT": str(WEBHOOK_PORT),
+        env_name("home"): os.environ.get(env_name("home"), str(STATE / "home")),  # the service's own default
+        env_name("webhook_secret"): _secret("webhook.secret", settings().webhook_secret),
+        env_name("webhook_port"): str(WEBHOOK_PORT),
         "PREFECT_API_AUTH_STRING": prefect_auth_string(),
     }
     if _own_s3():
         env.update(
             {
-                "SHIPYARD_REGISTRY": f"s3://{BUCKET}/registry",
+                env_name("registry"): f"s3://{BUCKET}/registry",
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "shipyard",
                 "AWS_SECRET_ACCESS_KEY": _secret("s3.secret", os.environ.get("AWS_SECRET_ACCESS_KEY")),
@@ -168,7 +170,7 @@ def start_worker(env: dict[str, str], name: str | None = None) -> str:
         name = next(f"worker-{i}" for i in itertools.count(1) if not _pid(f"worker-{i}"))
     home = STATE / name
     (home / "prefect").mkdir(parents=True, exist_ok=True)
-    worker_env = {**env, "SHIPYARD_HOME": str(home / "home"), "PREFECT_HOME": str(home / "prefect")}
+    worker_env = {**env, env_name("home"): str(home / "home"), "PREFECT_HOME": str(home / "prefect")}
     _start(name, [sys.executable, "-m", "infra.worker", "--name", name], worker_env)
     return name
 

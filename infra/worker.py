@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,10 +35,11 @@ from prefect.settings import (
 )
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from flows._concurrency import worker_slots
+from flows._concurrency import worker_name, worker_slots
 from flows._warm_runs import SERVER_ENV, launcher_command
 from flows.deploy import WORK_POOL
 from shipyard.runtime_dir import runtime_dir
+from shipyard.settings import env_name, settings
 
 
 class LockedJobConfiguration(ProcessJobConfiguration):
@@ -65,7 +65,7 @@ def warm_server() -> Iterator[None]:
     """The worker's warm flow-run server, for as long as the worker runs (it exits when its stdin
     closes, so also when the worker is killed). Without a private runtime folder, runs start cold."""
     folder = runtime_dir()
-    if folder is None or os.environ.get("SHIPYARD_WARM_RUNS") == "0":
+    if folder is None or not settings().warm_runs:
         yield
         return
     path = Path(folder) / f"flows-{os.getpid()}.sock"
@@ -99,8 +99,8 @@ async def serve(name: str, slots: int) -> None:
 def worker_env(name: str, slots: int) -> dict[str, str]:
     return {
         **os.environ,
-        "SHIPYARD_WORKER_NAME": name,
-        "SHIPYARD_WORKER_SLOTS": str(slots),
+        env_name("worker_name"): name,
+        env_name("worker_slots"): str(slots),
         "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -113,7 +113,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--name",
-        default=os.environ.get("SHIPYARD_WORKER_NAME") or socket.gethostname(),
+        default=worker_name(),
         help="its name in Prefect, unique per worker (default: $SHIPYARD_WORKER_NAME, else the host name)",
     )
     parser.add_argument(

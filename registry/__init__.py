@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -22,6 +21,7 @@ from registry._submissions import (
     submission_key,
 )
 from shipyard.errors import InputError
+from shipyard.settings import settings
 
 __all__ = [
     "AliasRecord",
@@ -51,10 +51,10 @@ __all__ = [
 
 def default_registry_url() -> str:
     """$SHIPYARD_REGISTRY, else a folder under $SHIPYARD_HOME (default ~/.shipyard)."""
-    if url := os.environ.get("SHIPYARD_REGISTRY"):
+    env = settings()
+    if url := env.registry:
         return url
-    home = Path(os.environ.get("SHIPYARD_HOME", Path.home() / ".shipyard"))
-    return (home / "registry").resolve().as_uri()
+    return (env.home / "registry").resolve().as_uri()
 
 
 def open_registry(url: str | None = None) -> Registry:

@@ -8,14 +8,13 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from registry._backend import Backend, Progress
 from registry._local import temp_file_beside
 from registry._manifest import AliasRecord, GcItem, GcReport, VersionDraft, VersionManifest
 from registry._submissions import DISPATCHED, kept_submissions, uploads_needed
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
-from shipyard.report import Status
+from shipyard.report import RunReport, Status
 from shipyard.spec import MODEL_NAME_RE, normalize_model_name
 
 __all__ = ["Registry", "parse_ref"]
@@ -321,10 +320,10 @@ class Registry:
                 continue
         raise RegistryError(f"alias {model}@{alias} kept changing; gave up")
 
-    def save_run_report(self, run_id: str, report: dict[str, Any]) -> None:
+    def save_run_report(self, run_id: str, report: RunReport) -> None:
         """Keep a run's report (also when nothing was published) for status queries."""
         with contextlib.suppress(AlreadyExists):
-            self.backend.create(f"runs/{run_id}.json", json.dumps(report, indent=2).encode())
+            self.backend.create(f"runs/{run_id}.json", report.model_dump_json(indent=2).encode())
 
     def save_version_report(self, model: str, version: int, html: str) -> str:
         """Keep a version's HTML report beside its manifest (the first one written stays, as the
@@ -360,13 +359,12 @@ class Registry:
         """The report's URL: file:///... or s3://bucket/prefix/..."""
         return f"{self.url.rstrip('/')}/{self.report_key(model, version)}"
 
-    def run_report(self, run_id: str) -> dict[str, Any] | None:
+    def run_report(self, run_id: str) -> RunReport | None:
         try:
             data, _ = self.backend.read(f"runs/{run_id}.json")
         except NotFound:
             return None
-        loaded: dict[str, Any] = json.loads(data)
-        return loaded
+        return RunReport.model_validate_json(data)
 
     def check_access(self) -> None:
         """Fail now, not after an hour of exports, if the registry cannot be listed."""

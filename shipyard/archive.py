@@ -1,32 +1,36 @@
 """Uploaded archives (.zip, .tar, .tar.gz): listed within limits, unpacked only once every entry is checked.
 
 One set of rules for every archive a source comes in (a SavedModel folder, an ONNX model with
-external data): at most MAX_ARCHIVE_ENTRIES entries and MAX_UNPACKED_BYTES unpacked, no entry
+external data): at most MAX_ARCHIVE_ENTRIES entries and max_unpacked_bytes() unpacked, no entry
 name that could leave the folder (absolute, a drive, a `..` step, a NUL), no links or devices.
 A listing is refused while it is read, so a bomb costs neither all the memory nor all the time.
 """
 
 from __future__ import annotations
 
-import os
 import tarfile
 import zipfile
 import zlib
 from pathlib import Path
 
 from shipyard.errors import SourceError
+from shipyard.settings import settings
 
 __all__ = [
     "MAX_ARCHIVE_ENTRIES",
-    "MAX_UNPACKED_BYTES",
     "check_listing",
+    "max_unpacked_bytes",
     "tar_members",
     "unpack_archive",
     "unsafe_entry_name",
 ]
 
 MAX_ARCHIVE_ENTRIES = 100_000
-MAX_UNPACKED_BYTES = int(os.environ.get("SHIPYARD_MAX_UNPACKED_BYTES", 8 * 2**30))
+
+
+def max_unpacked_bytes() -> int:
+    """$SHIPYARD_MAX_UNPACKED_BYTES, else 8 GiB."""
+    return settings().max_unpacked_bytes
 
 
 def unsafe_entry_name(name: str) -> bool:
@@ -43,10 +47,9 @@ def check_listing(names: list[str], sizes: list[int], source: Path) -> None:
     unsafe = next((n for n in names if unsafe_entry_name(n)), None)
     if unsafe is not None:
         raise SourceError(f"{source}: archive entry {unsafe[:80]!r} points outside the archive")
-    if sum(sizes) > MAX_UNPACKED_BYTES:
+    if sum(sizes) > (most := max_unpacked_bytes()):
         raise SourceError(
-            f"{source}: unpacks to {sum(sizes):,} bytes, more than {MAX_UNPACKED_BYTES:,} "
-            "(SHIPYARD_MAX_UNPACKED_BYTES)"
+            f"{source}: unpacks to {sum(sizes):,} bytes, more than {most:,} (SHIPYARD_MAX_UNPACKED_BYTES)"
         )
 
 
@@ -55,16 +58,14 @@ def tar_members(tar: tarfile.TarFile, path: Path) -> list[tarfile.TarInfo]:
     listing of millions of entries, or a .tar.gz that inflates without end, costs neither all
     the memory nor all the time."""
     members: list[tarfile.TarInfo] = []
-    unpacked = 0
+    unpacked, most = 0, max_unpacked_bytes()
     for member in tar:
         members.append(member)
         unpacked += member.size
         if len(members) > MAX_ARCHIVE_ENTRIES:
             raise SourceError(f"{path}: more than {MAX_ARCHIVE_ENTRIES:,} archive entries")
-        if unpacked > MAX_UNPACKED_BYTES:
-            raise SourceError(
-                f"{path}: unpacks to more than {MAX_UNPACKED_BYTES:,} bytes (SHIPYARD_MAX_UNPACKED_BYTES)"
-            )
+        if unpacked > most:
+            raise SourceError(f"{path}: unpacks to more than {most:,} bytes (SHIPYARD_MAX_UNPACKED_BYTES)")
     return members
 
 

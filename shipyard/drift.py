@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from pydantic import BaseModel
+
+from shipyard.report import Status, TargetReport
 
 __all__ = ["DriftRow", "drift_rows", "toolchain_changes"]
 
@@ -33,24 +35,29 @@ def _delta(old: float | None, new: float | None) -> str:
     return f"{old:.3g} -> {new:.3g}"
 
 
-def drift_rows(model: str, old: dict[str, Any], new: dict[str, Any]) -> list[DriftRow]:
-    """One row per target: status, error and size before and after. `old`/`new`: run reports."""
+def drift_rows(
+    model: str, old: Mapping[str, TargetReport], new: Mapping[str, TargetReport]
+) -> list[DriftRow]:
+    """One row per target: status, error and size before and after (each a version's or run's
+    target reports)."""
     rows = []
-    for target in sorted(set(old["targets"]) | set(new["targets"])):
-        before = old["targets"].get(target, {})
-        after = new["targets"].get(target, {})
-        m0, m1 = before.get("metrics", {}), after.get("metrics", {})
-        status = f"{before.get('status', '-')} -> {after.get('status', '-')}"
+    missing = TargetReport(status=Status.SKIPPED)
+    for target in sorted(set(old) | set(new)):
+        before, after = old.get(target), new.get(target)
+        m0, m1 = (before or missing).metrics, (after or missing).metrics
+        status = f"{before.status.value if before else '-'} -> {after.status.value if after else '-'}"
         rows.append(
             DriftRow(
                 model=model,
                 target=target,
                 status=status,
-                max_abs_err=_delta(m0.get("max_abs_err"), m1.get("max_abs_err")),
-                cosine=_delta(m0.get("cosine"), m1.get("cosine")),
-                artifact_bytes=_delta(m0.get("artifact_bytes"), m1.get("artifact_bytes")),
-                regressed=before.get("status") == "passed" and after.get("status") != "passed",
-                error=(after.get("error") or "")[:160],
+                max_abs_err=_delta(m0.max_abs_err, m1.max_abs_err),
+                cosine=_delta(m0.cosine, m1.cosine),
+                artifact_bytes=_delta(m0.artifact_bytes, m1.artifact_bytes),
+                regressed=before is not None
+                and before.status is Status.PASSED
+                and (after is None or after.status is not Status.PASSED),
+                error=((after.error if after else None) or "")[:160],
             )
         )
     return rows

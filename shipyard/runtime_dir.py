@@ -13,13 +13,15 @@ import stat
 import tempfile
 from pathlib import Path
 
+from shipyard.settings import settings
+
 __all__ = ["owned_folder", "runtime_dir"]
 
 
 def runtime_dir(create: bool = True) -> Path | None:
     """The private folder, or None if it is not safe to use."""
-    if explicit := os.environ.get("SHIPYARD_RUNTIME_DIR"):
-        folder = Path(explicit)
+    if (explicit := settings().runtime_dir) is not None:
+        folder = explicit
     elif xdg := os.environ.get("XDG_RUNTIME_DIR"):
         folder = Path(xdg) / "shipyard"
     else:

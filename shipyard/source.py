@@ -16,12 +16,19 @@ from shipyard.archive import check_listing, tar_members, unsafe_entry_name
 from shipyard.errors import SourceError
 
 __all__ = [
+    "ModelClass",
     "SourceKind",
     "detect_kind",
     "holds_saved_model",
     "onnx_entries",
     "onnx_header_ir_version",
 ]
+
+
+class ModelClass(StrEnum):
+    """What a model computes, which decides what a target builds from it (Target.builds)."""
+
+    FIXED_SHAPE = "fixed-shape"  # one forward pass over tensors whose dims the signature bounds
 
 
 class SourceKind(StrEnum):

@@ -10,7 +10,6 @@ inputs that do not fit even at their smallest, or samples that hold more, are re
 from __future__ import annotations
 
 import math
-import os
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from shipyard.errors import SourceError, SpecError
+from shipyard.settings import Settings, settings
 from shipyard.signature import Signature, TensorSpec, default_typical
 from shipyard.spec import Spec, TensorOverride
 
@@ -37,20 +37,22 @@ __all__ = [
     "save_arrays",
 ]
 
-DEFAULT_MAX_VARIANT_ELEMENTS = 1 << 24  # 16.8 M input elements (64 MB of float32) per variant
+# 16.8 M input elements (64 MB of float32) per variant
+DEFAULT_MAX_VARIANT_ELEMENTS: int = Settings.model_fields["max_variant_elements"].default
 OUTPUT_ROOM = 8
 
 
 def max_variant_elements() -> int:
     """$SHIPYARD_MAX_VARIANT_ELEMENTS, else 16,777,216."""
-    return int(os.environ.get("SHIPYARD_MAX_VARIANT_ELEMENTS") or DEFAULT_MAX_VARIANT_ELEMENTS)
+    return settings().max_variant_elements
 
 
 def max_output_elements(max_inputs: int) -> int:
     """What one variant's outputs may hold: $SHIPYARD_MAX_OUTPUT_ELEMENTS, else OUTPUT_ROOM times
     what its inputs may hold (detectors and decoders give more than they take; a program whose
     outputs expand ten-thousandfold would write gigabytes per variant and per runtime)."""
-    return int(os.environ.get("SHIPYARD_MAX_OUTPUT_ELEMENTS") or OUTPUT_ROOM * max_inputs)
+    explicit = settings().max_output_elements
+    return OUTPUT_ROOM * max_inputs if explicit is None else explicit
 
 
 def input_elements(signature: Signature, dims: dict[str, int]) -> int:

@@ -1,6 +1,7 @@
 """Target catalog and runtime harnesses. Importing this package registers every target.
 
-`targets.pipeline` runs them: check a request, plan its steps, run and judge them.
+`targets.pipeline` runs them: check a request, plan its steps, run and judge them. A target
+module needs only the names below (see CONTRIBUTING.md: adding a target).
 """
 
 from targets import (
@@ -13,6 +14,9 @@ from targets import (
     triton,
 )
 from targets._catalog import (
+    Build,
+    NoOptions,
+    Rung,
     Target,
     all_targets,
     get_target,
@@ -21,17 +25,24 @@ from targets._catalog import (
     resolve_targets,
 )
 from targets._formats import Conversion, Format, all_conversions, conversion_path
+from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 __all__ = [
+    "Build",
     "Conversion",
     "ExportJob",
     "ExportResult",
     "Family",
     "Format",
+    "NoOptions",
+    "Predict",
+    "Rung",
     "RuntimeJob",
     "RuntimeResult",
+    "StepRecipe",
     "Target",
     "all_conversions",
     "all_targets",
@@ -44,6 +55,7 @@ __all__ = [
     "precision_ladder",
     "register_target",
     "resolve_targets",
+    "run_in_process",
     "tfjs",
     "triton",
 ]

@@ -6,10 +6,10 @@ targets are proven in Node only and their notes say so.
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import Any
 
+from shipyard.settings import settings
 from targets._jobs import Check, RuntimeJob, RuntimeResult
 from targets._node import HarnessModel, run_js_harness
 
@@ -18,9 +18,10 @@ __all__ = ["chromium_binary", "run_in_chromium", "with_browser"]
 
 def chromium_binary() -> str | None:
     """$SHIPYARD_CHROMIUM, else `chromium` on PATH; None when absent or SHIPYARD_BROWSER=off."""
-    if os.environ.get("SHIPYARD_BROWSER", "on").lower() in ("off", "0", "false", "no"):
+    env = settings()
+    if not env.browser:
         return None
-    return os.environ.get("SHIPYARD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return env.chromium or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def run_in_chromium(

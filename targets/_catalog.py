@@ -1,11 +1,13 @@
-"""The target catalog: target name -> the format it starts from, exporter, runtime, options, gates.
+"""The target catalog: target name -> what it builds from each model class, its options, gates, rungs.
 
-Entries name their exporter and runtime by import path so that reading the catalog
-(`shipyard --help`, spec checks) never imports a converter.
+Entries name their export and validation functions by import path (StepRecipe) so that reading the
+catalog (`shipyard --help`, spec checks) never imports a converter. Registering a target registers
+its precision rungs too, each a target of its own named `<name>-<precision>`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,14 +16,16 @@ from pydantic import BaseModel, ValidationError
 from shipyard.errors import SpecError, UnknownTarget
 from shipyard.gates import Gates
 from shipyard.precision import Precision
-from shipyard.source import SourceKind
+from shipyard.source import ModelClass, SourceKind
 from shipyard.spec import TargetSettings, first_error
 from targets._formats import Format, NoOptions, conversion_path, source_format
-from targets.engine.family import Family
 from targets.engine.limits import max_step_memory_mb, max_step_timeout_s
+from targets.engine.recipe import StepRecipe
 
 __all__ = [
+    "Build",
     "NoOptions",
+    "Rung",
     "Target",
     "all_targets",
     "get_target",
@@ -32,47 +36,89 @@ __all__ = [
     "variant_name",
 ]
 
-DEFAULT_TIMEOUT_S = 900
+
+@dataclass(frozen=True)
+class Build:
+    """What a target makes from one class of model: the format its export starts from (shared
+    conversions lead there), the export and the validation that runs the artifact."""
+
+    consumes: Format
+    export: StepRecipe  # its function takes an ExportJob, returns an ExportResult
+    validate: StepRecipe  # its function takes a RuntimeJob, returns a RuntimeResult
+    baseline: Format | None = None  # run beside the artifact, unpublished, held to float32 gates
+    needs_signature: bool = True  # False: the export reads only the source, so starts before prepare ends
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A precision on a target's ladder beyond its own: what that rung's target differs in."""
+
+    summary: str
+    gates: Gates
+    options: type[BaseModel] | None = None  # None: the target's own
+    toolchain: tuple[str, ...] = ()  # added to the export's (a quantizer)
+    warm: tuple[str, ...] = ()  # added to the export's preloaded modules
+    calibrated: bool = False  # its export gets calibration inputs and its gates
+    report_facts: tuple[str, ...] = ()  # its export's metrics that the HTML report shows
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     summary: str
-    consumes: Format  # the format its exporter starts from; shared conversions lead there
-    exporter: str  # "module:function" taking an ExportJob
-    runtime: str  # "module:function" taking a RuntimeJob
+    builds: Mapping[ModelClass, Build]
     gates: Gates
     options: type[BaseModel] = NoOptions
-    baseline: Format | None = None  # run beside the artifact, unpublished, held to float32 gates
-    timeout_s: int = DEFAULT_TIMEOUT_S
-    toolchain: tuple[str, ...] = ()  # what shapes the exported bytes (beyond the conversions')
-    runtime_toolchain: tuple[str, ...] = ()  # what validation runs the artifact in
-    cost_s: float = 5.0  # rough export seconds, so long chains start first
-    family: Family = Family.TORCH  # the warm process family its export runs in
-    runtime_family: Family = Family.TORCH  # and its validation
-    warm: tuple[str, ...] = ()  # modules the export needs imported ("module:function" warms up)
-    runtime_warm: tuple[str, ...] = ()  # and the validation
-    needs_signature: bool = True  # False: its export reads only the source, so starts before prepare ends
     precision: Precision = Precision.FP32
-    ladder: str | None = None  # the fp32 target whose precision ladder this variant is on
     calibrated: bool = False  # its export gets calibration inputs and its gates (quantizers)
-    unoffered: dict[Precision, str] = field(default_factory=dict)  # ladder rungs it lacks, and why
+    rungs: Mapping[Precision, Rung] = field(default_factory=dict)  # registered as targets of their own
+    unoffered: Mapping[Precision, str] = field(default_factory=dict)  # ladder rungs it lacks, and why
+    ladder: str | None = None  # set on a rung's target: the target whose ladder it is on
+    report_facts: tuple[str, ...] = ()  # its export's metrics that the HTML report shows (quantization)
 
-    def rung(self, precision: Precision, **changes: Any) -> Target:
-        """This target's `precision` rung: a target of its own, named `<name>-<precision>`."""
-        name = variant_name(self.name, precision)
-        return replace(self, name=name, precision=precision, ladder=self.name, unoffered={}, **changes)
+    def build(self, model_class: ModelClass = ModelClass.FIXED_SHAPE) -> Build | None:
+        return self.builds.get(model_class)
+
+    @property
+    def consumes(self) -> Format:
+        """The format a fixed-shape model's export starts from."""
+        build = self.build()
+        if build is None:
+            raise ValueError(f"{self.name} builds no {ModelClass.FIXED_SHAPE.value} model")
+        return build.consumes
+
+    def rung_target(self, precision: Precision) -> Target:
+        """The target of this target's `precision` rung, named `<name>-<precision>`."""
+        rung = self.rungs[precision]
+        builds = {
+            model_class: replace(build, export=build.export.extended(rung.toolchain, rung.warm))
+            for model_class, build in self.builds.items()
+        }
+        return replace(
+            self,
+            name=variant_name(self.name, precision),
+            summary=rung.summary,
+            builds=builds,
+            gates=rung.gates,
+            options=rung.options or self.options,
+            precision=precision,
+            calibrated=rung.calibrated,
+            report_facts=rung.report_facts,
+            rungs={},
+            unoffered={},
+            ladder=self.name,
+        )
 
     @property
     def in_default_set(self) -> bool:
         """Built when no target is named; ladder variants are built only when asked for."""
         return self.ladder is None
 
-    def accepts(self, kind: SourceKind) -> bool:
-        """Can this target be built from a source of this kind (through the shared conversions)?"""
-        start = source_format(kind)
-        return start is not None and conversion_path(start, self.consumes) is not None
+    def accepts(self, kind: SourceKind, model_class: ModelClass = ModelClass.FIXED_SHAPE) -> bool:
+        """Can this target build a model of this class from a source of this kind (through the
+        shared conversions)?"""
+        start, build = source_format(kind).format, self.build(model_class)
+        return start is not None and build is not None and conversion_path(start, build.consumes) is not None
 
     def parse_options(self, options: dict[str, Any]) -> BaseModel:
         try:
@@ -121,9 +167,12 @@ _TARGETS: dict[str, Target] = {}
 
 
 def register_target(target: Target) -> Target:
-    if target.name in _TARGETS:
-        raise ValueError(f"target {target.name!r} is registered twice")
-    _TARGETS[target.name] = target
+    """Add a target and the targets of its precision rungs to the catalog."""
+    made = [target, *(target.rung_target(p) for p in target.rungs)]
+    for each in made:
+        if each.name in _TARGETS:
+            raise ValueError(f"target {each.name!r} is registered twice")
+    _TARGETS.update({each.name: each for each in made})
     return target
 
 

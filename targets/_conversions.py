@@ -20,6 +20,7 @@ from shipyard.signature import Signature
 from targets._formats import Conversion, Format, register_conversion
 from targets._jobs import ExportJob, ExportResult
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 __all__: list[str] = []
 
@@ -160,110 +161,128 @@ register_conversion(
     Conversion(
         consumes=Format.TORCH_EXPORT,
         produces=Format.ONNX,
-        converter="targets._conversions:to_onnx",
-        options=OnnxOptions,
-        toolchain=("torch", "onnx", "onnxscript"),
-        cost_s=3,
-        warm=(
-            "torch.export.pt2_archive._package",
-            "torch.onnx._internal.exporter._core",
-            "onnxscript.optimizer",
-            "onnx.reference",
-            "exporters.torch2onnx",
+        recipe=StepRecipe(
+            function="targets._conversions:to_onnx",
+            toolchain=("torch", "onnx", "onnxscript"),
+            cost_s=3,
+            warm=(
+                "torch.export.pt2_archive._package",
+                "torch.onnx._internal.exporter._core",
+                "onnxscript.optimizer",
+                "onnx.reference",
+                "exporters.torch2onnx",
+            ),
         ),
+        options=OnnxOptions,
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.ONNX,
         produces=Format.SAVED_MODEL,
-        converter="targets._conversions:to_saved_model",
+        recipe=StepRecipe(
+            function="targets._conversions:to_saved_model",
+            toolchain=("onnx", "onnx2tf", "onnxsim", "onnxruntime", "tensorflow", "tf-keras"),
+            cost_s=10,
+            timeout_s=1200,
+            family=Family.TF,
+            warm=("tensorflow", "tf_keras", "onnx2tf", "onnxsim", "onnxruntime", "exporters.onnx2savedmodel"),
+        ),
         options=SavedModelOptions,
-        toolchain=("onnx", "onnx2tf", "onnxsim", "onnxruntime", "tensorflow", "tf-keras"),
-        cost_s=10,
-        timeout_s=1200,
-        family=Family.TF,
-        warm=("tensorflow", "tf_keras", "onnx2tf", "onnxsim", "onnxruntime", "exporters.onnx2savedmodel"),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.KERAS,
         produces=Format.SAVED_MODEL,
-        converter="targets._conversions:keras_to_saved_model",
+        recipe=StepRecipe(
+            function="targets._conversions:keras_to_saved_model",
+            toolchain=("keras", "tensorflow"),
+            cost_s=4,
+            family=Family.TF,
+            warm=("tensorflow", "keras", "exporters.keras2savedmodel"),
+        ),
         options=KerasSavedModelOptions,
-        toolchain=("keras", "tensorflow"),
-        cost_s=4,
-        family=Family.TF,
-        warm=("tensorflow", "keras", "exporters.keras2savedmodel"),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.KERAS,
         produces=Format.ONNX,
-        converter="targets._conversions:keras_to_onnx",
+        recipe=StepRecipe(
+            function="targets._conversions:keras_to_onnx",
+            toolchain=("keras", "tensorflow", "tf2onnx", "onnx"),
+            cost_s=4,
+            family=Family.TF,
+            warm=("tensorflow", "keras", "tf2onnx", "exporters.tensorflow2onnx"),
+        ),
         options=OnnxOptions,
-        toolchain=("keras", "tensorflow", "tf2onnx", "onnx"),
-        cost_s=4,
-        family=Family.TF,
-        warm=("tensorflow", "keras", "tf2onnx", "exporters.tensorflow2onnx"),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.SAVED_MODEL_ARCHIVE,
         produces=Format.SAVED_MODEL,
-        converter="targets._conversions:unpack_saved_model",
-        toolchain=("tensorflow",),
-        cost_s=1,
-        family=Family.TF,
-        warm=("tensorflow", "shipyard.saved_model"),
+        recipe=StepRecipe(
+            function="targets._conversions:unpack_saved_model",
+            toolchain=("tensorflow",),
+            cost_s=1,
+            family=Family.TF,
+            warm=("tensorflow", "shipyard.saved_model"),
+        ),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.ONNX_ARCHIVE,
         produces=Format.ONNX,
-        converter="targets._conversions:unpack_onnx",
-        toolchain=("onnx",),
-        cost_s=1,
-        warm=("onnx", "shipyard.onnx_external"),
+        recipe=StepRecipe(
+            function="targets._conversions:unpack_onnx",
+            toolchain=("onnx",),
+            cost_s=1,
+            warm=("onnx", "shipyard.onnx_external"),
+        ),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.SAVED_MODEL,
         produces=Format.ONNX,
-        converter="targets._conversions:saved_model_to_onnx",
+        recipe=StepRecipe(
+            function="targets._conversions:saved_model_to_onnx",
+            toolchain=("tensorflow", "tf2onnx", "onnx"),
+            cost_s=4,
+            family=Family.TF,
+            warm=("tensorflow", "tf2onnx", "exporters.tensorflow2onnx"),
+        ),
         options=OnnxOptions,
-        toolchain=("tensorflow", "tf2onnx", "onnx"),
-        cost_s=4,
-        family=Family.TF,
-        warm=("tensorflow", "tf2onnx", "exporters.tensorflow2onnx"),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.SAVED_MODEL,
         produces=Format.TFLITE_FP32,
-        converter="targets._conversions:saved_model_to_tflite",
-        toolchain=("tensorflow",),
-        cost_s=5,
-        timeout_s=1200,
-        family=Family.TF,
-        warm=("tensorflow", "exporters.savedmodel2tflite"),
+        recipe=StepRecipe(
+            function="targets._conversions:saved_model_to_tflite",
+            toolchain=("tensorflow",),
+            cost_s=5,
+            timeout_s=1200,
+            family=Family.TF,
+            warm=("tensorflow", "exporters.savedmodel2tflite"),
+        ),
     )
 )
 register_conversion(
     Conversion(
         consumes=Format.TORCH_EXPORT,
         produces=Format.TFLITE_FP32,
-        converter="targets._conversions:to_tflite_fp32",
-        toolchain=("torch", "litert-torch", "tensorflow"),
-        cost_s=5,
-        timeout_s=1200,
-        family=Family.TF,
-        warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
+        recipe=StepRecipe(
+            function="targets._conversions:to_tflite_fp32",
+            toolchain=("torch", "litert-torch", "tensorflow"),
+            cost_s=5,
+            timeout_s=1200,
+            family=Family.TF,
+            warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
+        ),
     )
 )

@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict
 from shipyard.source import SourceKind
 from targets._jobs import options_as
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 __all__ = [
     "Conversion",
     "Format",
     "NoOptions",
+    "SourceFormat",
     "all_conversions",
     "conversion_path",
     "register_conversion",
@@ -39,18 +41,28 @@ class Format(StrEnum):
     ONNX_ARCHIVE = "onnx-archive"  # an .onnx and its external data files in a .zip, .tar or .tar.gz
 
 
-_SOURCE_FORMATS = {
-    SourceKind.TORCH_EXPORT: Format.TORCH_EXPORT,
-    SourceKind.ONNX: Format.ONNX,
-    SourceKind.KERAS: Format.KERAS,
-    SourceKind.SAVED_MODEL_ARCHIVE: Format.SAVED_MODEL_ARCHIVE,
-    SourceKind.ONNX_ARCHIVE: Format.ONNX_ARCHIVE,
+@dataclass(frozen=True)
+class SourceFormat:
+    """How a source kind enters the graph: the format it is (None: nothing starts from it) and
+    what runs it for its reference outputs (the prepare and reference steps)."""
+
+    format: Format | None
+    family: Family = Family.TORCH  # the warm server that runs the source model
+    toolchain: tuple[str, ...] = ("torch",)  # distributions whose versions shape its outputs
+
+
+_SOURCES = {
+    SourceKind.TORCH_EXPORT: SourceFormat(Format.TORCH_EXPORT),
+    SourceKind.ONNX: SourceFormat(Format.ONNX, toolchain=("onnx", "onnxruntime")),
+    SourceKind.KERAS: SourceFormat(Format.KERAS, Family.TF, ("keras", "tensorflow")),
+    SourceKind.SAVED_MODEL_ARCHIVE: SourceFormat(Format.SAVED_MODEL_ARCHIVE, Family.TF, ("tensorflow",)),
+    SourceKind.ONNX_ARCHIVE: SourceFormat(Format.ONNX_ARCHIVE, toolchain=("onnx", "onnxruntime")),
 }
 
 
-def source_format(kind: SourceKind) -> Format | None:
-    """The format a source of this kind is, if any conversion starts from it."""
-    return _SOURCE_FORMATS.get(kind)
+def source_format(kind: SourceKind) -> SourceFormat:
+    """Where a source of this kind starts and what runs it."""
+    return _SOURCES.get(kind, SourceFormat(None))
 
 
 class NoOptions(BaseModel):
@@ -65,13 +77,8 @@ class Conversion:
 
     consumes: Format
     produces: Format
-    converter: str  # "module:function" taking an ExportJob
+    recipe: StepRecipe  # its function takes an ExportJob
     options: type[BaseModel] = NoOptions
-    toolchain: tuple[str, ...] = ()  # distributions whose versions shape its output
-    cost_s: float = 5.0  # rough seconds, so long chains start first
-    timeout_s: int = 900
-    family: Family = Family.TORCH
-    warm: tuple[str, ...] = ()  # modules it needs imported, loaded in the warm server first
 
     @property
     def name(self) -> str:

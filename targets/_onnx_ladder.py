@@ -10,7 +10,7 @@ from shipyard.gates import FP16_GATES, INT8_GATES
 from shipyard.onnx_external import onnx_bytes
 from shipyard.precision import Int8Options, Precision
 from shipyard.signature import Envelope, fixed_envelope
-from targets._catalog import Target
+from targets._catalog import Rung
 from targets._formats import Format
 from targets._jobs import ExportJob
 
@@ -73,24 +73,24 @@ def ladder_onnx(job: ExportJob) -> LadderOnnx:
     return LadderOnnx(path=made, notes=notes, metrics=metrics, envelope=envelope)
 
 
-def onnx_rungs(base: Target, int8_options: type[BaseModel]) -> list[Target]:
-    """The int8 and fp16 rungs of a target built on ONNX (its exporter builds each at the job's
-    precision)."""
-    toolchain = tuple(dict.fromkeys((*base.toolchain, "onnxruntime")))
-    int8 = base.rung(
-        Precision.INT8,
-        summary=f"{base.name} with an int8 ONNX model (onnxruntime: static QDQ, calibrated; or dynamic)",
-        gates=INT8_GATES,
-        options=int8_options,
-        toolchain=toolchain,
-        calibrated=True,
-        warm=(*base.warm, "onnxruntime.quantization", "exporters.onnx_quantize"),
-    )
-    fp16 = base.rung(
-        Precision.FP16,
-        summary=f"{base.name} with an fp16 ONNX model (float32 inputs and outputs)",
-        gates=FP16_GATES,
-        toolchain=toolchain,
-        warm=(*base.warm, "onnxruntime.transformers.float16", "exporters.onnx_quantize"),
-    )
-    return [int8, fp16]
+def onnx_rungs(name: str, int8_options: type[BaseModel]) -> dict[Precision, Rung]:
+    """The int8 and fp16 rungs of a target built on ONNX (its export builds each at the job's
+    precision with ladder_onnx)."""
+    return {
+        Precision.INT8: Rung(
+            summary=f"{name} with an int8 ONNX model (onnxruntime: static QDQ, calibrated; or dynamic)",
+            gates=INT8_GATES,
+            options=int8_options,
+            toolchain=("onnxruntime",),
+            warm=("onnxruntime.quantization", "exporters.onnx_quantize"),
+            calibrated=True,
+            report_facts=("size_vs_fp32",),
+        ),
+        Precision.FP16: Rung(
+            summary=f"{name} with an fp16 ONNX model (float32 inputs and outputs)",
+            gates=FP16_GATES,
+            toolchain=("onnxruntime",),
+            warm=("onnxruntime.transformers.float16", "exporters.onnx_quantize"),
+            report_facts=("size_vs_fp32",),
+        ),
+    }

@@ -7,11 +7,13 @@ from typing import Any
 from exporters.torch2aoti import AotiOptions
 from shipyard.gates import FP32_GATES
 from shipyard.precision import Precision
-from targets._catalog import Target, register_target
+from shipyard.source import ModelClass
+from targets._catalog import Build, Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._isa import audit_package
 from targets._jobs import Check, ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets.engine.recipe import StepRecipe
 
 __all__ = ["export", "run_artifact"]
 
@@ -63,15 +65,26 @@ register_target(
     Target(
         name="aoti",
         summary="AOTInductor package for x86-64 CPUs (AVX2 unless the spec says otherwise)",
-        consumes=Format.TORCH_EXPORT,
-        exporter="targets.aoti:export",
-        runtime="targets.aoti:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.TORCH_EXPORT,
+                export=StepRecipe(
+                    "targets.aoti:export",
+                    toolchain=("torch", "gcc"),
+                    warm=("torch._inductor.codecache", "exporters.torch2aoti:warm_up"),
+                    cost_s=15,
+                ),
+                validate=StepRecipe(
+                    "targets.aoti:run_artifact",
+                    toolchain=("torch", "iced-x86"),
+                    warm=("torch._inductor", "targets._isa"),
+                    cost_s=2,
+                ),
+                needs_signature=False,  # compiles the program as saved, so it starts at once
+            )
+        },
         gates=FP32_GATES,
         options=AotiOptions,
-        toolchain=("torch", "gcc"),
-        runtime_toolchain=("torch", "iced-x86"),
-        cost_s=15,
-        needs_signature=False,  # compiles the program as saved, so it starts at once
         unoffered={  # measured 2026-11-30 on an AVX-512 EPYC (see the README's precision ladder)
             Precision.INT8: "aoti-int8 is not offered: Inductor's int8 CPU path (PT2E with "
             "X86InductorQuantizer, frozen) packs the weights for the compiling CPU's ISA, so the "
@@ -80,7 +93,5 @@ register_target(
             Precision.FP16: "aoti-fp16 is not offered: x86 CPUs without AVX512-FP16 or AMX compute "
             "half precision by converting at every op (a small conv net ran 40x slower than float32)",
         },
-        warm=("torch._inductor.codecache", "exporters.torch2aoti:warm_up"),
-        runtime_warm=("torch._inductor", "targets._isa"),
     )
 )

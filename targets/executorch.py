@@ -7,10 +7,12 @@ from typing import Any
 from shipyard.gates import FP32_GATES, INT8_GATES
 from shipyard.precision import Int8Options, Precision
 from shipyard.signature import DimRange
-from targets._catalog import Target, register_target
+from shipyard.source import ModelClass
+from targets._catalog import Build, Rung, Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets.engine.recipe import StepRecipe
 
 __all__ = ["export", "run_artifact"]
 
@@ -94,34 +96,43 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return RuntimeResult(runs=[run_in_process(job, "model.pte", "ExecuTorch XNNPACK", load)])
 
 
-EXECUTORCH = register_target(
+register_target(
     Target(
         name="executorch",
         summary="ExecuTorch .pte, XNNPACK delegate with portable fallback (run in executorch.runtime)",
-        consumes=Format.TORCH_EXPORT,
-        exporter="targets.executorch:export",
-        runtime="targets.executorch:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.TORCH_EXPORT,
+                export=StepRecipe(
+                    "targets.executorch:export",
+                    toolchain=("torch", "executorch"),
+                    warm=(
+                        "executorch.exir.program",
+                        "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                        "executorch.devtools.backend_debug",
+                        "exporters.torch2executorch",
+                    ),
+                    cost_s=6,
+                ),
+                validate=StepRecipe(
+                    "targets.executorch:run_artifact",
+                    toolchain=("executorch",),
+                    warm=("executorch.runtime",),
+                    cost_s=2,
+                ),
+            )
+        },
         gates=FP32_GATES,
-        toolchain=("torch", "executorch"),
-        runtime_toolchain=("executorch",),
-        cost_s=6,
-        warm=(
-            "executorch.exir.program",
-            "executorch.backends.xnnpack.partition.xnnpack_partitioner",
-            "executorch.devtools.backend_debug",
-            "exporters.torch2executorch",
-        ),
-        runtime_warm=("executorch.runtime",),
-    )
-)
-register_target(
-    EXECUTORCH.rung(
-        Precision.INT8,
-        summary="executorch with int8 weights (PT2E XNNPACK quantizer: static, calibrated; or dynamic)",
-        gates=INT8_GATES,
-        options=Int8Options,
-        toolchain=(*EXECUTORCH.toolchain, "torchao"),
-        calibrated=True,
-        warm=(*EXECUTORCH.warm, "torchao.quantization.pt2e.quantize_pt2e"),
+        rungs={
+            Precision.INT8: Rung(
+                summary="executorch with int8 weights (PT2E XNNPACK quantizer: static, calibrated; "
+                "or dynamic)",
+                gates=INT8_GATES,
+                options=Int8Options,
+                toolchain=("torchao",),
+                warm=("torchao.quantization.pt2e.quantize_pt2e",),
+                calibrated=True,
+            )
+        },
     )
 )

@@ -17,11 +17,13 @@ from shipyard.gates import Gates
 from shipyard.precision import Precision
 from shipyard.saved_model import signature_name
 from shipyard.signature import DimRange, Signature
-from targets._catalog import Target, register_target
+from shipyard.source import ModelClass
+from targets._catalog import Build, Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ArtifactRole, ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 if TYPE_CHECKING:
     from exporters.int4_search import Measured
@@ -335,21 +337,36 @@ register_target(
     Target(
         name="litert-int4",
         summary="LiteRT .tflite with int4 weights (accuracy-aware recipe search), run in LiteRT",
-        consumes=Format.TFLITE_FP32,
-        baseline=Format.TFLITE_FP32,
-        exporter="targets.litert_int4:export",
-        runtime="targets.litert_int4:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.TFLITE_FP32,
+                export=StepRecipe(
+                    "targets.litert_int4:export",
+                    family=Family.TF,
+                    toolchain=("ai-edge-quantizer", "ai-edge-litert"),
+                    warm=(
+                        "ai_edge_quantizer.quantizer",
+                        "ai_edge_litert.interpreter",
+                        "exporters.int4_search",
+                    ),
+                    timeout_s=1200,
+                    cost_s=3,
+                ),
+                validate=StepRecipe(
+                    "targets.litert_int4:run_artifact",
+                    family=Family.TF,
+                    toolchain=("ai-edge-litert",),
+                    warm=("ai_edge_litert.interpreter",),
+                    timeout_s=1200,
+                    cost_s=2,
+                ),
+                baseline=Format.TFLITE_FP32,
+            )
+        },
         gates=INT4_GATES,
         options=LiteRtInt4Options,
-        timeout_s=1200,
-        toolchain=("ai-edge-quantizer", "ai-edge-litert"),
-        runtime_toolchain=("ai-edge-litert",),
-        cost_s=3,
-        family=Family.TF,
-        runtime_family=Family.TF,
-        warm=("ai_edge_quantizer.quantizer", "ai_edge_litert.interpreter", "exporters.int4_search"),
-        calibrated=True,
         precision=Precision.INT4,
-        runtime_warm=("ai_edge_litert.interpreter",),
+        calibrated=True,
+        report_facts=("size_vs_fp32", "int4_weight_share", "int8_weight_share", "kept_layers", "search_s"),
     )
 )

@@ -8,12 +8,14 @@ from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP32_GATES
 from shipyard.onnx_external import copy_onnx
 from shipyard.precision import Int8Options
+from shipyard.source import ModelClass
 from targets._browser import run_in_chromium, with_browser
-from targets._catalog import Target, register_target
+from targets._catalog import Build, Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import HarnessModel, run_js_harness
 from targets._onnx_ladder import ladder_onnx, onnx_rungs
+from targets.engine.recipe import StepRecipe
 
 __all__ = ["OrtWebInt8Options", "OrtWebOptions", "export", "run_artifact"]
 
@@ -66,20 +68,28 @@ def _external_data(job: RuntimeJob, file: str) -> list[str]:
     return data_locations(job.artifact(file)) if file.endswith(".onnx") else []
 
 
-ORT_WEB = register_target(
+register_target(
     Target(
         name="ort-web",
         summary="ONNX + ORT format for ONNX Runtime Web (checked in Node, wasm backend)",
-        consumes=Format.ONNX,
-        exporter="targets.ort_web:export",
-        runtime="targets.ort_web:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.ONNX,
+                export=StepRecipe(
+                    "targets.ort_web:export",
+                    toolchain=("onnxruntime",),
+                    warm=("onnxruntime", "exporters.onnx2ort", "exporters.onnx_ir"),
+                    cost_s=1,
+                ),
+                validate=StepRecipe(
+                    "targets.ort_web:run_artifact",
+                    toolchain=("npm:onnxruntime-web", "node", "npm:puppeteer-core", "chromium"),
+                    cost_s=2,
+                ),
+            )
+        },
         gates=FP32_GATES,
         options=OrtWebOptions,
-        toolchain=("onnxruntime",),
-        runtime_toolchain=("npm:onnxruntime-web", "node", "npm:puppeteer-core", "chromium"),
-        cost_s=1,
-        warm=("onnxruntime", "exporters.onnx2ort", "exporters.onnx_ir"),
+        rungs=onnx_rungs("ort-web", OrtWebInt8Options),
     )
 )
-for rung in onnx_rungs(ORT_WEB, OrtWebInt8Options):
-    register_target(rung)

@@ -16,6 +16,7 @@ step cache.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from shipyard.digests import sha256_file
 from shipyard.errors import InputError, ShipyardError, SourceError, SpecError
 from shipyard.prepare import PreparedVariant, check_source, choose_model_name
 from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, TargetReport
+from shipyard.settings import settings as env_settings
 from shipyard.signature import Signature
 from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings, parse_spec
@@ -59,14 +61,15 @@ __all__ = [
 
 
 def shipyard_home() -> Path:
-    return Path(os.environ.get("SHIPYARD_HOME", Path.home() / ".shipyard"))
+    return env_settings().home
 
 
 def default_cache_dir() -> Path | None:
     """$SHIPYARD_CACHE_DIR, else $SHIPYARD_HOME/cache/steps; None when SHIPYARD_CACHE=off."""
-    if os.environ.get("SHIPYARD_CACHE", "on").lower() in ("off", "0", "false", "no"):
+    env = env_settings()
+    if not env.cache:
         return None
-    return Path(os.environ.get("SHIPYARD_CACHE_DIR", shipyard_home() / "cache" / "steps"))
+    return env.home / "cache" / "steps" if env.cache_dir is None else env.cache_dir
 
 
 class PackagingRequest(BaseModel):
@@ -338,7 +341,7 @@ class Engine:
         signature = prepared.result.signature
         reports = {t.name: _target_report(t, request.spec, signature, outcomes) for t in targets}
         reports |= {n: TargetReport(status=Status.SKIPPED, error=why) for n, why in request.skipped.items()}
-        tools = {name for step in plan.steps.values() for name in step.toolchain}
+        tools = {name for step in plan.steps.values() for name in step.recipe.toolchain}
         return PipelineResult(
             request=request,
             signature=signature,
@@ -375,7 +378,8 @@ class Engine:
         """The source's signature with the spec applied, read in an isolated step process
         without running the model (`check_runs` runs it)."""
         plan = plan_steps(request.source_kind, request.spec, [])
-        plan.steps[PREPARE].function = "targets.engine.steps:read_source_signature"
+        prepare = plan.steps[PREPARE]
+        prepare.recipe = replace(prepare.recipe, function="targets.engine.steps:read_source_signature")
         prepared = self._run_plan(request, plan, workdir, None)[PREPARE].result
         assert isinstance(prepared, PreparedSource)
         return prepared.signature

@@ -16,12 +16,14 @@ from exporters.torch2onnx import OnnxOptions
 from shipyard.gates import FP16_GATES, FP32_GATES, INT8_GATES
 from shipyard.precision import Precision
 from shipyard.signature import fixed_envelope
+from shipyard.source import ModelClass
 from targets._browser import run_in_chromium, with_browser
-from targets._catalog import Target, register_target
+from targets._catalog import Build, Rung, Target, register_target
 from targets._formats import Format
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._node import HarnessModel, run_js_harness
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 if TYPE_CHECKING:
     from exporters.savedmodel2tfjs import WeightStorage
@@ -94,40 +96,51 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return with_browser(node, run_in_chromium(job, "tfjs", models[0], in_browser))
 
 
-TFJS = register_target(
+register_target(
     Target(
         name="tfjs",
         summary="TF.js graph model via ONNX, onnx2tf, tensorflowjs (gated for cpu/wasm/webgl; run in Node)",
-        consumes=Format.SAVED_MODEL,
-        exporter="targets.tfjs:export",
-        runtime="targets.tfjs:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.SAVED_MODEL,
+                export=StepRecipe(
+                    "targets.tfjs:export",
+                    family=Family.TF,
+                    toolchain=("tensorflow", "tensorflowjs"),
+                    warm=(
+                        "exporters.savedmodel2tfjs",
+                        "tensorflowjs.converters.tf_saved_model_conversion_v2",
+                    ),
+                    timeout_s=1200,
+                    cost_s=4,
+                ),
+                validate=StepRecipe(
+                    "targets.tfjs:run_artifact",
+                    toolchain=(
+                        "npm:@tensorflow/tfjs",
+                        "npm:@tensorflow/tfjs-backend-wasm",
+                        "node",
+                        "npm:puppeteer-core",
+                        "chromium",
+                    ),
+                    timeout_s=1200,
+                    cost_s=2,
+                ),
+            )
+        },
         gates=FP32_GATES,
         options=TfjsOptions,
-        timeout_s=1200,
-        toolchain=("tensorflow", "tensorflowjs"),
-        runtime_toolchain=(
-            "npm:@tensorflow/tfjs",
-            "npm:@tensorflow/tfjs-backend-wasm",
-            "node",
-            "npm:puppeteer-core",
-            "chromium",
-        ),
-        cost_s=4,
-        family=Family.TF,
-        warm=("exporters.savedmodel2tfjs", "tensorflowjs.converters.tf_saved_model_conversion_v2"),
-    )
-)
-register_target(
-    TFJS.rung(
-        Precision.FP16,
-        summary="tfjs with float16 weight shards (dequantized to float32 at load)",
-        gates=FP16_GATES,
-    )
-)
-register_target(
-    TFJS.rung(
-        Precision.UINT8,
-        summary="tfjs with uint8 weight shards (affine per tensor, dequantized to float32 at load)",
-        gates=INT8_GATES,
+        rungs={
+            Precision.FP16: Rung(
+                summary="tfjs with float16 weight shards (dequantized to float32 at load)",
+                gates=FP16_GATES,
+                report_facts=("size_vs_fp32",),
+            ),
+            Precision.UINT8: Rung(
+                summary="tfjs with uint8 weight shards (affine per tensor, dequantized to float32 at load)",
+                gates=INT8_GATES,
+                report_facts=("size_vs_fp32",),
+            ),
+        },
     )
 )

@@ -10,11 +10,13 @@ from shipyard.errors import ValidationMismatch
 from shipyard.gates import FP32_GATES
 from shipyard.precision import Int8Options
 from shipyard.signature import DimRange, pinned
-from targets._catalog import Target, register_target
+from shipyard.source import ModelClass
+from targets._catalog import Build, Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
 from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets._onnx_ladder import ladder_onnx, onnx_rungs
+from targets.engine.recipe import StepRecipe
 
 __all__ = ["TritonInt8Options", "check_config", "export", "run_artifact"]
 
@@ -125,21 +127,29 @@ def run_artifact(job: RuntimeJob) -> RuntimeResult:
     return RuntimeResult(runs=[run], notes=notes)
 
 
-TRITON = register_target(
+register_target(
     Target(
         name="triton",
         summary="Triton model repository, ONNX Runtime backend (config checked, run in onnxruntime)",
-        consumes=Format.ONNX,
-        exporter="targets.triton:export",
-        runtime="targets.triton:run_artifact",
+        builds={
+            ModelClass.FIXED_SHAPE: Build(
+                consumes=Format.ONNX,
+                export=StepRecipe(
+                    "targets.triton:export",
+                    toolchain=("tritonclient", "protobuf"),
+                    warm=("tritonclient.grpc.model_config_pb2", "exporters.onnx2triton"),
+                    cost_s=1,
+                ),
+                validate=StepRecipe(
+                    "targets.triton:run_artifact",
+                    toolchain=("onnxruntime", "tritonclient"),
+                    warm=("onnxruntime", "tritonclient.grpc.model_config_pb2"),
+                    cost_s=2,
+                ),
+            )
+        },
         gates=FP32_GATES,
         options=TritonOptions,
-        toolchain=("tritonclient", "protobuf"),
-        runtime_toolchain=("onnxruntime", "tritonclient"),
-        cost_s=1,
-        warm=("tritonclient.grpc.model_config_pb2", "exporters.onnx2triton"),
-        runtime_warm=("onnxruntime", "tritonclient.grpc.model_config_pb2"),
+        rungs=onnx_rungs("triton", TritonInt8Options),
     )
 )
-for rung in onnx_rungs(TRITON, TritonInt8Options):
-    register_target(rung)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from infra.service import wait_http
+from shipyard.source import ModelClass
+from targets import Target, _catalog, get_target
 from targets.engine.cache import StepCache
 from targets.pipeline import Engine, PipelineResult, check_request
 from tests.models import save_convnet, save_multi_io
@@ -102,6 +105,34 @@ def run_targets(
 ) -> PipelineResult:
     """Package `source` for `targets` through the real engine (no registry)."""
     return engine.run(check_request(source, spec, targets), workdir)
+
+
+def register_variant(
+    monkeypatch: pytest.MonkeyPatch,
+    base: str,
+    name: str,
+    *,
+    export: str | None = None,
+    validate: str | None = None,
+    timeout_s: int | None = None,
+) -> Target:
+    """Register, for one test, target `base` under `name` with its export or validation function
+    replaced ("tests.steps:function") and, if given, a shorter timeout for both."""
+    target = get_target(base)
+    build = target.build()
+    assert build is not None
+    limits = {"timeout_s": timeout_s} if timeout_s else {}
+    if export:
+        build = dataclasses.replace(
+            build, export=dataclasses.replace(build.export, function=export, **limits)
+        )
+    if validate:
+        build = dataclasses.replace(
+            build, validate=dataclasses.replace(build.validate, function=validate, **limits)
+        )
+    variant = dataclasses.replace(target, name=name, builds={ModelClass.FIXED_SHAPE: build})
+    monkeypatch.setitem(_catalog._TARGETS, name, variant)
+    return variant
 
 
 @pytest.fixture

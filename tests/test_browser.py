@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import subprocess
 import threading
@@ -13,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from shipyard.report import Status, TargetReport
-from targets import _catalog, get_target
 from targets._browser import chromium_binary
 from targets.pipeline import Engine, PipelineResult
-from tests.conftest import parse_json, run_cli, run_targets
+from tests.conftest import parse_json, register_variant, run_cli, run_targets
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +65,7 @@ def test_chromium_runs_ort_web_on_wasm_within_the_gates(web: PipelineResult) -> 
 def test_a_tampered_tfjs_weight_shard_fails_in_the_browser(
     chromium: str, engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tampered = dataclasses.replace(
-        get_target("tfjs"), name="tfjs-tampered", exporter="tests.steps:tampered_tfjs"
-    )
-    monkeypatch.setitem(_catalog._TARGETS, tampered.name, tampered)
+    register_variant(monkeypatch, "tfjs", "tfjs-tampered", export="tests.steps:tampered_tfjs")
     report = run_targets(engine, models["convnet"], ["tfjs-tampered"], tmp_path).reports["tfjs-tampered"]
     assert report.status is Status.FAILED and "gate max_abs_err failed" in (report.error or "")
     browser = {v.runtime: v.max_abs_err for v in report.variants if v.runtime.startswith("Chromium")}
@@ -179,10 +174,9 @@ def test_a_killed_browser_validation_leaves_no_chromium(
 ) -> None:
     """The validate step times out while Chromium runs: Chromium is in the step's process group
     (puppeteer would start it in one of its own), so killing the group ends it too."""
-    hangs = dataclasses.replace(
-        get_target("ort-web"), name="ort-web-hangs", runtime="tests.steps:hangs_in_chromium", timeout_s=25
+    register_variant(
+        monkeypatch, "ort-web", "ort-web-hangs", validate="tests.steps:hangs_in_chromium", timeout_s=25
     )
-    monkeypatch.setitem(_catalog._TARGETS, hangs.name, hangs)
     started, seen, stop = time.time() - 1, {}, threading.Event()
     watcher = threading.Thread(target=_chromium_groups, args=(started, seen, stop), daemon=True)
     watcher.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import stat
@@ -12,29 +11,24 @@ from pathlib import Path
 import pytest
 
 from shipyard.report import Status, StepStatus
-from targets import _catalog, get_target
+from targets import get_target
 from targets.engine.cache import CacheEntry, StepCache, tree_digest
 from targets.pipeline import Engine, PipelineResult
-from tests.conftest import parse_json, run_cli, run_targets
+from tests.conftest import parse_json, register_variant, run_cli, run_targets
 from tests.steps import sleepers
 
 
 def _triton_with(monkeypatch: pytest.MonkeyPatch, **exporters: str) -> None:
     """Register targets that are triton but for their exporter (name -> "tests.steps:function")."""
-    triton = get_target("triton")
     for name, exporter in exporters.items():
-        target = dataclasses.replace(triton, name=name, exporter=exporter)
-        monkeypatch.setitem(_catalog._TARGETS, name, target)
+        register_variant(monkeypatch, "triton", name, export=exporter)
 
 
 def test_crash_and_hang_in_forked_steps_fail_only_their_target(
     engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    triton = get_target("triton")
-    crashes = dataclasses.replace(triton, name="crashes", exporter="tests.steps:crash")
-    hangs = dataclasses.replace(triton, name="hangs", exporter="tests.steps:hang", timeout_s=3)
-    for target in (crashes, hangs):
-        monkeypatch.setitem(_catalog._TARGETS, target.name, target)
+    register_variant(monkeypatch, "triton", "crashes", export="tests.steps:crash")
+    register_variant(monkeypatch, "triton", "hangs", export="tests.steps:hang", timeout_s=3)
 
     result = run_targets(engine, models["multi_io"], ["triton", "crashes", "hangs"], tmp_path)
 
@@ -78,7 +72,7 @@ def test_two_rungs_of_one_exporter_never_share_a_cache_entry(
     """tfjs and tfjs-fp16 run the same exporter with the same options and input; the rung is
     part of the export's cache key, so each run gets its own shards from the shared cache,
     whichever rung was cached first (with one key, both would get the same bytes)."""
-    assert get_target("tfjs").exporter == get_target("tfjs-fp16").exporter
+    assert get_target("tfjs").build() == get_target("tfjs-fp16").build()  # same export, same options
     fp16 = run_targets(engine, models["convnet"], ["tfjs-fp16"], tmp_path / "fp16")
     fp32 = run_targets(engine, models["convnet"], ["tfjs"], tmp_path / "fp32")
     assert next(s for s in fp32.steps if s.step == "convert:saved-model").reused  # shared upstream
@@ -286,8 +280,7 @@ def test_a_step_that_writes_to_its_input_fails(
     models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """onnx2tf once rewrote the shared ONNX file in place; such a step must not pass silently."""
-    scribbles = dataclasses.replace(get_target("triton"), name="scribbles", exporter="tests.steps:scribbles")
-    monkeypatch.setitem(_catalog._TARGETS, scribbles.name, scribbles)
+    register_variant(monkeypatch, "triton", "scribbles", export="tests.steps:scribbles")
     with Engine(cache=StepCache(tmp_path / "cache"), log_dir=tmp_path / "logs") as fresh:
         result = run_targets(fresh, models["multi_io"], ["scribbles"], tmp_path / "run")
         again = run_targets(fresh, models["multi_io"], ["triton"], tmp_path / "again")

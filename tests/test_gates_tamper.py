@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,18 +9,14 @@ import pytest
 from flows._packaging import publish_version
 from registry import RunInfo, open_registry
 from shipyard.report import Status
-from targets import _catalog, get_target
 from targets.pipeline import Engine
-from tests.conftest import run_targets
+from tests.conftest import register_variant, run_targets
 
 
 def test_tampered_onnx_fails_gate_and_is_not_published(
     engine: Engine, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tampered = dataclasses.replace(
-        get_target("triton"), name="triton-tampered", exporter="tests.steps:tampered_triton"
-    )
-    monkeypatch.setitem(_catalog._TARGETS, tampered.name, tampered)
+    register_variant(monkeypatch, "triton", "triton-tampered", export="tests.steps:tampered_triton")
 
     result = run_targets(engine, models["convnet"], ["triton", "triton-tampered"], tmp_path / "run")
     honest, report = result.reports["triton"], result.reports["triton-tampered"]

@@ -24,7 +24,7 @@ def test_all_six_targets_share_their_conversions() -> None:
     assert sorted(steps["convert:onnx"].targets) == ["ort-web", "tfjs", "triton"]
     assert steps["validate:litert-int4"].baseline_step == "convert:tflite-fp32"
     assert steps["export:aoti"].needs == []  # compiles the saved program: starts before prepare ends
-    assert steps["reference:aoti"].toolchain == ("torch",)  # it runs the source program
+    assert steps["reference:aoti"].recipe.toolchain == ("torch",)  # it runs the source program
 
 
 def test_options_of_a_chain_name_every_step_built_on_them() -> None:
@@ -73,18 +73,20 @@ def test_a_targets_warm_modules_reach_its_familys_server_from_the_catalog(
     without an edit to the engine, each in its own family's server."""
     import dataclasses
 
+    from shipyard.source import ModelClass
     from targets import _catalog
     from targets.engine.family import Family
     from targets.engine.forkserver import preload
 
-    new = dataclasses.replace(
-        get_target("ort-web"),
-        name="ort-web-new",
-        family=Family.TF,
-        warm=("json.decoder",),
-        runtime_family=Family.TORCH,
-        runtime_warm=("csv",),
+    ort_web = get_target("ort-web")
+    build = ort_web.build()
+    assert build is not None
+    build = dataclasses.replace(
+        build,
+        export=dataclasses.replace(build.export, family=Family.TF, warm=("json.decoder",)),
+        validate=dataclasses.replace(build.validate, family=Family.TORCH, warm=("csv",)),
     )
+    new = dataclasses.replace(ort_web, name="ort-web-new", builds={ModelClass.FIXED_SHAPE: build})
     assert "json.decoder" not in preload("tf")
     monkeypatch.setitem(_catalog._TARGETS, new.name, new)
     assert "json.decoder" in preload("tf") and "json.decoder" not in preload("torch")

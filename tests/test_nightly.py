@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from shipyard.drift import drift_rows, toolchain_changes
+from shipyard.report import Metrics, Status, TargetReport
 from tests.conftest import ROOT, parse_json, run_cli
 from tests.models import save_convnet_onnx
 
@@ -84,8 +85,8 @@ def test_one_model_failing_does_not_stop_the_others(
 
 
 def test_drift_rows_flag_regressions() -> None:
-    old = {"targets": {"tfjs": {"status": "passed", "metrics": {"max_abs_err": 1e-7, "artifact_bytes": 10}}}}
-    new = {"targets": {"tfjs": {"status": "failed", "metrics": {}, "error": "export failed: Erf"}}}
+    old = {"tfjs": TargetReport(status=Status.PASSED, metrics=Metrics(max_abs_err=1e-7, artifact_bytes=10))}
+    new = {"tfjs": TargetReport(status=Status.FAILED, error="export failed: Erf")}
     (row,) = drift_rows("m", old, new)
     assert row.status == "passed -> failed" and row.regressed is True
     assert row.error == "export failed: Erf"

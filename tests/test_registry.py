@@ -23,7 +23,7 @@ from registry import (
 )
 from shipyard.digests import sha256_file
 from shipyard.errors import AlreadyExists, Conflict, InputError, IntegrityError, NotFound, RegistryError
-from shipyard.report import FileEntry, Status, TargetReport
+from shipyard.report import FileEntry, RunReport, Status, TargetReport
 from shipyard.signature import Signature, TensorSpec
 from tests.conftest import unique_prefix
 
@@ -345,7 +345,10 @@ def test_gc_keeps_what_an_unfinished_webhook_submission_needs(setup, tmp_path: P
     assert registry.gc(timedelta(0)).deleted == []  # pending: its upload and its record stay
     mark_dispatched(registry, submission.run_id, "flow-run-1")  # its flow run exists, still running
     assert registry.gc(timedelta(0)).deleted == []
-    registry.save_run_report("flow-run-1", {"status": "ok"})  # the run has finished
+    finished = RunReport(
+        model="queued", version=None, source_sha256=sha256_file(upload), toolchain={}, targets={}
+    )
+    registry.save_run_report("flow-run-1", finished)  # the run has finished
     report = registry.gc(timedelta(0))
     assert sorted(_keys(report.deleted)) == [
         f"incoming/{sha256_file(upload)}",

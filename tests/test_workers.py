@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 from targets.engine.servers import ping, running_servers, stop_servers
 from targets.engine.workers import ExitKind, StepCall, StepProcesses, _OwnedServer
 from tests.steps import sleepers
@@ -39,8 +40,7 @@ def _run(
     job.write_text(f'{{"what": "{what}"}}')
     call = StepCall(
         name=f"step-{what}",
-        function="tests.steps:behave",
-        family=Family.TORCH,
+        recipe=StepRecipe("tests.steps:behave", Family.TORCH),
         job=job,
         result=tmp_path / f"{what}.result.json",
         log=tmp_path / f"{what}.log",
@@ -226,11 +226,12 @@ KILLED_RUN = """
 import sys
 from pathlib import Path
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 from targets.engine.workers import StepCall, StepProcesses
 
 folder = Path(sys.argv[1])
 (folder / "job.json").write_text('{"what": "hang"}')
-call = StepCall(name="hang", function="tests.steps:behave", family=Family.TORCH, job=folder / "job.json",
+call = StepCall(name="hang", recipe=StepRecipe("tests.steps:behave", Family.TORCH), job=folder / "job.json",
                 result=folder / "result.json", log=folder / "log.txt", timeout_s=600)
 with StepProcesses(shared=sys.argv[2] == "shared") as processes:
     processes.run(call)

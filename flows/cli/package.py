@@ -111,11 +111,10 @@ def _package_with_prefect(request: Any, args: argparse.Namespace) -> Any:
     """Run the package-model flow against the Prefect server in PREFECT_API_URL (tracked in its UI)."""
     from flows._parameters import SpecForm, TargetName
     from flows.package import package_model
-    from shipyard.report import RunReport
 
     given = request.spec.model_dump(mode="json", exclude_defaults=True)
     samples = given.pop("samples", None)
-    result = package_model(
+    return package_model(
         source=str(request.source),
         targets=[TargetName(t) for t in request.asked_targets()],
         spec=SpecForm.model_validate(given),
@@ -124,7 +123,6 @@ def _package_with_prefect(request: Any, args: argparse.Namespace) -> Any:
         keep_workdir=args.keep_workdir,
         samples=samples,
     )
-    return RunReport.model_validate(result)
 
 
 def _dry_run(request: Any, registry_url: str, args: argparse.Namespace) -> int:

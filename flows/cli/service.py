@@ -4,7 +4,6 @@ workers` (this user's warm step servers)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,10 @@ def run_submit(args: argparse.Namespace) -> int:
 
     from flows._client import StatusUnreadable, WebhookClient, WebhookRefused
     from shipyard.errors import InputError
+    from shipyard.settings import settings
 
-    secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET", "")
+    env = settings()
+    secret = env.webhook_secret
     if len(secret) < 16:
         raise InputError(
             "set SHIPYARD_WEBHOOK_SECRET to the service's webhook secret (at least 16 characters; "
@@ -46,8 +47,7 @@ def run_submit(args: argparse.Namespace) -> int:
     for path in (args.source, args.samples):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file")
-    port = os.environ.get("SHIPYARD_WEBHOOK_PORT", "8000")
-    url = args.url or os.environ.get("SHIPYARD_WEBHOOK_URL") or f"http://127.0.0.1:{port}"
+    url = args.url or env.webhook_url or f"http://127.0.0.1:{env.webhook_port}"
     client = WebhookClient(url, secret)
     try:
         spec = args.spec.read_text() if args.spec else None

@@ -39,13 +39,13 @@ from pydantic import BaseModel
 
 from shipyard.digests import sha256_file
 from shipyard.runtime_dir import owned_folder
+from shipyard.settings import settings
 
 __all__ = ["CacheEntry", "CacheHit", "StepCache", "cache_key", "tree_digest"]
 
 DEFAULT_MAX_AGE_DAYS = 30
 PRUNE_EVERY_S = 300
 
-DEFAULT_MAX_CACHE_GB = 50.0
 IN_USE_S = 3600  # entries used this recently are never evicted for size
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def max_cache_bytes() -> int:
     """$SHIPYARD_CACHE_MAX_GB (default 50) in bytes."""
-    return int(float(os.environ.get("SHIPYARD_CACHE_MAX_GB") or DEFAULT_MAX_CACHE_GB) * 1e9)
+    return int(settings().cache_max_gb * 1e9)
 
 
 @dataclass(frozen=True)

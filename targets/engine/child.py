@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shipyard.errors import InputError
+from shipyard.settings import settings
 from targets._errors import short_error
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_STEP_ERROR = 0, 1
-DEFAULT_MAX_FILE_MB = 32 * 1024
 
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a fresh child may not import safely
@@ -117,7 +117,7 @@ def _error(exc: BaseException) -> StepError:
 
 def max_file_mb() -> int:
     """The largest file a step may write: $SHIPYARD_MAX_STEP_FILE_MB, else 32 GiB."""
-    return max(1, int(os.environ.get("SHIPYARD_MAX_STEP_FILE_MB") or DEFAULT_MAX_FILE_MB))
+    return max(1, settings().max_step_file_mb)
 
 
 def cap_file_size(megabytes: int) -> None:

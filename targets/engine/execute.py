@@ -259,10 +259,10 @@ class StepExecutor:
         return cache_key(
             {
                 "cache_format": CACHE_FORMAT,
-                "function": step.function,
+                "function": step.recipe.function,
                 "kind": step.kind.value,
                 "material": material,
-                "toolchain": toolchain_versions(step.toolchain),
+                "toolchain": toolchain_versions(step.recipe.toolchain),
                 "environment": TOOLCHAIN_ENVIRONMENT,
                 "settings": {name: os.environ.get(name) for name in STEP_SETTINGS},
                 "code": code_digest(),
@@ -306,14 +306,12 @@ class StepExecutor:
         work_dir.mkdir()
         call = StepCall(
             name=step.id,
-            function=step.function,
-            family=step.family,
+            recipe=step.recipe,
             job=folder / "job.json",
             result=folder / "result.json",
             log=folder / "log.txt",
             timeout_s=step.timeout_s,
             memory_mb=step.memory_mb,
-            warm=step.warm,
         )
         call.job.write_text(make_job(out_dir, work_dir).model_dump_json(indent=2))
         _write_reproduce_script(folder, call)

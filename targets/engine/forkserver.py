@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.json_lines import JsonLines, send_json_line
+from shipyard.settings import settings
 
 __all__ = ["main", "preload"]
 
@@ -123,7 +124,7 @@ class _Server:
         if idle_exit_s is None:
             self.selector.register(sys.stdin, selectors.EVENT_READ, "parent")
         self.children: dict[int, socket.socket] = {}  # step pid -> its client's connection
-        self.pending = preload(family) if not os.environ.get("SHIPYARD_NO_PRELOAD") else []
+        self.pending = preload(family) if not settings().no_preload else []
         self.loaded: set[str] = set()
         self.last_active = time.monotonic()
         self.stopping = False

@@ -27,12 +27,13 @@ from pydantic import BaseModel
 
 from shipyard.errors import UnknownTarget
 from shipyard.gates import Gates
-from shipyard.source import SourceKind
+from shipyard.source import ModelClass, SourceKind
 from shipyard.spec import Spec, TargetSettings
-from targets._catalog import Target, all_targets
+from targets._catalog import Build, Target, all_targets
 from targets._formats import Conversion, Format, all_conversions, conversion_path, source_format
 from targets.engine.family import Family
 from targets.engine.limits import default_step_memory_mb
+from targets.engine.recipe import StepRecipe
 
 __all__ = [
     "Plan",
@@ -45,38 +46,27 @@ __all__ = [
     "warm_modules",
 ]
 
-DEFAULT_STEP_TIMEOUT_S = 900
 PREPARE = "prepare"
 SOURCE_PROGRAM = ("torch.export.pt2_archive._package", "shipyard.torch_program", "targets.engine.steps")
-# What runs the source model, for its reference outputs: distributions and warm family
-_SOURCE_TOOLCHAINS = {
-    SourceKind.ONNX: ("onnx", "onnxruntime"),
-    SourceKind.ONNX_ARCHIVE: ("onnx", "onnxruntime"),
-    SourceKind.KERAS: ("keras", "tensorflow"),
-    SourceKind.SAVED_MODEL_ARCHIVE: ("tensorflow",),
-}
-_SOURCE_FAMILIES = {SourceKind.KERAS: Family.TF, SourceKind.SAVED_MODEL_ARCHIVE: Family.TF}
 
 
-def source_toolchain(kind: SourceKind) -> tuple[str, ...]:
-    """The distributions whose versions shape the source model's reference outputs."""
-    return _SOURCE_TOOLCHAINS.get(kind, ("torch",))
-
-
-def source_family(kind: SourceKind) -> Family:
-    """The warm server family that runs the source model."""
-    return _SOURCE_FAMILIES.get(kind, Family.TORCH)
+def source_recipe(kind: SourceKind, function: str, cost_s: float) -> StepRecipe:
+    """A step that runs the source model (prepare, reference): in the warm server and with the
+    distributions its kind needs."""
+    source = source_format(kind)
+    return StepRecipe(function, source.family, source.toolchain, SOURCE_PROGRAM, cost_s=cost_s)
 
 
 def warm_modules(family: Family) -> list[str]:
     """Every module a step of `family` declares it needs, in the order a run needs them (the
     source's program, conversions, exports, runtimes): what the family's warm server imports
     while it is idle, so a target added to the catalog warms up without touching the engine."""
-    first = family is source_family(SourceKind.TORCH_EXPORT)  # where most runs start: prepare
+    first = family is source_format(SourceKind.TORCH_EXPORT).family  # where most runs start: prepare
+    builds = [b for t in all_targets() for b in t.builds.values()]
+    recipes = [c.recipe for c in all_conversions()]
+    recipes += [b.export for b in builds] + [b.validate for b in builds]
     modules = list(SOURCE_PROGRAM) if first else []
-    modules += [m for c in all_conversions() if c.family is family for m in c.warm]
-    modules += [m for t in all_targets() if t.family is family for m in t.warm]
-    modules += [m for t in all_targets() if t.runtime_family is family for m in t.runtime_warm]
+    modules += [m for r in recipes if r.family is family for m in r.warm]
     return list(dict.fromkeys([*modules, *SOURCE_PROGRAM]))
 
 
@@ -104,15 +94,11 @@ class StepKind(StrEnum):
 class Step:
     id: str
     kind: StepKind
-    function: str  # "module:function" run in the step process
+    recipe: StepRecipe  # what the step process runs, where, and what shapes its output
     needs: list[str]  # ids of the steps whose outputs it reads
     options: dict[str, Any] = field(default_factory=dict)
-    toolchain: tuple[str, ...] = ()
-    timeout_s: int = DEFAULT_STEP_TIMEOUT_S
+    timeout_s: int = 0  # 0: the recipe's; a spec may raise it (serve)
     memory_mb: int | None = None
-    cost_s: float = 1.0
-    family: Family = Family.TORCH
-    warm: tuple[str, ...] = ()  # modules its warm server loads before forking it
     targets: list[str] = field(default_factory=list)  # the targets it serves
     consumes: Format | None = None  # convert/export: the format it reads
     produces: Format | None = None  # convert: the format it makes
@@ -120,6 +106,9 @@ class Step:
     baseline_step: str | None = None  # validate: the step producing the target's baseline
     gates: Gates | None = None  # export of a calibrated target: the gates its artifact must meet
     calibrate: bool = False  # prepare: also write calibration inputs (a calibrated target needs them)
+
+    def __post_init__(self) -> None:
+        self.timeout_s = self.timeout_s or self.recipe.timeout_s
 
     def serve(self, target: str, settings: TargetSettings) -> None:
         """Record that one more target needs this (shared) step; its limits are the most generous
@@ -138,14 +127,14 @@ class Plan:
     steps: dict[str, Step]  # in dependency order
 
     def families(self) -> list[Family]:
-        return sorted({s.family for s in self.steps.values()})
+        return sorted({s.recipe.family for s in self.steps.values()})
 
     def critical_path_s(self) -> dict[str, float]:
         """For each step, the rough seconds of the longest chain from it to the end of the run."""
         longest: dict[str, float] = {}
         for step in reversed(list(self.steps.values())):
             after = [longest[s.id] for s in self.steps.values() if step.id in s.needs]
-            longest[step.id] = step.cost_s + max(after, default=0.0)
+            longest[step.id] = step.recipe.cost_s + max(after, default=0.0)
         return longest
 
 
@@ -164,65 +153,47 @@ def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str
     return Step(
         id=conversion.name + _options_label(chain),
         kind=StepKind.CONVERT,
-        function=conversion.converter,
+        recipe=conversion.recipe,
         needs=[PREPARE, needs] if needs != PREPARE else [PREPARE],
         options=options.model_dump(mode="json"),
-        toolchain=conversion.toolchain,
-        timeout_s=conversion.timeout_s,
-        cost_s=conversion.cost_s,
-        family=conversion.family,
-        warm=conversion.warm,
         consumes=conversion.consumes,
         produces=conversion.produces,
     )
 
 
 def _target_steps(
-    target: Target, options: BaseModel, settings: TargetSettings, last: str, source: SourceKind
+    target: Target, build: Build, options: BaseModel, settings: TargetSettings, last: str, source: SourceKind
 ) -> list[Step]:
     """export -> reference -> validate for one target, `last` being the step its input comes from."""
-    timeout = settings.timeout_s or target.timeout_s
-    export_needs = [PREPARE] if target.needs_signature else []
+    export_needs = [PREPARE] if build.needs_signature else []
     export = Step(
         id=export_id(target.name),
         kind=StepKind.EXPORT,
-        function=target.exporter,
+        recipe=build.export,
         needs=export_needs if last == PREPARE else [*export_needs, last],
         options=options.model_dump(mode="json"),
-        toolchain=target.toolchain,
-        timeout_s=timeout,
+        timeout_s=settings.timeout_s or 0,
         memory_mb=_memory_mb(settings),
-        cost_s=target.cost_s,
-        family=target.family,
-        warm=target.warm,
-        consumes=target.consumes,
+        consumes=build.consumes,
         target=target,
         gates=target.gates.merged(settings.gates) if target.calibrated else None,
     )
     reference = Step(
         id=reference_id(target.name),
         kind=StepKind.REFERENCE,
-        function="targets.engine.steps:reference_outputs",
+        recipe=source_recipe(source, "targets.engine.steps:reference_outputs", cost_s=0.5),
         needs=[PREPARE, export.id],
-        toolchain=source_toolchain(source),
         memory_mb=_memory_mb(settings),
-        cost_s=0.5,
-        family=source_family(source),
-        warm=SOURCE_PROGRAM,
         target=target,
     )
     validate = Step(
         id=validate_id(target.name),
         kind=StepKind.VALIDATE,
-        function=target.runtime,
+        recipe=build.validate,
         needs=[PREPARE, export.id, reference.id],
         options=options.model_dump(mode="json"),
-        toolchain=target.runtime_toolchain,
-        timeout_s=timeout,
+        timeout_s=settings.timeout_s or 0,
         memory_mb=_memory_mb(settings),
-        cost_s=2.0,
-        family=target.runtime_family,
-        warm=target.runtime_warm,
         target=target,
     )
     for step in (export, reference, validate):
@@ -230,24 +201,25 @@ def _target_steps(
     return [export, reference, validate]
 
 
-def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
+def plan_steps(
+    kind: SourceKind, spec: Spec, targets: list[Target], model_class: ModelClass = ModelClass.FIXED_SHAPE
+) -> Plan:
     """Every step the targets need for a source of this kind; shared conversions appear once."""
     steps: dict[str, Step] = {
         PREPARE: Step(
             id=PREPARE,
             kind=StepKind.PREPARE,
-            function="targets.engine.steps:prepare",
+            recipe=source_recipe(kind, "targets.engine.steps:prepare", cost_s=2.0),
             needs=[],
-            toolchain=source_toolchain(kind),
             memory_mb=default_step_memory_mb(),
-            cost_s=2.0,
-            family=source_family(kind),
-            warm=SOURCE_PROGRAM,
         )
     }
-    start = source_format(kind)
+    start = source_format(kind).format
     for target in targets:
-        path = conversion_path(start, target.consumes) if start else None
+        build = target.build(model_class)
+        if build is None:
+            raise UnknownTarget(f"target {target.name} builds no {model_class.value} model")
+        path = conversion_path(start, build.consumes) if start else None
         if path is None:
             raise UnknownTarget(f"target {target.name} cannot be built from a {kind.value} source")
         settings = spec.targets.get(target.name, TargetSettings())
@@ -261,10 +233,10 @@ def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
             step = _conversion_step(conversion, own, chain_options, last)
             steps.setdefault(step.id, step).serve(target.name, settings)
             last = made[conversion.produces] = step.id
-        chain = _target_steps(target, options, settings, last, kind)
-        if target.baseline is not None:
-            chain[-1].baseline_step = made[target.baseline]
-            chain[-1].needs.append(made[target.baseline])
+        chain = _target_steps(target, build, options, settings, last, kind)
+        if build.baseline is not None:
+            chain[-1].baseline_step = made[build.baseline]
+            chain[-1].needs.append(made[build.baseline])
         steps.update({s.id: s for s in chain})
         if target.calibrated:
             steps[PREPARE].calibrate = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shipyard.settings import settings
+
 __all__ = [
     "default_step_memory_mb",
     "max_parallel_steps",
@@ -14,12 +16,12 @@ __all__ = [
 ]
 
 MIN_STEP_MEMORY_MB = 2048
-MAX_STEP_TIMEOUT_S = 2 * 3600
 
 
 def max_parallel_steps() -> int:
     """$SHIPYARD_MAX_PARALLEL_STEPS, else the number of cores."""
-    return max(1, int(os.environ.get("SHIPYARD_MAX_PARALLEL_STEPS") or os.cpu_count() or 2))
+    explicit = settings().max_parallel_steps
+    return max(1, (os.cpu_count() or 2) if explicit is None else explicit)
 
 
 def total_memory_mb() -> int:
@@ -33,19 +35,19 @@ def total_memory_mb() -> int:
 def default_step_memory_mb() -> int:
     """A step's memory cap when the spec sets none: $SHIPYARD_STEP_MEMORY_MB, else an equal share of
     three quarters of this machine's memory for each step that may run at once (at least 2 GB)."""
-    if explicit := os.environ.get("SHIPYARD_STEP_MEMORY_MB"):
-        return max(512, int(explicit))
+    if (explicit := settings().step_memory_mb) is not None:
+        return max(512, explicit)
     return max(MIN_STEP_MEMORY_MB, total_memory_mb() * 3 // 4 // max_parallel_steps())
 
 
 def max_step_memory_mb() -> int:
     """The most memory a spec may ask for per step: $SHIPYARD_MAX_STEP_MEMORY_MB, else three
     quarters of this machine's memory."""
-    if explicit := os.environ.get("SHIPYARD_MAX_STEP_MEMORY_MB"):
-        return max(512, int(explicit))
+    if (explicit := settings().max_step_memory_mb) is not None:
+        return max(512, explicit)
     return max(MIN_STEP_MEMORY_MB, total_memory_mb() * 3 // 4)
 
 
 def max_step_timeout_s() -> int:
     """The longest a spec may let a step run: $SHIPYARD_MAX_STEP_TIMEOUT_S, else two hours."""
-    return max(1, int(os.environ.get("SHIPYARD_MAX_STEP_TIMEOUT_S") or MAX_STEP_TIMEOUT_S))
+    return max(1, settings().max_step_timeout_s)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from shipyard.json_lines import JsonLines, send_json_line
 from shipyard.runtime_dir import runtime_dir
+from shipyard.settings import settings
 from targets.engine.family import Family
 from targets.engine.fingerprint import code_digest, installed_versions
 from targets.engine.limits import total_memory_mb
@@ -50,17 +51,13 @@ __all__ = [
     "stop_servers",
 ]
 
-DEFAULT_IDLE_S = 900.0
 START_TIMEOUT_S = 60.0  # until "ready": the server answers before it imports anything heavy
 MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 def idle_exit_s() -> float:
     """How long a shared server waits for work before it exits; 0: no shared servers."""
-    try:
-        return max(0.0, float(os.environ.get("SHIPYARD_WARM_IDLE_S", DEFAULT_IDLE_S)))
-    except ValueError:
-        return DEFAULT_IDLE_S
+    return max(0.0, settings().warm_idle_s)  # a value that is no number counts as unset
 
 
 def _installed() -> str:
@@ -121,8 +118,8 @@ def ping(path: Path, timeout: float = 5.0) -> int | None:
 def max_warm_servers() -> int:
     """$SHIPYARD_MAX_WARM_SERVERS, else one per 3 GB of this machine's memory (at least 2):
     each holds a toolchain (0.4-0.5 GB) and lends it to the steps it forks."""
-    if explicit := os.environ.get("SHIPYARD_MAX_WARM_SERVERS"):
-        return max(1, int(explicit))
+    if (explicit := settings().max_warm_servers) is not None:
+        return max(1, explicit)
     return max(2, total_memory_mb() // 3072)
 
 

@@ -24,9 +24,11 @@ from enum import StrEnum
 from pathlib import Path
 
 from shipyard.json_lines import JsonLines, send_json_line
+from shipyard.settings import settings
 from targets.engine import servers
 from targets.engine.child import EXIT_OK, EXIT_STEP_ERROR, StepError, die_with_parent
 from targets.engine.family import Family
+from targets.engine.recipe import StepRecipe
 
 __all__ = [
     "STEP_SETTINGS",
@@ -142,17 +144,15 @@ class ProcessOutcome:
 
 @dataclass(frozen=True)
 class StepCall:
-    """One step to run: the function, its files, its limits and what its server loads first."""
+    """One step to run: its recipe (function, server, what that loads first), files and limits."""
 
     name: str
-    function: str  # "module:function" taking a pydantic job
-    family: Family  # the warm server to fork from
+    recipe: StepRecipe
     job: Path
     result: Path
     log: Path
     timeout_s: float
     memory_mb: int | None = None
-    warm: tuple[str, ...] = ()  # what the server loads before forking it (see forkserver)
 
     def command(self) -> list[str]:
         """The cold command that runs this step the same way (for reproduce.sh)."""
@@ -160,7 +160,7 @@ class StepCall:
             sys.executable,
             "-m",
             "targets.engine.child",
-            self.function,
+            self.recipe.function,
             str(self.job),
             str(self.result),
         ]
@@ -275,7 +275,7 @@ class StepProcesses:
 
     def __init__(self, warm: bool = True, log: Path | None = None, shared: bool | None = None) -> None:
         """`shared`: fork from this user's shared servers (default: unless SHIPYARD_WARM_IDLE_S=0)."""
-        self.warm = warm and os.environ.get("SHIPYARD_WARM_WORKERS", "1") != "0"
+        self.warm = warm and settings().warm_workers
         self.shared = servers.idle_exit_s() > 0 if shared is None else shared
         self.log = log  # where the run's own servers' output goes
         self._lock = threading.Lock()
@@ -327,14 +327,14 @@ class StepProcesses:
         """
         call.result.unlink(missing_ok=True)
         if self.warm:
-            self.start([call.family])
-            server = self._servers.get(call.family)
+            self.start([call.recipe.family])
+            server = self._servers.get(call.recipe.family)
             if isinstance(server, _OwnedServer | _SharedServer) and server.usable():
                 try:
                     return self._run_warm(server, call)
                 except OSError:  # the server went away between the check and the request
                     pass
-            self._drop(call.family, server)
+            self._drop(call.recipe.family, server)
         return self._run_cold(call)
 
     def _drop(self, family: Family, server: _Server | None) -> None:
@@ -346,12 +346,12 @@ class StepProcesses:
 
     def _run_warm(self, server: _OwnedServer | _SharedServer, call: StepCall) -> ProcessOutcome:
         request = {
-            "function": call.function,
+            "function": call.recipe.function,
             "job": str(call.job),
             "result": str(call.result),
             "log": str(call.log),
             "memory_mb": call.memory_mb,
-            "warm": list(call.warm),
+            "warm": list(call.recipe.warm),
             "cwd": str(call.job.parent),
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
