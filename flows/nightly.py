@@ -15,10 +15,11 @@ from flows._parameters import TargetName
 from flows.package import package_model
 from registry import Registry, VersionManifest, open_registry
 from shipyard.drift import DriftRow, drift_rows, toolchain_changes
-from shipyard.errors import InputError, NotFound, one_line
+from shipyard.errors import InputError, NotFound, RegistryError, one_line
 from shipyard.report import RunReport, Status
+from shipyard.source import ModelClass
 from shipyard.spec import parse_spec
-from targets import resolve_targets
+from targets import default_targets
 from targets.pipeline import check_target_settings
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _blob_uri(reg: Registry, digest: str) -> str:
 def _asked_targets(old: VersionManifest) -> list[TargetName]:
     """The targets the version was packaged for; [] (the default set, skips reported again) if it
     was that set."""
-    if set(old.targets) == {t.name for t in resolve_targets(None)}:
+    if any(set(old.targets) == {t.name for t in default_targets(c)} for c in ModelClass):
         return []
     return [TargetName(n) for n, r in sorted(old.targets.items()) if r.status is not Status.SKIPPED]
 
@@ -110,7 +111,11 @@ def _on_workers(runs: dict[str, dict[str, Any]], reg: Registry) -> dict[str, Run
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"package-model runs still unfinished after {WAIT_FOR_RUNS_S} s")
                 time.sleep(POLL_S)
-            report = reg.run_report(str(run.id))
+            try:
+                report = reg.run_report(str(run.id))
+            except RegistryError as exc:  # one model's unreadable report must not stop the others
+                results[model] = one_line(exc)
+                continue
             results[model] = (
                 report if report is not None else f"run {run.id} ended {state.type.value.lower()}"
             )

@@ -323,7 +323,10 @@ class Registry:
     def save_run_report(self, run_id: str, report: RunReport) -> None:
         """Keep a run's report (also when nothing was published) for status queries."""
         with contextlib.suppress(AlreadyExists):
-            self.backend.create(f"runs/{run_id}.json", report.model_dump_json(indent=2).encode())
+            # json.dumps, not model_dump_json: a metric that is inf (an artifact that gave non-finite
+            # outputs) must read back as inf, not as a null its model refuses
+            text = json.dumps(report.model_dump(mode="json"), indent=2)
+            self.backend.create(f"runs/{run_id}.json", text.encode())
 
     def save_version_report(self, model: str, version: int, html: str) -> str:
         """Keep a version's HTML report beside its manifest (the first one written stays, as the
@@ -364,7 +367,10 @@ class Registry:
             data, _ = self.backend.read(f"runs/{run_id}.json")
         except NotFound:
             return None
-        return RunReport.model_validate_json(data)
+        try:
+            return RunReport.model_validate(json.loads(data))
+        except ValueError as exc:  # pydantic's ValidationError too: a report this release cannot read
+            raise RegistryError(f"runs/{run_id}.json is not a run report this version reads: {exc}") from None
 
     def check_access(self) -> None:
         """Fail now, not after an hour of exports, if the registry cannot be listed."""

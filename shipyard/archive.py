@@ -20,6 +20,7 @@ __all__ = [
     "MAX_ARCHIVE_ENTRIES",
     "check_listing",
     "max_unpacked_bytes",
+    "pack_folder",
     "tar_members",
     "unpack_archive",
     "unsafe_entry_name",
@@ -104,4 +105,23 @@ def unpack_archive(source: Path, dest: Path) -> Path:
         _unpack_zip(source, dest)
     else:
         _unpack_tar(source, dest)
+    return dest
+
+
+def pack_folder(folder: Path, dest: Path) -> Path:
+    """A deterministic tar of a model folder (sorted names, no owners or times)."""
+    with tarfile.open(dest, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink():
+                raise SourceError(f"{folder}: {path.relative_to(folder)} is a link; a model folder has none")
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
     return dest

@@ -65,6 +65,22 @@ def label_agreement(reference: np.ndarray, actual: np.ndarray) -> Agreement:
     return Agreement(rows=len(ref), top1=top1, top5_rows=len(ref), top5=int(kept.sum()))
 
 
+def _distribution(scores: np.ndarray) -> np.ndarray:
+    """Rows of probabilities as they are; rows of logits through a softmax."""
+    sums = scores.sum(axis=-1, keepdims=True)
+    if scores.min() >= 0 and scores.max() <= 1 and np.allclose(sums, 1.0, atol=1e-3):
+        return scores / sums
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def label_kl(reference: np.ndarray, actual: np.ndarray) -> float:
+    """KL(source || artifact) of every row's class distribution, summed over the rows."""
+    p = _distribution(reference.reshape(-1, reference.shape[-1]).astype(np.float64))
+    q = _distribution(actual.reshape(-1, actual.shape[-1]).astype(np.float64))
+    return float(np.sum(p * (np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(q, 1e-300)))))
+
+
 def compare_outputs(
     variant: str,
     file: str,
@@ -81,6 +97,7 @@ def compare_outputs(
     worst_abs, worst_rel, worst_cos, worst_l2, worst_name = 0.0, 0.0, 1.0, 0.0, ""
     worst_scaled = 0.0
     agreement = Agreement(0, 0, 0, 0)
+    kl_sum = 0.0
     for name, ref in reference.items():
         if name not in actual:
             raise OutputMismatch(f"variant {variant}: output {name} missing from {file}")
@@ -108,8 +125,10 @@ def compare_outputs(
                 agreement = Agreement(
                     *(a + b for a, b in zip(agreement, label_agreement(ref, got), strict=True))
                 )
+                kl_sum += label_kl(ref, got)
             else:  # non-finite scores pick nothing
                 agreement = agreement._replace(rows=agreement.rows + ref.size // ref.shape[-1])
+                kl_sum = float("inf")
         if scaled >= worst_scaled:
             worst_name = name
         worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
@@ -129,4 +148,5 @@ def compare_outputs(
         top1_agreed=agreement.top1,
         top5_rows=agreement.top5_rows,
         top5_agreed=agreement.top5,
+        kl_sum=kl_sum,
     )

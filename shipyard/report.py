@@ -52,6 +52,7 @@ class Metrics(BaseModel):
     scaled_abs_err: float | None = None  # max |a-b| / max(1, max |ref|), per output: max_abs_err's gate
     top1_agreement: float | None = None  # share of classifier-like rows where the top class agrees
     top5_agreement: float | None = None  # share where the source's top class is in the artifact's top 5
+    mean_kl: float | None = None  # mean KL(source || artifact) of classifier-like rows' distributions
     latency_ms_p50: float | None = None
     load_ms: float | None = None
     artifact_bytes: int | None = None
@@ -76,6 +77,7 @@ class VariantMetrics(BaseModel):
     top1_agreed: int = 0  # of those, where the artifact's top class is the source's
     top5_rows: int = 0  # rows of classifier-like outputs with more than 5 classes
     top5_agreed: int = 0  # of those, where the source's top class is in the artifact's top 5
+    kl_sum: float = 0.0  # KL(source || artifact) summed over the classifier-like rows
 
 
 class GateResult(BaseModel):

@@ -10,7 +10,6 @@ touch files or run Python (shipyard/saved_model_ops.py): such a model is refused
 from __future__ import annotations
 
 import re
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ __all__ = [
     "SIGNATURE_KEY",
     "SavedModelSource",
     "load_saved_model",
-    "pack_folder",
     "run_saved_model",
     "saved_model_signature",
     "signature_name",
@@ -53,25 +51,6 @@ def signature_names(tensor_names: list[str]) -> list[str]:
         clash = sorted({n for n, s in zip(tensor_names, stored, strict=True) if stored.count(s) > 1})
         raise ValueError(f"tensor names {clash} are one name in a TensorFlow signature; rename them")
     return stored
-
-
-def pack_folder(folder: Path, dest: Path) -> Path:
-    """A deterministic tar of the SavedModel folder (sorted names, no owners or times)."""
-    with tarfile.open(dest, "w") as tar:
-        for path in sorted(folder.rglob("*")):
-            if path.is_symlink():
-                raise SourceError(f"{folder}: {path.relative_to(folder)} is a link; a SavedModel has none")
-            info = tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            info.mode = 0o755 if path.is_dir() else 0o644
-            if path.is_file():
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info)
-    return dest
 
 
 def unpack_saved_model(source: Path, dest: Path) -> Path:

@@ -14,6 +14,7 @@ from typing import BinaryIO
 from shipyard import archive
 from shipyard.archive import check_listing, tar_members, unsafe_entry_name
 from shipyard.errors import SourceError
+from shipyard.hf_folder import holds_hf_model
 
 __all__ = [
     "ModelClass",
@@ -29,6 +30,7 @@ class ModelClass(StrEnum):
     """What a model computes, which decides what a target builds from it (Target.builds)."""
 
     FIXED_SHAPE = "fixed-shape"  # one forward pass over tensors whose dims the signature bounds
+    CAUSAL_LM = "causal-lm"  # a decoder language model: generates token by token with a KV cache
 
 
 class SourceKind(StrEnum):
@@ -39,6 +41,16 @@ class SourceKind(StrEnum):
     SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
     ONNX = "onnx"
     ONNX_ARCHIVE = "onnx-archive"  # an ONNX model and its external data files in a .zip, .tar or .tar.gz
+    HF_FOLDER = "hf-folder"  # a Hugging Face model folder (save_pretrained; packed into a tar when checked)
+    HF_ARCHIVE = "hf-archive"  # a Hugging Face model folder in a .zip, .tar or .tar.gz
+
+    @property
+    def packed(self) -> SourceKind:
+        """The kind a folder source becomes once packed into one deterministic tar (others: itself)."""
+        return {
+            SourceKind.SAVED_MODEL: SourceKind.SAVED_MODEL_ARCHIVE,
+            SourceKind.HF_FOLDER: SourceKind.HF_ARCHIVE,
+        }.get(self, self)
 
 
 def _zip_kind(names: list[str]) -> SourceKind:
@@ -57,7 +69,8 @@ def _zip_kind(names: list[str]) -> SourceKind:
     if {"config.json", "metadata.json"} <= set(names):
         return SourceKind.KERAS
     return _folder_kind(
-        names, "zip archive is not a torch.export, AOTInductor, Keras, SavedModel or ONNX model"
+        names,
+        "zip archive is not a torch.export, AOTInductor, Keras, SavedModel, ONNX or Hugging Face model",
     )
 
 
@@ -73,7 +86,10 @@ def _tar_kind(path: Path) -> SourceKind:
     if unsafe is not None:
         raise SourceError(f"{path}: archive entry {unsafe[:80]!r} points outside the archive")
     files = [m.name for m in members if not m.isdir()]  # a folder named x.onnx is no model
-    return _folder_kind(files, f"{path} is a tar archive without a saved_model.pb or an .onnx file")
+    return _folder_kind(
+        files,
+        f"{path} is a tar archive without a saved_model.pb, an .onnx file or a Hugging Face model folder",
+    )
 
 
 def _folder_kind(names: list[str], otherwise: str) -> SourceKind:
@@ -81,6 +97,8 @@ def _folder_kind(names: list[str], otherwise: str) -> SourceKind:
     external data files are beside it)."""
     if holds_saved_model(names):
         return SourceKind.SAVED_MODEL_ARCHIVE
+    if holds_hf_model(names):  # before ONNX: a Hub folder may carry an onnx/ export beside its weights
+        return SourceKind.HF_ARCHIVE
     models = onnx_entries(names)
     if len(models) > 1:
         shown = ", ".join(repr(n[:60]) for n in models[:3])
@@ -160,7 +178,12 @@ def detect_kind(path: Path, thorough: bool = True) -> SourceKind:
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return SourceKind.SAVED_MODEL
-        raise SourceError(f"{path} is a folder but not a TensorFlow SavedModel")
+        if holds_hf_model([p.name for p in path.iterdir() if p.is_file()]):
+            return SourceKind.HF_FOLDER
+        raise SourceError(
+            f"{path} is a folder but not a TensorFlow SavedModel or a Hugging Face model folder "
+            "(config.json and .safetensors weights)"
+        )
     with path.open("rb") as fh:
         head = fh.read(8)
     if not head:

@@ -41,6 +41,7 @@ from shipyard.precision import Precision
 __all__ = [
     "MODEL_NAME_RE",
     "DimOverride",
+    "GenerationSpec",
     "Spec",
     "SpecFields",
     "TargetSettings",
@@ -108,6 +109,27 @@ class TargetSettings(BaseModel):
     )
 
 
+class GenerationSpec(BaseModel):
+    """How a causal LM is proven: the prompts every target generates from, greedily."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str | list[int]] = Field(
+        default=[],
+        max_length=16,
+        description="text (tokenized by the model folder's tokenizer) or token ids; default: seeded "
+        "random ids from the vocabulary",
+    )
+    max_new_tokens: int = Field(default=32, ge=1, le=1024, description="greedy tokens generated per prompt")
+    max_cache_len: int | None = Field(
+        default=None,
+        ge=8,
+        le=32768,
+        description="the KV cache's length in the artifacts, which one validation generation fills "
+        "(default: the smaller of the model's context length and 256)",
+    )
+
+
 class SpecFields(BaseModel):
     """What a spec says about the model itself (Spec adds samples and per-target settings)."""
 
@@ -124,6 +146,9 @@ class SpecFields(BaseModel):
         default={}, description="by dim name (batch, <input>_dim<axis>): narrow its range"
     )
     seed: int = Field(default=0, description="seed of the random validation data")
+    generation: GenerationSpec = Field(
+        default=GenerationSpec(), description="a causal LM's validation prompts and KV cache length"
+    )
 
     @field_validator("name")
     @classmethod

@@ -28,6 +28,7 @@ __all__ = [
     "Rung",
     "Target",
     "all_targets",
+    "default_targets",
     "get_target",
     "ladder_variant",
     "precision_ladder",
@@ -47,6 +48,7 @@ class Build:
     validate: StepRecipe  # its function takes a RuntimeJob, returns a RuntimeResult
     baseline: Format | None = None  # run beside the artifact, unpublished, held to float32 gates
     needs_signature: bool = True  # False: the export reads only the source, so starts before prepare ends
+    gates: Gates | None = None  # what its artifacts are held to, where not the target's own gates
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Rung:
     warm: tuple[str, ...] = ()  # added to the export's preloaded modules
     calibrated: bool = False  # its export gets calibration inputs and its gates
     report_facts: tuple[str, ...] = ()  # its export's metrics that the HTML report shows
+    model_classes: tuple[ModelClass, ...] = (ModelClass.FIXED_SHAPE,)  # the builds the rung has
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class Target:
     def build(self, model_class: ModelClass = ModelClass.FIXED_SHAPE) -> Build | None:
         return self.builds.get(model_class)
 
+    def gates_for(self, model_class: ModelClass) -> Gates:
+        """The default gates its artifacts of this class are held to."""
+        build = self.build(model_class)
+        return build.gates if build is not None and build.gates is not None else self.gates
+
     @property
     def consumes(self) -> Format:
         """The format a fixed-shape model's export starts from."""
@@ -91,8 +99,9 @@ class Target:
         """The target of this target's `precision` rung, named `<name>-<precision>`."""
         rung = self.rungs[precision]
         builds = {
-            model_class: replace(build, export=build.export.extended(rung.toolchain, rung.warm))
+            model_class: replace(build, export=build.export.extended(rung.toolchain, rung.warm), gates=None)
             for model_class, build in self.builds.items()
+            if model_class in rung.model_classes
         }
         return replace(
             self,
@@ -114,11 +123,23 @@ class Target:
         """Built when no target is named; ladder variants are built only when asked for."""
         return self.ladder is None
 
-    def accepts(self, kind: SourceKind, model_class: ModelClass = ModelClass.FIXED_SHAPE) -> bool:
-        """Can this target build a model of this class from a source of this kind (through the
-        shared conversions)?"""
-        start, build = source_format(kind).format, self.build(model_class)
-        return start is not None and build is not None and conversion_path(start, build.consumes) is not None
+    def accepts(self, kind: SourceKind) -> bool:
+        """Can this target build a source of this kind (its class of model, through the shared
+        conversions)?"""
+        return self.refusal(kind) is None
+
+    def refusal(self, kind: SourceKind) -> str | None:
+        """Why this target cannot be built from a source of this kind (None: it can)."""
+        source = source_format(kind)
+        build = self.build(source.model_class)
+        if build is None:
+            return f"{self.name} builds no {source.model_class.value} model"
+        if source.format is None or conversion_path(source.format, build.consumes) is None:
+            return (
+                f"no converter path from this {kind.value} source to {build.consumes.value}, "
+                f"which {self.name} is built from"
+            )
+        return None
 
     def parse_options(self, options: dict[str, Any]) -> BaseModel:
         try:
@@ -207,13 +228,23 @@ def variant_name(base: str, precision: Precision) -> str:
     return base if precision is Precision.FP32 else f"{base}-{precision.value}"
 
 
-def resolve_targets(names: list[str] | str | None) -> list[Target]:
+def default_targets(model_class: ModelClass = ModelClass.FIXED_SHAPE) -> list[Target]:
+    """What a run of a model of this class builds when no target is named: every target that
+    builds fixed-shape models (a source one cannot take lists it as skipped, with why) and every
+    one that builds this class; ladder rungs are built when named or a spec asks."""
+    general = ModelClass.FIXED_SHAPE
+    return [t for t in all_targets() if t.in_default_set and (t.build(general) or t.build(model_class))]
+
+
+def resolve_targets(
+    names: list[str] | str | None, model_class: ModelClass = ModelClass.FIXED_SHAPE
+) -> list[Target]:
     """Targets named by a list or a comma-separated string; None or empty means the default set
-    (every target but the ladder variants, which are built when named or a spec asks)."""
+    for a model of this class."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
-        return [t for t in all_targets() if t.in_default_set]
+        return default_targets(model_class)
     seen: dict[str, Target] = {}
     for name in names:
         seen.setdefault(name, get_target(name))

@@ -133,6 +133,19 @@ def unpack_onnx(job: ExportJob) -> ExportResult:
     return ExportResult(files=files, product=files[0], notes=notes if data else [])
 
 
+def unpack_hf_folder(job: ExportJob) -> ExportResult:
+    """The uploaded model folder, unpacked with the checked unpacker and checked again (no custom
+    code, no pickles, safetensors headers inside their files): what LLM exporters read."""
+    from shipyard.archive import unpack_archive
+    from shipyard.hf_folder import find_hf_folder, read_causal_lm
+
+    unpack_archive(job.input(Format.HF_ARCHIVE), job.work_path / "unpacked")
+    folder = find_hf_folder(job.work_path / "unpacked")
+    read_causal_lm(folder)
+    shutil.copytree(folder, job.out_path / "model")
+    return ExportResult(files=_files_in(job.out_path), product="model")
+
+
 def saved_model_to_onnx(job: ExportJob) -> ExportResult:
     from exporters.tensorflow2onnx import export_onnx_from_saved_model
 
@@ -283,6 +296,18 @@ register_conversion(
             timeout_s=1200,
             family=Family.TF,
             warm=("torch.export.pt2_archive._package", "litert_torch", "exporters.torch2tflite"),
+        ),
+    )
+)
+register_conversion(
+    Conversion(
+        consumes=Format.HF_ARCHIVE,
+        produces=Format.HF_FOLDER,
+        recipe=StepRecipe(
+            function="targets._conversions:unpack_hf_folder",
+            toolchain=("safetensors",),
+            cost_s=1,
+            warm=("shipyard.hf_folder",),
         ),
     )
 )

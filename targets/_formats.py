@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from shipyard.source import SourceKind
+from shipyard.source import ModelClass, SourceKind
 from targets._jobs import options_as
 from targets.engine.family import Family
 from targets.engine.recipe import StepRecipe
@@ -39,6 +39,8 @@ class Format(StrEnum):
     KERAS = "keras"  # a Keras 3 .keras file
     SAVED_MODEL_ARCHIVE = "saved-model-archive"  # a SavedModel in a .zip, .tar or .tar.gz
     ONNX_ARCHIVE = "onnx-archive"  # an .onnx and its external data files in a .zip, .tar or .tar.gz
+    HF_ARCHIVE = "hf-archive"  # a Hugging Face model folder in a .zip, .tar or .tar.gz
+    HF_FOLDER = "hf-folder"  # a checked Hugging Face model folder (config, safetensors, tokenizer)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class SourceFormat:
     format: Format | None
     family: Family = Family.TORCH  # the warm server that runs the source model
     toolchain: tuple[str, ...] = ("torch",)  # distributions whose versions shape its outputs
+    model_class: ModelClass = ModelClass.FIXED_SHAPE  # what a target builds from it (Target.builds)
+    prepare: str = "targets.engine.steps:prepare"  # reads its signature, makes the reference outputs
 
 
 _SOURCES = {
@@ -57,6 +61,12 @@ _SOURCES = {
     SourceKind.KERAS: SourceFormat(Format.KERAS, Family.TF, ("keras", "tensorflow")),
     SourceKind.SAVED_MODEL_ARCHIVE: SourceFormat(Format.SAVED_MODEL_ARCHIVE, Family.TF, ("tensorflow",)),
     SourceKind.ONNX_ARCHIVE: SourceFormat(Format.ONNX_ARCHIVE, toolchain=("onnx", "onnxruntime")),
+    SourceKind.HF_ARCHIVE: SourceFormat(
+        Format.HF_ARCHIVE,
+        toolchain=("torch", "transformers", "safetensors"),
+        model_class=ModelClass.CAUSAL_LM,
+        prepare="targets.engine.generation_steps:prepare_generation",
+    ),
 }
 
 

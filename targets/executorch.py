@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from shipyard.gates import FP32_GATES, INT8_GATES
+from shipyard.gates import FP32_GATES, GENERATION_FP32_GATES, INT8_GATES
 from shipyard.precision import Int8Options, Precision
 from shipyard.signature import DimRange
 from shipyard.source import ModelClass
 from targets._catalog import Build, Rung, Target, register_target
 from targets._formats import Format
 from targets._harness import Predict, run_in_process
-from targets._jobs import ExportJob, ExportResult, RuntimeJob, RuntimeResult
+from targets._jobs import Check, ExportJob, ExportResult, RuntimeJob, RuntimeResult
 from targets.engine.recipe import StepRecipe
 
-__all__ = ["export", "run_artifact"]
+__all__ = ["export", "export_llm", "run_artifact", "run_llm"]
 
 
 def export(job: ExportJob) -> ExportResult:
@@ -78,6 +79,92 @@ def _largest_accepted(job: ExportJob, dim: str, high: int) -> int:
     return low
 
 
+LLM_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+
+
+def export_llm(job: ExportJob) -> ExportResult:
+    """model.pte with the KV cache inside, and the folder's config and tokenizer files beside it."""
+    import shutil
+
+    from exporters.hf2executorch import export_llm_pte, llm_metadata
+    from shipyard.generation import TOKENS, load_causal_lm
+    from shipyard.hf_folder import read_causal_lm
+
+    folder = job.input(Format.HF_FOLDER)
+    facts = read_causal_lm(folder)
+    cache = job.interface.dims[TOKENS].max
+    metadata = llm_metadata(cache, facts.vocab_size, facts.bos_id, facts.eos_ids)
+    counts = export_llm_pte(load_causal_lm(folder), cache, metadata, job.out_path / "model.pte")
+    shipped = [name for name in LLM_FILES if (folder / name).is_file()]
+    for name in shipped:
+        shutil.copyfile(folder / name, job.out_path / name)
+    notes = [
+        f"KV cache of {cache} tokens inside the program (static); XNNPACK took "
+        f"{counts['delegated_subgraphs']} subgraph(s), {counts['portable_nodes']} node(s) run on "
+        "portable kernels"
+    ]
+    return ExportResult(files=["model.pte", *shipped], notes=notes, metrics={"max_cache_len": cache})
+
+
+def run_llm(job: RuntimeJob) -> RuntimeResult:
+    """The .pte in executorch.runtime: teacher-forced logits, greedy tokens, a second session,
+    and its metadata methods against the model's config."""
+    import numpy as np
+    import torch
+    from executorch.runtime import Runtime
+
+    from targets._generation import generation_result, run_generation
+
+    program = Runtime.get().load_program(job.artifact("model.pte"))
+
+    def load() -> Callable[[np.ndarray, int], np.ndarray]:
+        method = program.load_method("forward")
+
+        def step(ids: np.ndarray, position: int) -> np.ndarray:
+            tokens = torch.from_numpy(ids.astype(np.int64).reshape(1, -1))
+            logits = method.execute([tokens, torch.arange(position, position + len(ids))])[0]
+            return logits.reshape(-1, logits.shape[-1]).float().numpy()
+
+        return step
+
+    run, tally, speed = run_generation(job, "model.pte", "ExecuTorch XNNPACK", load)
+    return generation_result(job, run, tally, speed, [_metadata_check(job, program)])
+
+
+def _metadata_check(job: RuntimeJob, program: Any) -> Check:
+    """The .pte's constant methods against the config shipped beside it."""
+    import json
+
+    config = json.loads(job.artifact("config.json").read_text())
+    generation = job.artifact("generation_config.json")
+    declared = json.loads(generation.read_text()) if generation.is_file() else {}
+    eos = declared.get("eos_token_id", config.get("eos_token_id"))
+    expected = {
+        "get_vocab_size": config["vocab_size"],
+        "get_max_seq_len": job.signature.dims["tokens"].max,
+        "get_eos_ids": eos if isinstance(eos, list) else [eos],
+        "get_bos_id": declared.get("bos_token_id", config.get("bos_token_id")),
+    }
+    found: dict[str, list[int] | int | None] = {}
+    for name in expected:
+        if name in program.method_names:
+            values = program.load_method(name).execute([])
+            found[name] = [int(v) for v in values] if name == "get_eos_ids" else int(values[0])
+        else:
+            found[name] = None
+    wrong = {k: (found[k], v) for k, v in expected.items() if found[k] != v and v is not None}
+    detail = ", ".join(f"{k} {got} (config: {want})" for k, (got, want) in wrong.items())
+    return Check(
+        name="metadata", passed=not wrong, detail=detail or "the .pte's metadata methods match the config"
+    )
+
+
 def run_artifact(job: RuntimeJob) -> RuntimeResult:
     import torch
     from executorch.runtime import Runtime
@@ -120,7 +207,28 @@ register_target(
                     warm=("executorch.runtime",),
                     cost_s=2,
                 ),
-            )
+            ),
+            ModelClass.CAUSAL_LM: Build(
+                consumes=Format.HF_FOLDER,
+                export=StepRecipe(
+                    "targets.executorch:export_llm",
+                    toolchain=("torch", "transformers", "executorch"),
+                    warm=(
+                        "transformers.integrations.executorch",
+                        "executorch.exir.program",
+                        "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                        "exporters.hf2executorch",
+                    ),
+                    cost_s=20,
+                ),
+                validate=StepRecipe(
+                    "targets.executorch:run_llm",
+                    toolchain=("executorch",),
+                    warm=("executorch.runtime", "targets._generation"),
+                    cost_s=5,
+                ),
+                gates=GENERATION_FP32_GATES,
+            ),
         },
         gates=FP32_GATES,
         rungs={

@@ -24,14 +24,16 @@ from pydantic import BaseModel
 
 from shipyard.digests import sha256_file
 from shipyard.errors import InputError, ShipyardError, SourceError, SpecError
+from shipyard.hf_folder import read_causal_lm
 from shipyard.prepare import PreparedVariant, check_source, choose_model_name
 from shipyard.report import FileEntry, Metrics, Status, StepRecord, StepStatus, TargetReport
 from shipyard.settings import settings as env_settings
 from shipyard.signature import Signature
-from shipyard.source import SourceKind
+from shipyard.source import ModelClass, SourceKind
 from shipyard.spec import Spec, TargetSettings, parse_spec
 from shipyard.variants import check_samples, max_variant_elements
 from targets._catalog import Target, get_target, ladder_variant, resolve_targets, variant_name
+from targets._formats import source_format
 from targets._jobs import ExportResult, RuntimeResult
 from targets.engine.cache import StepCache
 from targets.engine.execute import RunContext, StepExecutor, located_variants, step_folder
@@ -109,7 +111,7 @@ def check_request(
     `sniff`: know the source's kind from its headers only (the webhook's door check)."""
     spec = spec if isinstance(spec, Spec) else parse_spec(spec)
     check_target_settings(spec)
-    chosen, unoffered = _climb_ladders(resolve_targets(targets), spec)
+    resolve_targets(targets)  # an unknown name is refused before the source is read
     if spec.samples:
         samples = Path(spec.samples).resolve()  # step processes run in folders of their own
         if not samples.is_file():
@@ -119,17 +121,16 @@ def check_request(
     source = source.resolve()
     kind = check_source(source, sniff)
     model_name = choose_model_name(spec, source, name)
-    if kind is SourceKind.SAVED_MODEL:  # a folder: from here on, one deterministic tar of it
-        source, kind = _packed(source), SourceKind.SAVED_MODEL_ARCHIVE
-    refused = [t.name for t in chosen if not t.accepts(kind)]
+    if kind is SourceKind.HF_FOLDER:
+        read_causal_lm(source)  # headers only: a folder that would be refused is, before packing it
+    model_class = source_format(kind.packed).model_class
+    chosen, unoffered = _climb_ladders(resolve_targets(targets, model_class), spec)
+    skipped = {t.name: reason for t in chosen if (reason := t.refusal(kind.packed))}
     named = [n for n in (targets.split(",") if isinstance(targets, str) else targets or []) if n.strip()]
-    if refused and (named or len(refused) == len(chosen)):  # asked by name, or nothing is left
-        able = sorted({k.value for k in SourceKind for t in chosen if t.accepts(k)})
-        raise SourceError(
-            f"{source} is a {kind.value} model; {', '.join(refused)} cannot be built from it "
-            f"(this version takes {', '.join(able) or 'no'} sources)"
-        )
-    skipped = {name: _no_path_reason(name, kind) for name in refused}  # all were asked
+    if skipped and (named or len(skipped) == len(chosen)):  # asked by name, or nothing is left
+        raise SourceError(_refused(source, kind, [t for t in chosen if t.name in skipped]))
+    if kind.packed is not kind:  # a folder: from here on, one deterministic tar of it
+        source, kind = _packed(source), kind.packed
     chosen = [t for t in chosen if t.name not in skipped]
     if not chosen and unoffered:
         raise SpecError(f"no target is left to build: {'; '.join(unoffered.values())}")
@@ -143,6 +144,22 @@ def check_request(
         model_name=model_name,
         skipped=skipped | unoffered,
         asked=[t.name for t in resolve_targets(targets)] if named else [],
+    )
+
+
+def _refused(source: Path, kind: SourceKind, refused: list[Target]) -> str:
+    """Why the targets asked for (or all of them) cannot take this source."""
+    names = ", ".join(t.name for t in refused)
+    model_class = source_format(kind.packed).model_class
+    if all(t.build(model_class) is None for t in refused):
+        return (
+            f"{source} is a {kind.value} model ({model_class.value}); {names} cannot be built from it: "
+            f"{'it builds no' if len(refused) == 1 else 'none of them builds a'} {model_class.value} model"
+        )
+    able = sorted({k.value for k in SourceKind for t in refused if t.accepts(k.packed)})
+    return (
+        f"{source} is a {kind.value} model; {names} cannot be built from it "
+        f"(this version takes {', '.join(able) or 'no'} sources)"
     )
 
 
@@ -166,8 +183,8 @@ def _climb_ladders(chosen: list[Target], spec: Spec) -> tuple[list[Target], dict
 
 
 def _packed(folder: Path) -> Path:
-    """The SavedModel folder as a tar under $SHIPYARD_HOME/sources, named by its digest."""
-    from shipyard.saved_model import pack_folder
+    """A model folder as a tar under $SHIPYARD_HOME/sources, named by its digest."""
+    from shipyard.archive import pack_folder
 
     store = shipyard_home() / "sources"
     store.mkdir(parents=True, exist_ok=True)
@@ -179,11 +196,6 @@ def _packed(folder: Path) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return packed
-
-
-def _no_path_reason(target: str, kind: SourceKind) -> str:
-    consumes = get_target(target).consumes.value
-    return f"no converter path from this {kind.value} source to {consumes}, which {target} is built from"
 
 
 class PipelineResult(BaseModel):
@@ -226,11 +238,15 @@ def _files(folder: Path, files: list[str]) -> list[FileEntry]:
 
 
 def _target_report(
-    target: Target, spec: Spec, signature: Signature, outcomes: dict[str, StepOutcome]
+    target: Target,
+    spec: Spec,
+    signature: Signature,
+    outcomes: dict[str, StepOutcome],
+    model_class: ModelClass,
 ) -> TargetReport:
     """Judge one target; whatever goes wrong while judging fails that target only."""
     try:
-        report = _judged(target, spec, signature, outcomes)
+        report = _judged(target, spec, signature, outcomes, model_class)
     except Exception as exc:  # a missing or unreadable output must not cost the other targets
         error = f"judging {target.name} failed: {type(exc).__name__}: {exc}"
         report = TargetReport(status=Status.FAILED, error=error)
@@ -251,7 +267,11 @@ def _conversion_notes(target: Target, outcomes: dict[str, StepOutcome]) -> list[
 
 
 def _judged(
-    target: Target, spec: Spec, signature: Signature, outcomes: dict[str, StepOutcome]
+    target: Target,
+    spec: Spec,
+    signature: Signature,
+    outcomes: dict[str, StepOutcome],
+    model_class: ModelClass,
 ) -> TargetReport:
     export = outcomes[export_id(target.name)]
     validate = outcomes[validate_id(target.name)]
@@ -284,7 +304,7 @@ def _judged(
         return report
     runtime = validate.result
     report.metrics = Metrics.model_validate({**report.metrics.model_dump(exclude_none=True), **runtime.facts})
-    gates = target.gates.merged(spec.targets.get(target.name, TargetSettings()).gates)
+    gates = target.gates_for(model_class).merged(spec.targets.get(target.name, TargetSettings()).gates)
     variants = located_variants(outcomes, target.name)
     batch = signature.batch_dim()
     return judge(report, variants, runtime, validate.out_dir, gates, batch.name if batch else None)
@@ -339,7 +359,8 @@ class Engine:
         prepared = outcomes[PREPARE]
         assert isinstance(prepared.result, PreparedSource)
         signature = prepared.result.signature
-        reports = {t.name: _target_report(t, request.spec, signature, outcomes) for t in targets}
+        model_class = source_format(request.source_kind).model_class
+        reports = {t.name: _target_report(t, request.spec, signature, outcomes, model_class) for t in targets}
         reports |= {n: TargetReport(status=Status.SKIPPED, error=why) for n, why in request.skipped.items()}
         tools = {name for step in plan.steps.values() for name in step.recipe.toolchain}
         return PipelineResult(

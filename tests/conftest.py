@@ -115,11 +115,12 @@ def register_variant(
     export: str | None = None,
     validate: str | None = None,
     timeout_s: int | None = None,
+    model_class: ModelClass = ModelClass.FIXED_SHAPE,
 ) -> Target:
     """Register, for one test, target `base` under `name` with its export or validation function
-    replaced ("tests.steps:function") and, if given, a shorter timeout for both."""
+    for `model_class` replaced ("tests.steps:function") and, if given, a shorter timeout for both."""
     target = get_target(base)
-    build = target.build()
+    build = target.build(model_class)
     assert build is not None
     limits = {"timeout_s": timeout_s} if timeout_s else {}
     if export:
@@ -130,9 +131,18 @@ def register_variant(
         build = dataclasses.replace(
             build, validate=dataclasses.replace(build.validate, function=validate, **limits)
         )
-    variant = dataclasses.replace(target, name=name, builds={ModelClass.FIXED_SHAPE: build})
+    variant = dataclasses.replace(target, name=name, builds={model_class: build})
     monkeypatch.setitem(_catalog._TARGETS, name, variant)
     return variant
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trained tiny causal LMs, one per attention kind (tests/llm_models.py), as saved folders."""
+    from tests.llm_models import ARCHITECTURES, save_tiny_lm
+
+    root = tmp_path_factory.mktemp("tiny-lms")
+    return {a: save_tiny_lm(root / a, a) for a in ARCHITECTURES}
 
 
 @pytest.fixture

@@ -47,6 +47,25 @@ def tampered_triton(job: ExportJob) -> ExportResult:
     return result
 
 
+def tampered_executorch_llm(job: ExportJob) -> ExportResult:
+    """executorch's LLM export of the model with one MLP weight matrix perturbed: a conversion
+    that got one tensor wrong."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from targets.executorch import export_llm
+
+    folder = job.work_path / "tampered"
+    shutil.copytree(job.input("hf-folder"), folder)
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(k for k in weights if k.endswith("mlp.down_proj.weight"))[-1]
+    noise = np.random.default_rng(0).normal(0, 0.2, weights[name].shape).astype(weights[name].dtype)
+    weights[name] = weights[name] + noise
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return export_llm(job.model_copy(update={"inputs": {"hf-folder": str(folder)}}))
+
+
 def tampered_tfjs(job: ExportJob) -> ExportResult:
     """The real TF.js export, then its largest float32 weight scaled by 5% in the shard."""
     import json

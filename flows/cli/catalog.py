@@ -14,7 +14,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_targets(args: argparse.Namespace) -> int:
-    from targets import all_targets, resolve_targets
+    from shipyard.source import ModelClass
+    from targets import all_targets, default_targets
 
     if args.json:
         print_json(
@@ -22,7 +23,8 @@ def run_targets(args: argparse.Namespace) -> int:
                 {
                     "name": t.name,
                     "summary": t.summary,
-                    "consumes": t.consumes.value,
+                    "consumes": t.consumes.value if t.build() else None,
+                    "builds": [c.value for c in t.builds],
                     "precision": t.precision.value,
                     "ladder": t.ladder,
                     "in_default_set": t.in_default_set,
@@ -35,10 +37,12 @@ def run_targets(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [{"target": t.name, "precision": t.precision.value, "summary": t.summary} for t in all_targets()]
     print_table(rows, ["target", "precision", "summary"])
-    default = ", ".join(t.name for t in resolve_targets(None))
+    default = ", ".join(t.name for t in default_targets())
+    causal = ", ".join(t.name for t in default_targets(ModelClass.CAUSAL_LM) if t.build(ModelClass.CAUSAL_LM))
     print(
-        f"\nWithout --targets a run builds {default}.\nName a precision rung (executorch-int8) or list "
-        "precisions in the spec: targets: {executorch: {precisions: [fp32, int8]}}"
+        f"\nWithout --targets a run builds {default} (a causal LM folder: {causal}; the others are "
+        "reported skipped).\nName a precision rung (executorch-int8) or list precisions in the spec: "
+        "targets: {executorch: {precisions: [fp32, int8]}}"
     )
     return EXIT_OK
 

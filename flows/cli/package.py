@@ -187,8 +187,12 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     import tempfile
 
+    from shipyard.prepare import check_source
+    from shipyard.source import SourceKind
     from targets.pipeline import Engine
 
+    if check_source(args.source.resolve(), sniff=True) in (SourceKind.HF_FOLDER, SourceKind.HF_ARCHIVE):
+        return _inspect_causal_lm(args)
     request = _request(args)
     with tempfile.TemporaryDirectory(prefix="shipyard-inspect-") as work, Engine() as engine:
         signature = engine.inspect(request, Path(work) / "signature")
@@ -212,6 +216,37 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK if run_error is None else EXIT_USAGE
 
 
+def _inspect_causal_lm(args: argparse.Namespace) -> int:
+    """A Hugging Face folder's facts, read from its config, safetensors headers and tokenizer files."""
+    from shipyard.hf_folder import inspect_causal_lm
+    from shipyard.source import ModelClass, detect_kind
+
+    source = args.source.resolve()
+    facts = inspect_causal_lm(source)
+    kind = detect_kind(source, thorough=False).value
+    if args.json:
+        print_json({"kind": kind, "model_class": ModelClass.CAUSAL_LM.value, **facts.model_dump(mode="json")})
+        return EXIT_OK
+    yes_no = {True: "yes", False: "no"}
+    print(f"{source} ({kind}, {ModelClass.CAUSAL_LM.value})")
+    print(f"architecture: {facts.architecture} ({facts.model_type})")
+    files = ", ".join(facts.weight_files)
+    print(f"parameters:   {facts.parameters:,} ({facts.dtype}, {facts.weight_bytes:,} bytes in {files})")
+    print(
+        f"layers:       {facts.layers}, hidden {facts.hidden_size}, heads {facts.heads}, "
+        f"kv heads {facts.kv_heads}, head dim {facts.head_dim}"
+    )
+    print(
+        f"vocabulary:   {facts.vocab_size:,}; context length {facts.context_length:,}; "
+        f"tied embeddings {yes_no[facts.tied_embeddings]}"
+    )
+    print(
+        f"tokenizer:    {facts.tokenizer} (tokenizer.json); bos {facts.bos_id}, eos {facts.eos_ids}; "
+        f"chat template {yes_no[facts.chat_template]}"
+    )
+    return EXIT_OK
+
+
 COMMANDS = [
     Command(
         "package",
@@ -230,6 +265,8 @@ COMMANDS = [
         run_inspect,
         description="Print SOURCE's signature with the spec applied (read without running the model), "
         "then run the source on every validation variant. Exit 0: it runs; 2: bad input, or it fails on "
-        "a variant (the error names the variant's sizes and the spec's dims to narrow).",
+        "a variant (the error names the variant's sizes and the spec's dims to narrow). For a Hugging "
+        "Face causal-LM folder (or an archive of one): its architecture, parameters, layers, heads, "
+        "vocabulary, context length, dtype and tokenizer, read from its files without running any.",
     ),
 ]

@@ -112,7 +112,7 @@ class StepExecutor:
         calibrate = step.calibrate
         material = {
             "source": self.context.source_sha256,
-            "spec": spec.model_dump(mode="json", include={"inputs", "outputs", "dims", "seed"}),
+            "spec": spec.model_dump(mode="json", include={"inputs", "outputs", "dims", "seed", "generation"}),
             "samples": samples,
             "max_variant_elements": budget,
             "calibrate": calibrate,

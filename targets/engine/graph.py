@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from shipyard.errors import UnknownTarget
 from shipyard.gates import Gates
-from shipyard.source import ModelClass, SourceKind
+from shipyard.source import SourceKind
 from shipyard.spec import Spec, TargetSettings
 from targets._catalog import Build, Target, all_targets
 from targets._formats import Conversion, Format, all_conversions, conversion_path, source_format
@@ -164,6 +164,7 @@ def _conversion_step(conversion: Conversion, options: BaseModel, chain: dict[str
 def _target_steps(
     target: Target, build: Build, options: BaseModel, settings: TargetSettings, last: str, source: SourceKind
 ) -> list[Step]:
+    model_class = source_format(source).model_class
     """export -> reference -> validate for one target, `last` being the step its input comes from."""
     export_needs = [PREPARE] if build.needs_signature else []
     export = Step(
@@ -176,7 +177,7 @@ def _target_steps(
         memory_mb=_memory_mb(settings),
         consumes=build.consumes,
         target=target,
-        gates=target.gates.merged(settings.gates) if target.calibrated else None,
+        gates=target.gates_for(model_class).merged(settings.gates) if target.calibrated else None,
     )
     reference = Step(
         id=reference_id(target.name),
@@ -201,20 +202,18 @@ def _target_steps(
     return [export, reference, validate]
 
 
-def plan_steps(
-    kind: SourceKind, spec: Spec, targets: list[Target], model_class: ModelClass = ModelClass.FIXED_SHAPE
-) -> Plan:
+def plan_steps(kind: SourceKind, spec: Spec, targets: list[Target]) -> Plan:
     """Every step the targets need for a source of this kind; shared conversions appear once."""
     steps: dict[str, Step] = {
         PREPARE: Step(
             id=PREPARE,
             kind=StepKind.PREPARE,
-            recipe=source_recipe(kind, "targets.engine.steps:prepare", cost_s=2.0),
+            recipe=source_recipe(kind, source_format(kind).prepare, cost_s=2.0),
             needs=[],
             memory_mb=default_step_memory_mb(),
         )
     }
-    start = source_format(kind).format
+    start, model_class = source_format(kind).format, source_format(kind).model_class
     for target in targets:
         build = target.build(model_class)
         if build is None:

@@ -107,6 +107,18 @@ def _agreement(
     return min(shares, default=None)
 
 
+def _mean_kl(compared: list[VariantMetrics]) -> float | None:
+    """KL per classifier-like row over every variant of one file in one runtime, for the worst
+    file and runtime; None when no output is classifier-like."""
+    pooled: dict[tuple[str, str], list[float]] = {}
+    for c in compared:
+        total = pooled.setdefault((c.file, c.runtime), [0.0, 0])
+        total[0] += c.kl_sum
+        total[1] += c.label_rows
+    means = [kl / rows for kl, rows in pooled.values() if rows]
+    return max(means, default=None)
+
+
 def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics:
     latencies = [p for p in (latency_p50(r.times_ms) for r in runs) if p is not None]
     return Metrics(
@@ -117,6 +129,7 @@ def _metrics(compared: list[VariantMetrics], runs: list[ArtifactRun]) -> Metrics
         scaled_abs_err=_worst_scaled(compared),
         top1_agreement=_agreement(compared, lambda c: (c.top1_agreed, c.label_rows)),
         top5_agreement=_agreement(compared, lambda c: (c.top5_agreed, c.top5_rows)),
+        mean_kl=_mean_kl(compared),
         latency_ms_p50=max(latencies, default=None),
         load_ms=max((r.load_ms for r in runs), default=None),
     )
