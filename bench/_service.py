@@ -48,7 +48,7 @@ class RunningService:
 
     def submit(self, name: str, model: bytes, targets: str) -> str:
         """A signed upload of `model` for `targets` to the webhook; the submission's run id."""
-        from flows._signing import signed_body_headers
+        from flows.signing import signed_body_headers
 
         path = f"/v1/models/{name}"
         request = httpx.Request(

@@ -33,7 +33,7 @@ SECRET = "bench-webhook-secret-0123456789"
 async def _send(client, url: str, model: bytes, seed: int, forged: bool) -> tuple[int, float]:
     import httpx
 
-    from flows._signing import signed_body_headers
+    from flows.signing import signed_body_headers
 
     request = httpx.Request(
         "POST",

@@ -12,7 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_llm_pte", "llm_metadata"]
+__all__ = ["export_llm_pte", "llm_metadata", "quantize_llm"]
+
+# torchao weight quantization that XNNPACK runs: int4 weights in groups of 32, activations
+# quantized to int8 per token at run time (ExecuTorch's "8da4w")
+LLM_SCHEMES = {"int4": "dynamic int8 activations, int4 weights in groups of 32 (torchao 8da4w, XNNPACK)"}
+
+
+def quantize_llm(model: Any, precision: str) -> str:
+    """Quantize the linear layers' weights in place; returns what was done, for the report."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    if precision not in LLM_SCHEMES:
+        raise ValueError(f"no {precision} scheme for language models")
+    int4 = torch.int4  # type: ignore[attr-defined]  # torch's stubs lack the sub-byte dtypes
+    quantize_(
+        model, Int8DynamicActivationIntxWeightConfig(weight_dtype=int4, weight_granularity=PerGroup(32))
+    )
+    return LLM_SCHEMES[precision]
 
 
 def llm_metadata(

@@ -1,4 +1,4 @@
-"""A client for the webhook: signs each request the way flows/_signing.py checks it."""
+"""A client for the webhook: signs each request the way flows/signing.py checks it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from flows._signing import signed_headers
+from flows.signing import signed_headers
 
 __all__ = ["StatusUnreadable", "WebhookClient", "WebhookRefused"]
 

@@ -291,7 +291,17 @@ def render_drift_report(
         f"<td class=num>{len(m['steps_run'])}</td><td class=num>{m['steps_reused']}</td></tr>"
         for m in models
     )
-    columns = ["model", "target", "status", "cosine", "max_abs_err", "artifact_bytes", "error"]
+    columns = [
+        "model",
+        "target",
+        "status",
+        "cosine",
+        "max_abs_err",
+        "artifact_bytes",
+        "token_agreement",
+        "decode_tokens_per_s",
+        "error",
+    ]
     ordered = sorted(drift, key=lambda r: (not r.regressed, r.model, r.target))
     rows = "".join(
         f"<tr class='{'drift regressed' if r.regressed else 'drift'}' "

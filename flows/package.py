@@ -12,10 +12,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment as prefect_deployment
 from prefect.runtime import flow_run as prefect_flow_run
 
-from flows._concurrency import ensure_step_limit, step_slot
 from flows._packaging import package, publish_version
 from flows._parameters import SpecForm, TargetName, spec_dict, target_names
-from flows._warm_runs import process_origin
+from flows.concurrency import ensure_step_limit, step_slot
+from flows.warm_runs import process_origin
 from registry import RunInfo, fetch_source, open_registry
 from shipyard.report import RunReport, StepStatus
 from shipyard.table import table_rows

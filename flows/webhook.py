@@ -5,7 +5,7 @@ POST /v1/models/{name}   multipart: file (the model), optional spec (YAML/JSON),
 GET  /v1/runs/{run_id}   -> {run_id, state, ...}; when the run is done, `targets` as in the CLI's --json
 GET  /healthz            -> {"ok": true}
 
-Both /v1 routes are signed (flows/_signing.py): the MAC covers the timestamp, method, path,
+Both /v1 routes are signed (flows/signing.py): the MAC covers the timestamp, method, path,
 Content-Length, Content-Type and the body's declared X-Shipyard-Content-SHA256, so a request is
 authenticated from its headers alone (401) before any of its body is read or a slot is taken;
 the body is then checked against its declared digest as it streams in, within a deadline and
@@ -48,8 +48,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flows._dispatcher import Dispatcher
-from flows._signing import BodySigner, SeenSignatures, header_problem, matches, sign_body, sign_request
 from flows._upload import Upload, UploadRefused, receive_upload
+from flows.signing import BodySigner, SeenSignatures, header_problem, matches, sign_body, sign_request
 from registry import Registry, read_submission, record_submission, run_id_for, submission_key
 from shipyard.digests import sha256_file
 from shipyard.errors import ShipyardError, SpecError

@@ -12,7 +12,7 @@ created through the API cannot change the command the worker runs or add to its 
 (flows/deploy.py), so such a flow run is refused when it is created from the deployment.
 
 Its flow runs fork from one warm process of the worker that has imported Prefect and the flows
-already (flows/_warm_runs.py), instead of importing them in a fresh interpreter each time.
+already (flows/warm_runs.py), instead of importing them in a fresh interpreter each time.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from prefect.settings import (
 )
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from flows._concurrency import worker_name, worker_slots
-from flows._warm_runs import SERVER_ENV, launcher_command
+from flows.concurrency import worker_name, worker_slots
 from flows.deploy import WORK_POOL
+from flows.warm_runs import SERVER_ENV, launcher_command
 from shipyard.runtime_dir import runtime_dir
 from shipyard.settings import env_name, settings
 
@@ -70,7 +70,7 @@ def warm_server() -> Iterator[None]:
         return
     path = Path(folder) / f"flows-{os.getpid()}.sock"
     server = subprocess.Popen(
-        [sys.executable, "-m", "flows._warm_runs", "serve", str(path)], stdin=subprocess.PIPE
+        [sys.executable, "-m", "flows.warm_runs", "serve", str(path)], stdin=subprocess.PIPE
     )
     os.environ[SERVER_ENV] = str(path)
     try:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from shipyard.report import Status, TargetReport
+from shipyard.report import Metrics, Status, TargetReport
 
 __all__ = ["DriftRow", "drift_rows", "toolchain_changes"]
 
@@ -20,6 +20,8 @@ class DriftRow(BaseModel):
     max_abs_err: str
     cosine: str
     artifact_bytes: str
+    token_agreement: str = "-"  # a language model's greedy steps equal to eager's
+    decode_tokens_per_s: str = "-"
     regressed: bool  # passed before, not now
     error: str  # today's, cut to 160 characters
 
@@ -33,6 +35,12 @@ def _delta(old: float | None, new: float | None) -> str:
     if old is None or new is None:
         return "-"
     return f"{old:.3g} -> {new:.3g}"
+
+
+def _extra(metrics: Metrics, name: str) -> float | None:
+    """A metric a target reported beyond the common ones (Metrics keeps them as extras)."""
+    value = (metrics.model_extra or {}).get(name)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def drift_rows(
@@ -54,6 +62,10 @@ def drift_rows(
                 max_abs_err=_delta(m0.max_abs_err, m1.max_abs_err),
                 cosine=_delta(m0.cosine, m1.cosine),
                 artifact_bytes=_delta(m0.artifact_bytes, m1.artifact_bytes),
+                token_agreement=_delta(_extra(m0, "token_agreement"), _extra(m1, "token_agreement")),
+                decode_tokens_per_s=_delta(
+                    _extra(m0, "decode_tokens_per_s"), _extra(m1, "decode_tokens_per_s")
+                ),
                 regressed=before is not None
                 and before.status is Status.PASSED
                 and (after is None or after.status is not Status.PASSED),

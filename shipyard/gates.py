@@ -90,6 +90,14 @@ INT8_GATES = Gates(min_cosine=0.99, max_rel_l2_err=0.15, min_top1_agreement=0.99
 # is within 3e-6 of eager). No relative error (a logit near zero makes it meaningless) and no
 # top-1 gate (a near-tie may flip: the token check excuses and counts those).
 GENERATION_FP32_GATES = Gates(max_abs_err=1e-3, min_cosine=0.99999, max_mean_kl=1e-5, exact_below=1e-6)
+# int4 weights: the greedy tokens may part from eager's (token_agreement and the greedy prefix are
+# reported, not gated); what is held is how far the next-token distribution is from eager's, given
+# eager's prefix (mean KL), and the logits' direction. Teacher-forced top-1 agreement is reported,
+# not gated: where eager's own distribution is flat it flips while the distribution barely moves.
+# Measured on the tiny trained test models (executorch 8da4w): cosine 0.987-0.995, mean KL
+# 0.026-0.088, top-1 0.94 (llama, qwen3) and 0.19 (gemma, whose predictions are flat; its KL is the
+# lowest of the three). Limits about 3x beyond the worst: provisional until measured on real models.
+GENERATION_INT4_GATES = Gates(min_cosine=0.95, max_mean_kl=0.25)
 
 
 def apply_gates(gates: Gates, metrics: Metrics) -> list[GateResult]:

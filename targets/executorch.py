@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipyard.gates import FP32_GATES, GENERATION_FP32_GATES, INT8_GATES
+from shipyard.gates import (
+    FP32_GATES,
+    GENERATION_FP32_GATES,
+    GENERATION_INT4_GATES,
+    INT8_GATES,
+)
 from shipyard.precision import Int8Options, Precision
 from shipyard.signature import DimRange
 from shipyard.source import ModelClass
@@ -92,7 +97,7 @@ def export_llm(job: ExportJob) -> ExportResult:
     """model.pte with the KV cache inside, and the folder's config and tokenizer files beside it."""
     import shutil
 
-    from exporters.hf2executorch import export_llm_pte, llm_metadata
+    from exporters.hf2executorch import export_llm_pte, llm_metadata, quantize_llm
     from shipyard.generation import TOKENS, load_causal_lm
     from shipyard.hf_folder import read_causal_lm
 
@@ -100,14 +105,17 @@ def export_llm(job: ExportJob) -> ExportResult:
     facts = read_causal_lm(folder)
     cache = job.interface.dims[TOKENS].max
     metadata = llm_metadata(cache, facts.vocab_size, facts.bos_id, facts.eos_ids)
-    counts = export_llm_pte(load_causal_lm(folder), cache, metadata, job.out_path / "model.pte")
+    model = load_causal_lm(folder)
+    quantized = [] if job.precision is Precision.FP32 else [quantize_llm(model, job.precision.value)]
+    counts = export_llm_pte(model, cache, metadata, job.out_path / "model.pte")
     shipped = [name for name in LLM_FILES if (folder / name).is_file()]
     for name in shipped:
         shutil.copyfile(folder / name, job.out_path / name)
     notes = [
+        *quantized,
         f"KV cache of {cache} tokens inside the program (static); XNNPACK took "
         f"{counts['delegated_subgraphs']} subgraph(s), {counts['portable_nodes']} node(s) run on "
-        "portable kernels"
+        "portable kernels",
     ]
     return ExportResult(files=["model.pte", *shipped], notes=notes, metrics={"max_cache_len": cache})
 
@@ -240,7 +248,15 @@ register_target(
                 toolchain=("torchao",),
                 warm=("torchao.quantization.pt2e.quantize_pt2e",),
                 calibrated=True,
-            )
+            ),
+            Precision.INT4: Rung(
+                summary="executorch with int4 weights, for language models (torchao 8da4w: int4 groups "
+                "of 32, int8 activations; XNNPACK)",
+                gates=GENERATION_INT4_GATES,
+                toolchain=("torchao",),
+                warm=("torchao.quantization",),
+                model_classes=(ModelClass.CAUSAL_LM,),
+            ),
         },
     )
 )

@@ -104,7 +104,8 @@ def test_a_tampered_llm_artifact_fails_naming_the_first_divergence(
         export="tests.steps:tampered_executorch_llm",
         model_class=ModelClass.CAUSAL_LM,
     )
-    result = run_targets(engine, tiny_lms["llama"], ["executorch", "executorch-tampered"], tmp_path)
+    # qwen3: its float32 export is in the session's step cache already (the test above)
+    result = run_targets(engine, tiny_lms["qwen3"], ["executorch", "executorch-tampered"], tmp_path)
     assert result.reports["executorch"].status is Status.PASSED
     tampered = result.reports["executorch-tampered"]
     assert tampered.status is Status.FAILED
@@ -114,3 +115,21 @@ def test_a_tampered_llm_artifact_fails_naming_the_first_divergence(
     facts = tampered.metrics.model_dump()
     assert facts["token_agreement"] < 1.0 and isinstance(facts["greedy_prefix_tokens"], int)
     assert not np.isnan(facts["token_agreement"])
+
+
+def test_the_int4_rung_is_a_quarter_of_the_size_and_within_its_gates(
+    tiny_lms: dict[str, Path], engine: Engine, tmp_path: Path
+) -> None:
+    result = run_targets(engine, tiny_lms["qwen3"], ["executorch", "executorch-int4"], tmp_path)
+    fp32, int4 = result.reports["executorch"], result.reports["executorch-int4"]
+    assert int4.status is Status.PASSED, int4.error
+    size = {
+        name: next(f.bytes for f in r.files if f.path == "model.pte") for name, r in result.reports.items()
+    }
+    assert size["executorch-int4"] < 0.45 * size["executorch"]
+    assert fp32.metrics.mean_kl is not None and int4.metrics.mean_kl is not None
+    assert int4.metrics.mean_kl > 100 * fp32.metrics.mean_kl  # the weights were quantized
+    assert any("8da4w" in note for note in int4.notes)
+    assert {g.name for g in int4.gates} >= {"max_mean_kl", "min_cosine", "session_repeats"}
+    assert "greedy_tokens" not in {g.name for g in int4.gates}  # reported, not gated, below fp32
+    assert 0 < int4.metrics.model_dump()["token_agreement"] <= 1

@@ -89,6 +89,18 @@ def test_drift_rows_flag_regressions() -> None:
     new = {"tfjs": TargetReport(status=Status.FAILED, error="export failed: Erf")}
     (row,) = drift_rows("m", old, new)
     assert row.status == "passed -> failed" and row.regressed is True
+    llm_old = {
+        "lm": TargetReport(
+            status=Status.PASSED, metrics=Metrics(token_agreement=1.0, decode_tokens_per_s=300)
+        )
+    }
+    llm_new = {
+        "lm": TargetReport(
+            status=Status.PASSED, metrics=Metrics(token_agreement=0.9, decode_tokens_per_s=450)
+        )
+    }
+    (lm,) = drift_rows("m", llm_old, llm_new)
+    assert (lm.token_agreement, lm.decode_tokens_per_s, lm.regressed) == ("1 -> 0.9", "300 -> 450", False)
     assert row.error == "export failed: Erf"
     assert toolchain_changes(
         {"onnx": "1.23.2", "torch": "2.13.0"}, {"onnx": "1.24.0", "torch": "2.13.0"}

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from flows._signing import signed_body_headers
+from flows.signing import signed_body_headers
 from infra._pidfile import live_pid
 from registry import Registry
 from tests.conftest import ROOT, free_port

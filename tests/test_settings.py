@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 NAME = re.compile(r"SHIPYARD_[A-Z0-9_]*[A-Z0-9]")
 PACKAGES = ("shipyard", "flows", "targets", "registry", "exporters", "infra", "bench")
 # A read of a variable named in the code (not a write: `os.environ["SHIPYARD_X"] = ...` for a child
-# process is fine). Not caught, and meant: flows/_warm_runs.py's own socket variables (its launcher
+# process is fine). Not caught, and meant: flows/warm_runs.py's own socket variables (its launcher
 # imports nothing heavy) and the step settings copied raw into the step cache key.
 ENV_READ = re.compile(
     r"""(?:environ\.get\(|getenv\()\s*["']SHIPYARD_|environ\[\s*["']SHIPYARD_\w+["']\s*\](?!\s*=[^=])"""

@@ -28,7 +28,7 @@ def warm_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]
     folder.mkdir(mode=0o700)
     path = folder / "flows.sock"
     server = subprocess.Popen(
-        [sys.executable, "-m", "flows._warm_runs", "serve", str(path)], stdin=subprocess.PIPE, cwd=ROOT
+        [sys.executable, "-m", "flows.warm_runs", "serve", str(path)], stdin=subprocess.PIPE, cwd=ROOT
     )
     deadline = time.monotonic() + 60
     while not path.exists():
@@ -44,7 +44,7 @@ def warm_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]
 
 def _launcher(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "flows._warm_runs", "run"],
+        [sys.executable, "-m", "flows.warm_runs", "run"],
         env={**os.environ, **env},
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from flows._signing import sign_body, sign_request
+from flows.signing import sign_body, sign_request
 from infra.service import wait_http
 from tests.conftest import ROOT, free_port
 from tests.corrupt import LISTING, corruptions, with_failing_checksum
@@ -677,3 +677,20 @@ def test_a_status_that_cannot_be_read_is_not_a_failed_upload() -> None:
         server.shutdown()
     assert len(reads) > 1  # tried again, not given up at the first 503
     assert raised.value.status_url.endswith("/v1/runs/00000000-0000-4000-8000-000000000000")
+
+
+def test_a_language_model_folder_uploaded_as_an_archive_is_packaged(
+    service: dict, tiny_lms: dict[str, Path], tmp_path: Path
+) -> None:
+    """A Hugging Face folder in a .tar.gz: detected by content, packaged for executorch, proven by
+    generation; the targets that build no language model are skipped with the reason."""
+    archive = Path(shutil.make_archive(str(tmp_path / "qwen"), "gztar", tiny_lms["qwen3"]))
+    answer = _post(service["url"], "tiny-qwen", archive.read_bytes(), {})
+    assert answer.status_code == 202, answer.text
+    status = _wait_done(service["url"], answer.json()["status_url"])
+    assert status["state"] == "COMPLETED", status
+    executorch = status["targets"]["executorch"]
+    assert executorch["status"] == "passed", executorch["error"]
+    assert executorch["metrics"]["token_agreement"] == 1.0
+    assert status["targets"]["triton"] == {**status["targets"]["triton"], "status": "skipped"}
+    assert "builds no causal-lm model" in status["targets"]["triton"]["error"]

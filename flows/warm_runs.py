@@ -6,8 +6,8 @@ small model's flow run cost beyond `shipyard package` (bench/service.py). Each S
 (infra/worker.py) therefore starts one warm server that has imported them, and the worker's run
 command is this module's launcher:
 
-    python -m flows._warm_runs run        (the flow run's process, as Prefect sees it)
-    python -m flows._warm_runs serve SOCK (the worker's warm server; exits when stdin closes)
+    python -m flows.warm_runs run        (the flow run's process, as Prefect sees it)
+    python -m flows.warm_runs serve SOCK (the worker's warm server; exits when stdin closes)
 
 The launcher imports nothing heavy. It hands the server its environment, working folder and
 stdin/stdout/stderr (SCM_RIGHTS over a Unix socket in the user's private runtime folder),
@@ -39,7 +39,7 @@ PRELOAD = ("prefect.engine", "prefect.flow_engine", "flows.package", "flows.nigh
 
 
 def launcher_command() -> str:
-    return f"{sys.executable} -m flows._warm_runs run"
+    return f"{sys.executable} -m flows.warm_runs run"
 
 
 def process_origin() -> str:
@@ -241,7 +241,7 @@ def main() -> None:
     elif sys.argv[1:] == ["run"]:
         sys.exit(run())
     else:
-        raise SystemExit("usage: python -m flows._warm_runs serve SOCKET | run")
+        raise SystemExit("usage: python -m flows.warm_runs serve SOCKET | run")
 
 
 if __name__ == "__main__":
