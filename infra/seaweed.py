@@ -103,8 +103,15 @@ def start_seaweedfs(
     )
 
 
-def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90, env: dict[str, str] | None = None) -> None:
-    """Block until the S3 endpoint answers and the bucket exists (keys from `env`, else the environment)."""
+def wait_for_s3(
+    endpoint: str,
+    bucket: str,
+    timeout_s: float = 180,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Block until the S3 endpoint answers and the bucket exists (keys from `env`, else the
+    environment); on a timeout the error ends with the last lines of SeaweedFS's `log`."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -124,7 +131,12 @@ def wait_for_s3(endpoint: str, bucket: str, timeout_s: float = 90, env: dict[str
             return
         except (BotoCoreError, ClientError, urllib.error.URLError):
             time.sleep(0.5)
-    raise TimeoutError(f"SeaweedFS S3 at {endpoint} did not serve bucket {bucket!r} in {timeout_s:.0f}s")
+    said = ""
+    if log is not None and log.is_file():  # why: a port taken between choosing and binding, a slow start
+        said = "; its log ends: " + " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
+    raise TimeoutError(
+        f"SeaweedFS S3 at {endpoint} did not serve bucket {bucket!r} in {timeout_s:.0f}s{said}"
+    )
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ def _start_seaweedfs(env: dict[str, str]) -> None:
             STATE / "seaweedfs", S3_PORT, BUCKET, STATE / "seaweedfs.log", _seaweedfs_ports(), env
         )
         write_pid(STATE / "seaweedfs.pid", proc.pid)
-    wait_for_s3(env["AWS_ENDPOINT_URL"], BUCKET, env=env)
+    wait_for_s3(env["AWS_ENDPOINT_URL"], BUCKET, env=env, log=STATE / "seaweedfs.log")
     print(f"SeaweedFS S3: {env['AWS_ENDPOINT_URL']}, registry {env['SHIPYARD_REGISTRY']}")
 
 

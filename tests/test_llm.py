@@ -63,8 +63,6 @@ def _generates_like_eager(pulled: Path, folder: Path) -> None:
     from executorch.runtime import Runtime
     from tokenizers import Tokenizer
 
-    from shipyard.generation import load_causal_lm
-
     ids = [1, *Tokenizer.from_file(str(pulled / "tokenizer.json")).encode("the ship sails").ids]
     method = Runtime.get().load_program(pulled / "model.pte").load_method("forward")
     logits = method.execute([torch.tensor([ids]), torch.arange(len(ids))])[0]
@@ -74,12 +72,20 @@ def _generates_like_eager(pulled: Path, folder: Path) -> None:
         tokens.append(
             int(method.execute([torch.tensor([[tokens[-1]]]), torch.tensor([position])])[0][0, -1].argmax())
         )
-    eager = load_causal_lm(folder)
-    sequence = list(ids)
+    assert tokens == _eager_tokens(folder, ids, 12)
+
+
+def _eager_tokens(folder: Path, prompt: list[int], count: int) -> list[int]:
+    """Eager PyTorch's greedy continuation of `prompt`."""
+    import torch
+
+    from shipyard.generation import load_causal_lm
+
+    eager, sequence = load_causal_lm(folder), list(prompt)
     with torch.no_grad():
-        for _ in range(12):
+        for _ in range(count):
             sequence.append(int(eager(torch.tensor([sequence])).logits[0, -1].argmax()))
-    assert tokens == sequence[len(ids) :]
+    return sequence[len(prompt) :]
 
 
 @pytest.mark.parametrize("architecture", ["qwen3", "gemma"])
@@ -133,3 +139,30 @@ def test_the_int4_rung_is_a_quarter_of_the_size_and_within_its_gates(
     assert {g.name for g in int4.gates} >= {"max_mean_kl", "min_cosine", "session_repeats"}
     assert "greedy_tokens" not in {g.name for g in int4.gates}  # reported, not gated, below fp32
     assert 0 < int4.metrics.model_dump()["token_agreement"] <= 1
+
+
+def test_onnx_genai_folders_generate_eagers_tokens_and_its_int4_rung_holds_its_gates(
+    tiny_lms: dict[str, Path], engine: Engine, tmp_path: Path
+) -> None:
+    result = run_targets(engine, tiny_lms["gemma"], ["onnx-genai", "onnx-genai-int4"], tmp_path)
+    fp32, int4 = result.reports["onnx-genai"], result.reports["onnx-genai-int4"]
+    assert fp32.status is Status.PASSED, fp32.error
+    assert int4.status is Status.PASSED, int4.error
+    assert fp32.metrics.model_dump()["token_agreement"] == 1.0
+    assert {"genai_config.json", "model.onnx", "tokenizer.json"} <= {f.path for f in fp32.files}
+    assert sum(f.bytes for f in int4.files) < 0.5 * sum(f.bytes for f in fp32.files)
+    assert any("accuracy_level 1" in note for note in int4.notes)
+
+    import onnxruntime_genai as og
+
+    model = og.Model(str(result.artifact_dirs["onnx-genai"]))  # the folder as a user loads it
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=24, do_sample=False)
+    generator = og.Generator(model, params)
+    prompt = [1, 30, 31, 32, 33]
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
+    generated = []
+    while len(generated) < 12:
+        generator.generate_next_token()
+        generated.append(int(generator.get_next_tokens()[0]))
+    assert generated == _eager_tokens(tiny_lms["gemma"], prompt, 12)
