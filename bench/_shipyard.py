@@ -19,10 +19,10 @@ __all__ = ["ROOT", "PackageFailed", "cell_text", "default_targets", "package_pro
 
 
 def default_targets() -> list[str]:
-    """The catalog's default set (what a run builds when no target is named), in catalog order."""
-    from targets import all_targets
+    """What a run of a fixed-shape model builds when no target is named, in catalog order."""
+    from targets import default_targets as catalog_defaults
 
-    return [t.name for t in all_targets() if t.in_default_set]
+    return [t.name for t in catalog_defaults()]
 
 
 class PackageFailed(RuntimeError):

@@ -69,7 +69,7 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
     from shipyard.prepare import read_signature
     from shipyard.spec import Spec
     from shipyard.variants import generated_calibration, save_arrays
-    from targets import ExportJob, ExportResult, Family, Format, Target, all_targets, conversion_path
+    from targets import ExportJob, ExportResult, Family, Format, Target, conversion_path, default_targets
     from targets.engine.child import load_function
     from targets.engine.forkserver import preload
 
@@ -127,7 +127,7 @@ def _bare(model: str, source: Path) -> dict[str, Any]:
         return shared[fmt]
 
     per_target: dict[str, float | None] = {}
-    for target in (t for t in all_targets() if t.in_default_set):
+    for target in default_targets():
         target_name, build = target.name, target.build()
         if build is None:
             continue

@@ -87,7 +87,9 @@ register_target(
                 export=StepRecipe(
                     "targets.onnx_genai:export",
                     toolchain=("onnxruntime-genai", "transformers", "torch", "onnx"),
-                    warm=("onnxruntime_genai.models.builder", "exporters.hf2genai"),
+                    # not the builder itself: it imports sibling modules by bare names ("quantization",
+                    # "builder_config") that a warm server would keep for every other step
+                    warm=("exporters.hf2genai",),
                     cost_s=8,
                 ),
                 validate=StepRecipe(

@@ -6,7 +6,7 @@ import pytest
 
 from shipyard.source import SourceKind
 from shipyard.spec import parse_spec
-from targets import all_targets, get_target
+from targets import default_targets, get_target
 from targets.engine.graph import plan_steps
 
 
@@ -15,7 +15,7 @@ def _plan(targets: list[str], spec: dict | None = None):  # type: ignore[no-unty
 
 
 def test_all_six_targets_share_their_conversions() -> None:
-    steps = _plan([t.name for t in all_targets() if t.in_default_set]).steps
+    steps = _plan([t.name for t in default_targets()]).steps
     assert sorted(s for s in steps if s.startswith("convert:")) == [
         "convert:onnx",
         "convert:saved-model",
